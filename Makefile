@@ -1,0 +1,55 @@
+# Two commands on a fresh Debian 12 machine, as root:
+#   make demo   — set up, then provision a demo unit, record a sample and verify it
+#   make test   — set up, then lint and run the test suite
+# Setting up is idempotent: Debian packages are installed only when missing,
+# the venv is rebuilt only when setup.cfg or pyproject.toml change.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
+	mosquitto mosquitto-clients espeak-ng pulseaudio pulseaudio-utils \
+	libasound2-plugins sox openssl
+DEMO_OUT ?= demo-out
+
+.PHONY: setup system venv demo test test-slow bench lint clean
+
+setup: system venv
+
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO_OUT)
+	$(VENV)/bin/custody demo --out $(DEMO_OUT)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+test-slow: setup
+	$(VENV)/bin/pytest -q -m slow
+
+bench: setup
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) *.egg-info .pytest_cache .ruff_cache
