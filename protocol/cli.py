@@ -17,7 +17,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("daemon.provision_cli", "create a unit's keys and trust file; enrol devices"),
     "verify": ("protocol.verify_cli", "verify a device store or archive and report continuity"),
-    "export": ("daemon.export_cli", "decrypt a store's segments for review (needs the archive key)"),
+    "export": ("daemon.export_cli", "decrypt segments for review (needs the archive key)"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
     "hw": ("hardware.cli", "hardware checks for technicians (capture, ...)"),
 }

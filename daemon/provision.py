@@ -1,0 +1,118 @@
+"""Provisioning: a unit's keys and trust file, and enrolling devices into it.
+
+Layout of a unit's key folder (``custody provision``)::
+
+    trust.json                 public: which keys sign for which device / dock
+    archive-secret.key         X25519: decrypts every segment (keep offline)
+    archive-signing.key        Ed25519: the archive's own statements
+    docks/<dock id>.key        Ed25519: signs receipts and attestations
+    devices/<device id>.key    Ed25519: goes onto that device only
+
+Private keys are written 0600 and never overwritten; their bytes are never
+printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from device.ledger import Clock, LedgerWriter
+from protocol.entries import Assigned, Provisioned
+from protocol.keys import ArchiveSecretKey, SigningKey
+from protocol.store_reader import TRUST_NAME, read_trust
+from protocol.trust import Holder, TrustedKey, TrustFile
+
+ARCHIVE_SECRET = "archive-secret.key"
+ARCHIVE_SIGNING = "archive-signing.key"
+
+
+class ProvisionError(Exception):
+    """Provisioning refused; the message names the path or id."""
+
+
+def write_private(path: Path, pem: bytes) -> None:
+    """Write a private key 0600; refuse to replace an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise ProvisionError(f"{path}: a key is already there; refusing to replace it") from e
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_trust(keys_dir: Path, trust: TrustFile) -> None:
+    tmp = keys_dir / (TRUST_NAME + ".tmp")
+    tmp.write_bytes(trust.to_bytes())
+    os.replace(tmp, keys_dir / TRUST_NAME)
+
+
+def create_unit(keys_dir: Path, unit: str, docks: list[str]) -> TrustFile:
+    """Create a unit's archive and dock keys and its trust file."""
+    keys_dir = Path(keys_dir)
+    if (keys_dir / TRUST_NAME).exists():
+        raise ProvisionError(f"{keys_dir / TRUST_NAME}: a unit is already provisioned here")
+    archive = ArchiveSecretKey.generate()
+    signing = SigningKey.generate()
+    write_private(keys_dir / ARCHIVE_SECRET, archive.to_pem())
+    write_private(keys_dir / ARCHIVE_SIGNING, signing.to_pem())
+    trust = TrustFile(
+        unit=unit,
+        archive_encryption_key=archive.fingerprint,
+        archive=Holder(keys=[signing.keyid]),
+        keys={
+            archive.fingerprint: TrustedKey(keytype="x25519", public=archive.public_raw.hex()),
+            signing.keyid: TrustedKey(keytype="ed25519", public=signing.public_hex),
+        },
+        docks={},
+        devices={},
+    )
+    for dock in docks:
+        key = SigningKey.generate()
+        write_private(keys_dir / "docks" / f"{dock}.key", key.to_pem())
+        trust.keys[key.keyid] = TrustedKey(keytype="ed25519", public=key.public_hex)
+        trust.docks[dock] = Holder(keys=[key.keyid])
+    write_trust(keys_dir, trust)
+    return trust
+
+
+def enrol_device(keys_dir: Path, device: str, store: Path, clock: Clock,
+                 officer: str | None = None, by: str = "") -> TrustFile:
+    """Give a device its key, list it in the trust file, and write its genesis.
+
+    The store gets the ``provisioned`` entry (seq 0) and, if an officer is
+    named, the ``assigned`` entry.
+    """
+    keys_dir = Path(keys_dir)
+    trust = read_trust(keys_dir / TRUST_NAME)
+    if device in trust.devices:
+        raise ProvisionError(f"device {device!r} is already enrolled in {keys_dir / TRUST_NAME}")
+    if (Path(store) / "ledger.jsonl").exists():
+        raise ProvisionError(f"{store}: already holds a ledger; refusing to start another")
+    key = SigningKey.generate()
+    write_private(keys_dir / "devices" / f"{device}.key", key.to_pem())
+    trust.keys[key.keyid] = TrustedKey(keytype="ed25519", public=key.public_hex)
+    trust.devices[device] = Holder(keys=[key.keyid])
+    write_trust(keys_dir, trust)
+    with LedgerWriter(store, device, key, clock) as ledger:
+        ledger.append(Provisioned(
+            unit=trust.unit, device_key=key.keyid,
+            archive_key=trust.archive_encryption_key,
+            dock_keys=[k for holder in trust.docks.values() for k in holder.keys]))
+        if officer:
+            ledger.append(Assigned(officer=officer, by=by))
+    return trust
+
+
+def device_key_path(keys_dir: Path, device: str) -> Path:
+    return Path(keys_dir) / "devices" / f"{device}.key"
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    try:
+        return SigningKey.from_pem(Path(path).read_bytes())
+    except OSError as e:
+        raise ProvisionError(f"{path}: {e.strerror}") from e
