@@ -230,15 +230,18 @@ class _LedgerCheck:
         return self.report
 
     def accept(self, signed: SignedEntry) -> bool:
-        """Identity, signature and chain checks. False: do not interpret the entry."""
+        """Identity, chain and signature checks. False: do not interpret the entry.
+
+        An entry whose signature fails still takes its place in the chain (its
+        bytes are what the next entry's ``prev`` names), so one altered entry is
+        reported once, not as a break of everything after it.
+        """
         entry, digest = signed.entry, signed.digest
         if self.report.device is None:
             self.start_device(signed)
         elif entry.device != self.report.device:
             self.find(entry.seq, "foreign_entry",
                       f"entry of device {entry.device!r} in the ledger of {self.report.device!r}")
-            return False
-        if not self.signature_ok(signed):
             return False
         if digest in self.seen:
             self.find(entry.seq, "replayed_entry", f"entry {entry.seq} appears a second time")
@@ -256,6 +259,8 @@ class _LedgerCheck:
                       f"entry {entry.seq} does not link to the entry before it")
         self.expected_seq = entry.seq + 1
         self.prev_digest = digest
+        if not self.signature_ok(signed):
+            return False
         self.digests.setdefault(entry.seq, digest)
         self.report.head = digest
         self.check_time(signed)

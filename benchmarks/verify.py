@@ -1,0 +1,104 @@
+"""Benchmark: verification throughput of a ≥ 1 GiB device store.
+
+    .venv/bin/python benchmarks/verify.py [--gib 1.0]
+
+Generates a store (a recording of 32 MiB sealed segments), then measures
+``custody verify``'s work — reading the store, hashing all media and checking
+the ledger — against the limit measured in the same run: plain
+``hashlib.file_digest(f, "sha256")`` over the same files. Both run with a warm
+page cache, best of three. The last line is JSON: figure, limit, ratio (MB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from daemon.provision import (
+    create_unit,
+    device_key_path,
+    enrol_device,
+    load_signing_key,
+)
+from device.ledger import LedgerWriter, system_clock
+from device.sealer import SegmentSealer
+from protocol.entries import RecordStart, RecordStop, Segment
+from protocol.store_reader import MEDIA_DIR, read_store, read_trust
+from protocol.verify import INTACT, verify
+
+SEGMENT = 32 << 20
+PERIOD = 33_333_333
+
+
+def make_store(root: Path, total: int) -> Path:
+    keys, store = root / "keys", root / "device"
+    clock = system_clock()
+    create_unit(keys, "bench", ["DOCK-01"])
+    enrol_device(keys, "BENCH-1", store, clock, officer="PC-1")
+    trust = read_trust(keys / "trust.json")
+    archive = bytes.fromhex(trust.keys[trust.archive_encryption_key].public)
+    block = os.urandom(SEGMENT)
+    with LedgerWriter(store, "BENCH-1", load_signing_key(device_key_path(keys, "BENCH-1")),
+                      clock) as ledger:
+        rec = ledger.append(RecordStart(trigger="button", category="scene", officer="PC-1",
+                                        pre_record_seconds=0)).entry.seq
+        t0 = time.time_ns()
+        for i in range(-(-total // SEGMENT)):
+            sealer = SegmentSealer(store, f"seg-{i:05d}.cseg", archive)
+            sealer.write(block)
+            media = sealer.close()
+            first = t0 + i * 1800 * PERIOD
+            ledger.append(Segment(recording=rec, span=0, index=i, media=media,
+                                  first_capture_utc_ns=first,
+                                  last_capture_utc_ns=first + 1799 * PERIOD,
+                                  frame_period_ns=PERIOD, frames=1800,
+                                  audio_samples=48_000 * 60, audio_rate=48_000))
+        ledger.append(RecordStop(recording=rec, trigger="button"))
+    return store
+
+
+def best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gib", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        store = make_store(Path(tmp), int(args.gib * (1 << 30)))
+        trust = read_trust(Path(tmp) / "keys" / "trust.json")
+        files = sorted((store / MEDIA_DIR).iterdir())
+        size = sum(f.stat().st_size for f in files)
+
+        def raw_sha256() -> None:
+            for f in files:
+                with open(f, "rb") as fh:
+                    hashlib.file_digest(fh, "sha256")
+
+        def custody_verify() -> None:
+            contents = read_store(store)
+            report = verify(contents.ledger, contents.media, trust)
+            assert report.verdict == INTACT, report.findings
+
+        raw_sha256()  # warm the page cache
+        limit = size / best_of(3, raw_sha256) / 1e6
+        figure = size / best_of(3, custody_verify) / 1e6
+    print(f"verified {size / 1e6:.0f} MB in {len(files)} segments", file=sys.stderr)
+    print(json.dumps({"figure": round(figure, 1), "limit": round(limit, 1),
+                      "ratio": round(figure / limit, 3), "unit": "MB/s", "bytes": size}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The camera interface: encoded H.264 access units with capture time and frame index.
+
+Every backend (picamera2 on a Pi, the PyAV simulator on a PC) is a :class:`Camera`:
+
+    >>> from hardware.factory import get_factory
+    >>> with get_factory().camera(CameraConfig(width=640, height=360)) as camera:
+    ...     camera.start()
+    ...     frame = camera.read(timeout=2)      # a hardware.frames.VideoFrame
+    ...     camera.request_keyframe()           # the next frame will be an IDR
+
+Frames are handed over through a bounded queue that the capture side never waits
+on: if the consumer falls behind, frames are dropped and counted, and the gap shows
+as a jump in ``VideoFrame.index`` - exactly as a dropped sensor frame would.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from hardware.frames import VideoFrame
+
+if TYPE_CHECKING:
+    from hardware.board import CameraSettings
+
+
+def monotonic_us() -> int:
+    """Now on the capture clock (CLOCK_MONOTONIC), in microseconds."""
+    return time.monotonic_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """What to capture and how to encode it."""
+
+    width: int = 1920
+    height: int = 1080
+    fps: int = 30
+    bitrate: int = 8_000_000
+    keyframe_interval: int = 30  # frames between IDRs (30 at 30 fps: one a second)
+    overlay: bool = True  # burn in time, device id and officer id
+    device_id: str = ""
+    officer_id: str = ""
+    encoder: str = "auto"  # auto | hardware | software (real camera only)
+    camera_num: int = 0
+    queue_frames: int = 300  # frames buffered for a slow consumer before dropping
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "fps", "bitrate", "keyframe_interval", "queue_frames"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"camera {name} must be positive")
+        if self.width % 2 or self.height % 2:
+            raise ValueError("camera width and height must be even")
+
+    @classmethod
+    def from_board(cls, settings: CameraSettings, **overrides: Any) -> CameraConfig:
+        """The board's camera settings, with any field overridden by keyword."""
+        config = cls(
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps,
+            bitrate=settings.bitrate,
+            keyframe_interval=settings.keyframe_interval,
+            overlay=settings.overlay,
+            encoder=settings.encoder,
+            camera_num=settings.camera_num,
+        )
+        return replace(config, **overrides) if overrides else config
+
+    def index_at(self, time_us: int, epoch_us: int) -> int:
+        """Whole frame periods from ``epoch_us`` to ``time_us``."""
+        return (time_us - epoch_us) * self.fps // 1_000_000
+
+    def time_of(self, index: int, epoch_us: int) -> int:
+        """Capture time of frame ``index`` of a camera whose epoch is ``epoch_us``."""
+        return epoch_us + index * 1_000_000 // self.fps
+
+
+class Camera(ABC):
+    """A source of encoded video frames. Subclasses feed :meth:`_deliver`.
+
+    ``epoch_us`` anchors the frame index (frame periods since the epoch); by default
+    it is the moment the camera object is created, so stopping and starting again
+    continues the count and time without capture shows as a jump.
+    """
+
+    def __init__(self, config: CameraConfig, *, epoch_us: int | None = None) -> None:
+        self.config = config
+        self.epoch_us = monotonic_us() if epoch_us is None else epoch_us
+        self._queue: queue.Queue[VideoFrame | None] = queue.Queue(config.queue_frames)
+        self._lock = threading.Lock()
+        self._active = False
+        self._closed = False
+        self._last_index: int | None = None
+        self._dropped = 0
+        self._overflowed = 0
+        self._delivered = 0
+        self._officer_id = config.officer_id
+
+    # -- the public vocabulary -------------------------------------------------
+
+    @property
+    def is_active(self) -> bool:
+        """True while the camera is capturing."""
+        return self._active
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames lost so far: skipped by the sensor or encoder, or by a full queue."""
+        return self._dropped
+
+    @property
+    def frames_delivered(self) -> int:
+        return self._delivered
+
+    @property
+    def officer_id(self) -> str:
+        return self._officer_id
+
+    @officer_id.setter
+    def officer_id(self, value: str) -> None:
+        """Change the officer shown in the overlay (on assignment)."""
+        self._officer_id = value
+        self._overlay_changed()
+
+    def start(self) -> None:
+        """Start capturing. Frames arrive through :meth:`read` / :meth:`frames`."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("camera is closed")
+            if self._active:
+                return
+            # Frames left from an earlier run stay readable; the stop marker does not.
+            self._drain_markers()
+            # A gap between runs is a stop, not a loss: don't count it as dropped.
+            self._last_index = None
+            self._start()
+            self._active = True
+
+    def stop(self) -> None:
+        """Stop capturing; frames already captured stay readable."""
+        with self._lock:
+            if not self._active:
+                return
+            self._active = False
+            self._stop()
+            self._put_marker()
+
+    def close(self) -> None:
+        """Stop and release the device. Safe to call twice."""
+        self.stop()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    def request_keyframe(self) -> None:
+        """Make the next frame an IDR (e.g. at the start of a segment)."""
+        self._request_keyframe()
+
+    def read(self, timeout: float | None = None) -> VideoFrame | None:
+        """The next frame, or None on timeout or when the camera has stopped."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return item
+
+    def frames(self, timeout: float = 1.0) -> Iterator[VideoFrame]:
+        """Iterate over frames until the camera stops (or ``timeout`` passes with none)."""
+        while True:
+            frame = self.read(timeout)
+            if frame is None:
+                return
+            yield frame
+
+    def __enter__(self) -> Camera:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = "closed" if self._closed else ("active" if self._active else "idle")
+        return f"<{type(self).__name__} {c.width}x{c.height}@{c.fps} {state}>"
+
+    # -- for backends ----------------------------------------------------------
+
+    def _deliver(self, frame: VideoFrame) -> None:
+        """Hand a frame to the consumer without ever blocking the capture thread."""
+        last = self._last_index
+        if last is not None and frame.index > last + 1:
+            self._dropped += frame.index - last - 1
+        self._last_index = frame.index
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:
+            self._dropped += 1
+            self._overflowed += 1
+        else:
+            self._delivered += 1
+
+    def _put_marker(self) -> None:
+        # A None wakes a reader blocked in read() when the camera stops.
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def _drain_markers(self) -> None:
+        kept = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    @abstractmethod
+    def _stop(self) -> None: ...
+
+    def _close(self) -> None:
+        pass
+
+    @abstractmethod
+    def _request_keyframe(self) -> None: ...
+
+    def _overlay_changed(self) -> None:
+        pass

@@ -1,0 +1,288 @@
+"""The microphone interface: 48 kHz mono PCM blocks with sample-accurate capture times.
+
+    >>> from hardware.factory import get_factory
+    >>> with get_factory().microphone() as mic:
+    ...     mic.start()
+    ...     block = mic.read(timeout=1)   # a hardware.frames.AudioBlock
+
+Timestamps are on the capture clock (CLOCK_MONOTONIC, microseconds) shared with
+the camera. Within a run they advance by exactly ``len(samples) / rate``; they are
+re-anchored to the clock only when the two disagree by more than
+``MicrophoneConfig.resync_us`` (an overflow lost samples, or the sound card's
+crystal has drifted that far), and every re-anchor is counted in ``resyncs``.
+
+Backends: :class:`SoundDeviceMicrophone` (PortAudio, the default) and
+:class:`PyAudioMicrophone` (a fallback); the simulator is
+:class:`hardware.sim.microphone.SimMicrophone`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hardware.camera import monotonic_us
+from hardware.frames import AudioBlock
+
+if TYPE_CHECKING:
+    from hardware.board import AudioSettings
+
+
+@dataclass(frozen=True, slots=True)
+class MicrophoneConfig:
+    rate: int = 48_000
+    block: int = 960  # samples per block: 20 ms at 48 kHz
+    device: str | int | None = None  # PortAudio device name or index; None = default
+    queue_blocks: int = 3000  # one minute of 20 ms blocks for a slow consumer
+    resync_us: int = 20_000
+
+    @classmethod
+    def from_board(cls, settings: AudioSettings) -> MicrophoneConfig:
+        return cls(rate=settings.rate, block=settings.block, device=settings.input_device)
+
+
+class SampleClock:
+    """Turns a running sample count into capture times.
+
+    ``stamp(n, observed_us)`` is called once per block with the clock's estimate of
+    when the block's first sample was captured. The returned time is the anchor plus
+    samples so far / rate, so consecutive blocks line up to the sample; the anchor
+    moves only when the estimate is off by more than ``tolerance_us``.
+    """
+
+    def __init__(self, rate: int, tolerance_us: int = 20_000) -> None:
+        self.rate = rate
+        self.tolerance_us = tolerance_us
+        self.resyncs = 0
+        self._anchor_us: int | None = None
+        self._samples = 0
+
+    def break_continuity(self) -> None:
+        """Samples were lost (an overflow): re-anchor on the next block."""
+        self._anchor_us = None
+
+    def stamp(self, frames: int, observed_us: int) -> int:
+        expected = (
+            None
+            if self._anchor_us is None
+            else self._anchor_us + self._samples * 1_000_000 // self.rate
+        )
+        if expected is None or abs(observed_us - expected) > self.tolerance_us:
+            if expected is not None:
+                self.resyncs += 1
+            self._anchor_us, self._samples = observed_us, 0
+            expected = observed_us
+        self._samples += frames
+        return expected
+
+
+class Microphone(ABC):
+    """A source of :class:`AudioBlock`. Subclasses call :meth:`_deliver`."""
+
+    def __init__(self, config: MicrophoneConfig | None = None) -> None:
+        self.config = config or MicrophoneConfig()
+        self._queue: queue.Queue[AudioBlock | None] = queue.Queue(self.config.queue_blocks)
+        self._lock = threading.Lock()
+        self._active = False
+        self._closed = False
+        self.clock = SampleClock(self.config.rate, self.config.resync_us)
+        self.overflows = 0  # blocks lost: by the device or by a full queue
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    @property
+    def resyncs(self) -> int:
+        return self.clock.resyncs
+
+    @property
+    def rate(self) -> int:
+        return self.config.rate
+
+    def start(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("microphone is closed")
+            if self._active:
+                return
+            self.clock = SampleClock(self.config.rate, self.config.resync_us)
+            self._start()
+            self._active = True
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._active:
+                return
+            self._active = False
+            self._stop()
+            try:
+                self._queue.put_nowait(None)  # wake a blocked reader
+            except queue.Full:
+                pass
+
+    def close(self) -> None:
+        self.stop()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    def read(self, timeout: float | None = None) -> AudioBlock | None:
+        """The next block, or None on timeout or once stopped."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def blocks(self, timeout: float = 1.0) -> Iterator[AudioBlock]:
+        while True:
+            block = self.read(timeout)
+            if block is None:
+                return
+            yield block
+
+    def __enter__(self) -> Microphone:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _deliver(self, samples: np.ndarray, observed_us: int) -> None:
+        """Stamp and queue one block; never blocks the audio thread."""
+        samples = np.ascontiguousarray(samples, dtype=np.int16).reshape(-1)
+        ts = self.clock.stamp(len(samples), observed_us)
+        try:
+            self._queue.put_nowait(AudioBlock(samples=samples, timestamp_us=ts, rate=self.rate))
+        except queue.Full:
+            self.overflows += 1
+            self.clock.break_continuity()
+
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    @abstractmethod
+    def _stop(self) -> None: ...
+
+    def _close(self) -> None:
+        pass
+
+
+def _capture_time_us(now_us: int, adc_time: float, current_time: float, fallback_s: float) -> int:
+    """When the first sample of a callback's buffer was captured, on our clock.
+
+    PortAudio reports both times on its own stream clock (wall time under ALSA);
+    only their difference - how long ago the ADC took the sample - is carried over.
+    """
+    latency = current_time - adc_time
+    if not (adc_time > 0 and current_time > 0 and 0 <= latency < 2):
+        latency = fallback_s
+    return now_us - int(latency * 1_000_000)
+
+
+class SoundDeviceMicrophone(Microphone):
+    """The I2S (or USB) microphone through PortAudio, with the sounddevice module.
+
+    >>> mic = SoundDeviceMicrophone(MicrophoneConfig(device="pulse"))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: MicrophoneConfig | None = None) -> None:
+        super().__init__(config)
+        self._stream: Any = None
+
+    def _start(self) -> None:
+        import sounddevice as sd  # loads PortAudio; only audio backends need it
+
+        def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+            now = monotonic_us()
+            if status.input_overflow:
+                self.overflows += 1
+                self.clock.break_continuity()
+            observed = _capture_time_us(
+                now, time_info.inputBufferAdcTime, time_info.currentTime, latency
+            )
+            self._deliver(indata[:, 0].copy(), observed)
+
+        latency = 0.0
+        self._stream = sd.InputStream(
+            samplerate=self.config.rate,
+            blocksize=self.config.block,
+            channels=1,
+            dtype="int16",
+            device=self.config.device,
+            callback=callback,
+        )
+        latency = float(self._stream.latency)
+        self._stream.start()
+
+    def _stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+
+
+class PyAudioMicrophone(Microphone):
+    """The fallback backend, through PyAudio (``pip install 'custody[pyaudio]'``)."""
+
+    def __init__(self, config: MicrophoneConfig | None = None) -> None:
+        super().__init__(config)
+        self._pa: Any = None
+        self._stream: Any = None
+
+    def _device_index(self) -> int | None:
+        device = self.config.device
+        if device is None or isinstance(device, int):
+            return device
+        for i in range(self._pa.get_device_count()):
+            info = self._pa.get_device_info_by_index(i)
+            if info.get("maxInputChannels", 0) > 0 and device in info.get("name", ""):
+                return i
+        raise ValueError(f"no PyAudio input device matching {device!r}")
+
+    def _start(self) -> None:
+        import pyaudio
+
+        self._pa = pyaudio.PyAudio()
+
+        def callback(data: bytes, frames: int, time_info: dict, status: int) -> tuple:
+            now = monotonic_us()
+            if status & pyaudio.paInputOverflow:
+                self.overflows += 1
+                self.clock.break_continuity()
+            observed = _capture_time_us(
+                now,
+                time_info.get("input_buffer_adc_time", 0.0),
+                time_info.get("current_time", 0.0),
+                latency,
+            )
+            self._deliver(np.frombuffer(data, dtype=np.int16).copy(), observed)
+            return (None, pyaudio.paContinue)
+
+        latency = 0.0
+        self._stream = self._pa.open(
+            format=pyaudio.paInt16,
+            channels=1,
+            rate=self.config.rate,
+            input=True,
+            frames_per_buffer=self.config.block,
+            input_device_index=self._device_index(),
+            stream_callback=callback,
+        )
+        latency = float(self._stream.get_input_latency())
+        self._stream.start_stream()
+
+    def _stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop_stream()
+            self._stream.close()
+            self._stream = None
+        if self._pa is not None:
+            self._pa.terminate()
+            self._pa = None
