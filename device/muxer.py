@@ -17,7 +17,11 @@ limit per track when a packet arrives and cuts *before* that packet, so a
 fragment can overshoot the limit by up to one packet on each track. The
 trigger is therefore set to ``max_fragment_us - 2 * max(video frame period,
 FLAC block)``, which keeps every fragment, both tracks together, within
-``max_fragment_us`` (1 s) as long as frames come at the nominal rate.
+``max_fragment_us`` (1 s) as long as frames come at the nominal rate. With the
+default 96 ms FLAC blocks that is about 0.8 s. Set the camera's keyframe
+interval at or below :attr:`SegmentMuxer.fragment_trigger_us` (e.g. 24 frames at
+30 fps): every fragment is then exactly one GOP and decodes on its own. A GOP of
+exactly 1 s is the worst choice: each would be split into ~0.8 s + ~0.2 s.
 
 Fragment signal
 ---------------
@@ -280,6 +284,8 @@ class SegmentMuxer:
         self._origin_us = origin_us
         self._on_fragment_end = on_fragment_end
         self._frame_ticks = max(1, round(VIDEO_CLOCK_HZ / self._fps))
+        #: FFmpeg's ``frag_duration``; a keyframe interval at or below it gives one
+        #: GOP per fragment.
         self.fragment_trigger_us = fragment_trigger_us(
             self._fps, audio_rate, flac_block_samples, max_fragment_us
         )
@@ -292,12 +298,14 @@ class SegmentMuxer:
             container_options={
                 "movflags": "empty_moov+default_base_moof+frag_keyframe",
                 "frag_duration": str(self.fragment_trigger_us),
-                # Never needed (no timestamp precedes the origin), but a shift must
-                # never be left to the mp4 muxer's default, which moves streams apart.
+                # Never triggered here (no timestamp precedes the origin); if it were,
+                # both streams would shift together and stay non-negative.
                 "avoid_negative_ts": "make_non_negative",
                 # If the microphone stalls, video must not wait in FFmpeg's
                 # interleaving queue longer than a fragment.
                 "max_interleave_delta": str(max_fragment_us),
+                # FFmpeg 8's mp4 muxer already empties its AVIO buffer at each fragment
+                # end; this keeps a fragment from waiting there on any other version.
                 "flush_packets": "1",
             },
         )
@@ -372,7 +380,8 @@ class SegmentMuxer:
 
         self._last_video_pts = pts
         self._frames += 1
-        self._first_frame = self._first_frame or frame
+        if self._first_frame is None:
+            self._first_frame = frame
         self._last_frame = frame
         while self._early_audio:
             self._encode_audio(self._early_audio.popleft())
