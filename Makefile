@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
 	mosquitto mosquitto-clients espeak-ng pulseaudio pulseaudio-utils \
-	libasound2-plugins sox openssl
+	libasound2-plugins sox openssl portaudio19-dev
 DEMO_OUT ?= demo-out
 
 .PHONY: setup system venv demo test test-slow bench lint clean
@@ -31,7 +31,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,pyaudio]'
 	touch $@
 
 demo: setup

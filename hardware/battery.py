@@ -147,7 +147,7 @@ class Battery(ABC):
         return status.known and not status.charging and (status.percent or 0) <= self.low_percent
 
     def close(self) -> None:
-        pass
+        return None  # nothing to release by default
 
     def __enter__(self) -> Battery:
         return self
@@ -159,13 +159,23 @@ class Battery(ABC):
     def _read(self) -> BatteryStatus: ...
 
 
-class NoBattery(Battery):
-    """For boards without a gauge: always unknown."""
+class UnreadableBattery(Battery):
+    """Stands in for a gauge that cannot be used at all: always unknown, with the reason."""
 
-    name = "none"
+    def __init__(self, reason: str, name: str = "battery", low_percent: float = 15.0) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(low_percent)
 
     def _read(self) -> BatteryStatus:
-        return BatteryStatus.unknown(self.name, "this board has no battery gauge")
+        return BatteryStatus.unknown(self.name, self.reason)
+
+
+class NoBattery(UnreadableBattery):
+    """For boards without a gauge."""
+
+    def __init__(self, low_percent: float = 15.0) -> None:
+        super().__init__("this board has no battery gauge", "none", low_percent)
 
 
 # INA219 registers (datasheet SBOS448): shunt voltage LSB 10 uV (signed), bus

@@ -15,6 +15,7 @@ as a jump in ``VideoFrame.index`` - exactly as a dropped sensor frame would.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -212,10 +213,8 @@ class Camera(ABC):
 
     def _put_marker(self) -> None:
         # A None wakes a reader blocked in read() when the camera stops.
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass
 
     def _drain_markers(self) -> None:
         kept = []
@@ -236,10 +235,10 @@ class Camera(ABC):
     def _stop(self) -> None: ...
 
     def _close(self) -> None:
-        pass
+        return None  # nothing to release by default
 
     @abstractmethod
     def _request_keyframe(self) -> None: ...
 
     def _overlay_changed(self) -> None:
-        pass
+        return None  # backends without an overlay ignore the change

@@ -14,6 +14,7 @@ whatever it was last given.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -92,10 +93,9 @@ class Clock(ABC):
         posix = when.timestamp() if isinstance(when, datetime) else float(when)
         self._set_wall(posix)
         if source is not SyncSource.RTC:
-            try:
+            # No RTC fitted (OSError): the wall clock is still set.
+            with contextlib.suppress(OSError):
                 self.set_rtc(datetime.fromtimestamp(posix, UTC))
-            except OSError:
-                pass  # no RTC fitted: the wall clock is still set
         return self._record(source)
 
     def sync_from_rtc(self) -> ClockSync | None:
@@ -111,7 +111,7 @@ class Clock(ABC):
         return self._sync
 
     def close(self) -> None:
-        pass
+        return None  # nothing to release by default
 
     def __enter__(self) -> Clock:
         return self

@@ -61,7 +61,10 @@ PATTERNS: dict[str, Pattern] = {
     for p in (
         # One firm buzz-and-vibrate: the officer knows without looking.
         _pattern("recording_started", ("buzzer+vibration", 0.3)),
-        _pattern("recording_stopped", ("buzzer+vibration", 0.12), ("", 0.1), ("buzzer+vibration", 0.12)),
+        _pattern(
+            "recording_stopped",
+            ("buzzer+vibration", 0.12), ("", 0.1), ("buzzer+vibration", 0.12),
+        ),
         _pattern(
             "low_battery",
             ("status+buzzer", 0.1), ("", 0.1), ("status+buzzer", 0.1), ("", 0.1),
@@ -102,7 +105,9 @@ class Indicators:
         except Exception:
             self.close()
             raise
-        self._outputs = {"status": self.status_led, "buzzer": self.buzzer, "vibration": self.vibration}
+        self._outputs = {
+            "status": self.status_led, "buzzer": self.buzzer, "vibration": self.vibration
+        }
         self.history: list[Signalled] = []
         self.when_signalled: Callable[[Signalled], None] | None = None
         self._queue: queue.Queue[tuple[Pattern, threading.Event] | None] = queue.Queue()

@@ -8,8 +8,9 @@
 Timestamps are on the capture clock (CLOCK_MONOTONIC, microseconds) shared with
 the camera. Within a run they advance by exactly ``len(samples) / rate``; they are
 re-anchored to the clock only when the two disagree by more than
-``MicrophoneConfig.resync_us`` (an overflow lost samples, or the sound card's
-crystal has drifted that far), and every re-anchor is counted in ``resyncs``.
+``MicrophoneConfig.resync_us`` for a while (an overflow lost samples, or the sound
+card's crystal has drifted that far); every re-anchor is counted in ``resyncs``.
+See :class:`SampleClock`.
 
 Backends: :class:`SoundDeviceMicrophone` (PortAudio, the default) and
 :class:`PyAudioMicrophone` (a fallback); the simulator is
@@ -18,6 +19,7 @@ Backends: :class:`SoundDeviceMicrophone` (PortAudio, the default) and
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -40,7 +42,7 @@ class MicrophoneConfig:
     block: int = 960  # samples per block: 20 ms at 48 kHz
     device: str | int | None = None  # PortAudio device name or index; None = default
     queue_blocks: int = 3000  # one minute of 20 ms blocks for a slow consumer
-    resync_us: int = 20_000
+    resync_us: int = 50_000  # about what lip sync tolerates
 
     @classmethod
     def from_board(cls, settings: AudioSettings) -> MicrophoneConfig:
@@ -48,38 +50,91 @@ class MicrophoneConfig:
 
 
 class SampleClock:
-    """Turns a running sample count into capture times.
+    """Turns blocks of samples into sample-accurate capture times.
 
-    ``stamp(n, observed_us)`` is called once per block with the clock's estimate of
-    when the block's first sample was captured. The returned time is the anchor plus
-    samples so far / rate, so consecutive blocks line up to the sample; the anchor
-    moves only when the estimate is off by more than ``tolerance_us``.
+    ``push(samples, observed_us)`` is called once per block with an estimate of when
+    the block's first sample was captured (callback time minus device latency). The
+    estimates jitter - a callback can only be late, never early - so:
+
+    * the anchor is the *earliest* estimate (less the samples before it) over the
+      first ``settle_us`` of blocks, which are held back until then;
+    * after that each block is stamped anchor + samples so far / rate, so blocks
+      line up to the sample and callback jitter never leaks into the times;
+    * the anchor moves (a *resync*) only if the estimates stay off, in the same
+      direction, by more than ``tolerance_us`` for ``persist_us``: samples were lost
+      without an overflow being reported, or the sound card's crystal has drifted
+      that far. A burst of early or late callbacks - PulseAudio and USB audio
+      deliver in bursts when they resize their buffers - changes nothing, and the
+      move is by the smallest deviation seen, so jitter never leaks in.
     """
 
-    def __init__(self, rate: int, tolerance_us: int = 20_000) -> None:
+    def __init__(
+        self,
+        rate: int,
+        tolerance_us: int = 50_000,
+        *,
+        settle_us: int = 200_000,
+        persist_us: int = 500_000,
+    ) -> None:
         self.rate = rate
         self.tolerance_us = tolerance_us
+        self.settle_us = settle_us
+        self.persist_us = persist_us
         self.resyncs = 0
         self._anchor_us: int | None = None
         self._samples = 0
+        self._held: list[tuple[np.ndarray, int]] = []
+        self._off_samples = 0  # samples since the estimates went (and stayed) off
+        self._off_min_us = 0  # the smallest deviation in that stretch
+
+    def _offset(self, samples: int) -> int:
+        return samples * 1_000_000 // self.rate
 
     def break_continuity(self) -> None:
-        """Samples were lost (an overflow): re-anchor on the next block."""
+        """Samples were lost (an overflow): anchor afresh from the next block."""
         self._anchor_us = None
+        self._samples = 0
+        self._off_samples = 0
 
-    def stamp(self, frames: int, observed_us: int) -> int:
-        expected = (
-            None
-            if self._anchor_us is None
-            else self._anchor_us + self._samples * 1_000_000 // self.rate
-        )
-        if expected is None or abs(observed_us - expected) > self.tolerance_us:
-            if expected is not None:
-                self.resyncs += 1
-            self._anchor_us, self._samples = observed_us, 0
-            expected = observed_us
-        self._samples += frames
-        return expected
+    def push(self, samples: np.ndarray, observed_us: int) -> list[tuple[np.ndarray, int]]:
+        """Stamp a block. Returns the (samples, timestamp_us) pairs now ready, in order."""
+        if self._anchor_us is None:
+            self._held.append((samples, observed_us))
+            held_samples = sum(len(b) for b, _ in self._held)
+            if self._offset(held_samples) < self.settle_us and self.settle_us > 0:
+                return []
+            before, anchor = 0, None
+            for block, seen in self._held:
+                candidate = seen - self._offset(before)
+                anchor = candidate if anchor is None else min(anchor, candidate)
+                before += len(block)
+            self._anchor_us, self._samples = anchor, 0
+            ready, self._held = self._held, []
+            return [(block, self._stamp(len(block))) for block, _ in ready]
+        expected = self._anchor_us + self._offset(self._samples)
+        deviation = observed_us - expected
+        if abs(deviation) <= self.tolerance_us:
+            self._off_samples = 0
+        else:
+            same_way = self._off_samples and (deviation > 0) == (self._off_min_us > 0)
+            if not same_way:
+                self._off_samples, self._off_min_us = 0, deviation
+            elif abs(deviation) < abs(self._off_min_us):
+                self._off_min_us = deviation
+            self._off_samples += len(samples)
+            if self._offset(self._off_samples) >= self.persist_us:
+                self._resync(expected + self._off_min_us)
+        return [(samples, self._stamp(len(samples)))]
+
+    def _resync(self, anchor_us: int) -> None:
+        self.resyncs += 1
+        self._anchor_us, self._samples, self._off_samples = anchor_us, 0, 0
+
+    def _stamp(self, count: int) -> int:
+        assert self._anchor_us is not None
+        stamp = self._anchor_us + self._offset(self._samples)
+        self._samples += count
+        return stamp
 
 
 class Microphone(ABC):
@@ -91,7 +146,7 @@ class Microphone(ABC):
         self._lock = threading.Lock()
         self._active = False
         self._closed = False
-        self.clock = SampleClock(self.config.rate, self.config.resync_us)
+        self.clock = self._new_clock()
         self.overflows = 0  # blocks lost: by the device or by a full queue
 
     @property
@@ -112,7 +167,7 @@ class Microphone(ABC):
                 raise RuntimeError("microphone is closed")
             if self._active:
                 return
-            self.clock = SampleClock(self.config.rate, self.config.resync_us)
+            self.clock = self._new_clock()
             self._start()
             self._active = True
 
@@ -122,10 +177,8 @@ class Microphone(ABC):
                 return
             self._active = False
             self._stop()
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)  # wake a blocked reader
-            except queue.Full:
-                pass
 
     def close(self) -> None:
         self.stop()
@@ -154,15 +207,18 @@ class Microphone(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _new_clock(self) -> SampleClock:
+        return SampleClock(self.config.rate, self.config.resync_us)
+
     def _deliver(self, samples: np.ndarray, observed_us: int) -> None:
         """Stamp and queue one block; never blocks the audio thread."""
         samples = np.ascontiguousarray(samples, dtype=np.int16).reshape(-1)
-        ts = self.clock.stamp(len(samples), observed_us)
-        try:
-            self._queue.put_nowait(AudioBlock(samples=samples, timestamp_us=ts, rate=self.rate))
-        except queue.Full:
-            self.overflows += 1
-            self.clock.break_continuity()
+        for block, ts in self.clock.push(samples, observed_us):
+            try:
+                self._queue.put_nowait(AudioBlock(samples=block, timestamp_us=ts, rate=self.rate))
+            except queue.Full:
+                self.overflows += 1
+                self.clock.break_continuity()
 
     @abstractmethod
     def _start(self) -> None: ...
@@ -171,18 +227,21 @@ class Microphone(ABC):
     def _stop(self) -> None: ...
 
     def _close(self) -> None:
-        pass
+        return None  # nothing to release by default
 
 
-def _capture_time_us(now_us: int, adc_time: float, current_time: float, fallback_s: float) -> int:
+def _capture_time_us(now_us: int, adc_time: float, current_time: float, stream_s: float) -> int:
     """When the first sample of a callback's buffer was captured, on our clock.
 
     PortAudio reports both times on its own stream clock (wall time under ALSA);
     only their difference - how long ago the ADC took the sample - is carried over.
+    It is believed only if it is plausible next to the stream's own input latency
+    ``stream_s``: through PulseAudio's ALSA plugin PortAudio reports the plugin's
+    whole buffer (over half a second) although the samples are tens of ms old.
     """
     latency = current_time - adc_time
-    if not (adc_time > 0 and current_time > 0 and 0 <= latency < 2):
-        latency = fallback_s
+    if not (adc_time > 0 and current_time > 0 and 0 <= latency <= max(0.1, 3 * stream_s)):
+        latency = stream_s
     return now_us - int(latency * 1_000_000)
 
 

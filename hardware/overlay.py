@@ -116,8 +116,8 @@ def draw_text(
 
 
 def overlay_scale(height: int) -> int:
-    """A text scale that stays readable from 180p (1) to 1080p (4)."""
-    return max(1, height // 270)
+    """A text scale readable at every size: 1 at 180p, 2 at 360p, 3 at 720p, 4 at 1080p."""
+    return max(1, round(height / 240))
 
 
 @dataclass(slots=True)

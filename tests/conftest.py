@@ -26,6 +26,10 @@ from protocol.store_reader import LEDGER_NAME, TRUST_NAME, read_store, read_trus
 from protocol.trust import TrustFile
 from protocol.verify import ContinuityReport, VerificationPolicy, verify
 
+# The hardware simulators' fixtures (sim_hardware, pulse_null_sink, console_cable)
+# are shipped in the package, as gpiozero ships its mock pins.
+pytest_plugins = ["hardware.sim.fixtures"]
+
 DEVICE, OTHER_DEVICE, OFFICER, DOCK = "DEV-0001", "DEV-0002", "PC-0042", "DOCK-01"
 
 

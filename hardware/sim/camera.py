@@ -1,8 +1,9 @@
 """Simulated camera: real H.264 (libx264 through PyAV) of a generated test picture.
 
 Frames are paced in real time on the capture clock; each carries its frame index
-in the picture (see :mod:`hardware.sim.pattern`). If the encoder cannot keep up,
-frames are skipped just as a sensor would skip them, and the index jumps.
+in the picture (see :mod:`hardware.sim.pattern`). A lagging encoder is carried by a
+few frame buffers (``buffer_frames``, six as in picamera2's video configuration);
+beyond that frames are skipped, as a sensor would skip them, and the index jumps.
 
     >>> from hardware.camera import CameraConfig
     >>> with SimCamera(CameraConfig(width=320, height=180, fps=30)) as camera:
@@ -50,6 +51,7 @@ class EncoderJob:
     officer_id: str = ""
     wall_clock: Callable[[], float] = time.time
     threads: int = 0  # libx264 threads; 0 lets x264 choose
+    buffer_frames: int = 6  # frames the "sensor" can hold while the encoder lags
 
 
 def open_encoder(config: CameraConfig, threads: int = 0) -> Any:
@@ -129,9 +131,10 @@ def encoder_loop(
             if wait_us > 0 and stop.wait(wait_us / 1_000_000):
                 break
             late_us = monotonic_us() - due
-            if late_us >= period_us:
-                # The sensor does not wait for a slow encoder: frames in between
-                # are lost, and the index jump says so.
+            if late_us >= period_us * job.buffer_frames:
+                # Like the Pi's camera, frames wait in a few buffers for a lagging
+                # encoder; once those are full the sensor does not wait: frames in
+                # between are lost, and the index jump says so.
                 index = config.index_at(monotonic_us(), job.epoch_us)
         yuv = picture.render(index, overlay)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
@@ -171,6 +174,7 @@ class SimCamera(Camera):
         isolation: str = "thread",
         wall_clock: Callable[[], float] = time.time,
         threads: int = 0,
+        buffer_frames: int = 6,
     ) -> None:
         if isolation not in ("thread", "process"):
             raise ValueError("isolation must be 'thread' or 'process'")
@@ -179,6 +183,7 @@ class SimCamera(Camera):
         self.isolation = isolation
         self.wall_clock = wall_clock
         self.threads = threads
+        self.buffer_frames = buffer_frames
         self._next_index: int | None = None
         self._stop_event: Any = None
         self._commands: Any = None
@@ -199,6 +204,7 @@ class SimCamera(Camera):
             officer_id=self.officer_id,
             wall_clock=self.wall_clock,
             threads=self.threads,
+            buffer_frames=self.buffer_frames,
         )
 
     def _start(self) -> None:

@@ -18,7 +18,7 @@ from collections import deque
 import numpy as np
 
 from hardware.camera import monotonic_us
-from hardware.microphone import Microphone, MicrophoneConfig
+from hardware.microphone import Microphone, MicrophoneConfig, SampleClock
 from hardware.sim.signals import to_int16, tone, voice_like
 
 
@@ -64,6 +64,10 @@ class SimMicrophone(Microphone):
         with self._speech_lock:
             self._speech.append(voice)
 
+    def _new_clock(self) -> SampleClock:
+        # The simulator knows its capture times exactly: nothing to settle.
+        return SampleClock(self.rate, self.config.resync_us, settle_us=0)
+
     def sample_time_us(self, sample: int) -> int:
         """Capture time of absolute sample ``sample``."""
         return self.epoch_us + sample * 1_000_000 // self.rate
@@ -106,8 +110,9 @@ class SimMicrophone(Microphone):
                 if wait_us > 0 and self._stop_event.wait(wait_us / 1_000_000):
                     break
             else:
-                # Faster than real time, but never lose blocks to a full queue.
-                while self._queue.full() and not self._stop_event.wait(0.002):
+                # Faster than real time, but only just ahead of the reader: never
+                # lose blocks to a full queue, and let speak() act promptly.
+                while self._queue.qsize() >= 2 and not self._stop_event.wait(0.001):
                     pass
             signal = tone(sample, block, self.rate, self.amplitude)
             speech = self._take_speech(block)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -46,10 +47,8 @@ class TechnicianEnd:
         return buf
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
 
 class SimSerialCable:
@@ -68,10 +67,8 @@ class SimSerialCable:
 
     def close(self) -> None:
         self.technician.close()
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._slave)
-        except OSError:
-            pass
 
     def __enter__(self) -> SimSerialCable:
         return self

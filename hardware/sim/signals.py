@@ -47,7 +47,8 @@ def voice_like(count: int, rate: int, amplitude: float = 0.5, seed: int = 0) -> 
     for harmonic in range(1, 13):
         # Two broad formant bumps (~250 Hz and ~700 Hz) weight the harmonics.
         centre = harmonic * 120
-        weight = np.exp(-(((centre - 250) / 150) ** 2)) + 0.4 * np.exp(-(((centre - 700) / 200) ** 2))
+        weight = np.exp(-(((centre - 250) / 150) ** 2))
+        weight += 0.4 * np.exp(-(((centre - 700) / 200) ** 2))
         signal += (weight + 0.05) / harmonic * np.sin(harmonic * phase)
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6.28)) ** 2
     signal *= syllables

@@ -12,6 +12,7 @@ exceeded, as a full filesystem would fail them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -24,10 +25,8 @@ def directory_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # removed while we walked
                 total += os.lstat(os.path.join(root, name)).st_size
-            except FileNotFoundError:
-                pass  # removed while we walked
     return total
 
 
