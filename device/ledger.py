@@ -10,6 +10,7 @@ has seen returned is on the medium.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,7 @@ class LedgerWriter:
         self.path = Path(store) / LEDGER_NAME
         self.device, self.clock = device, clock
         self._signer = key.signer()
+        self._lock = threading.Lock()  # appends come from several threads of the recorder
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.last = self._read_last()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -100,6 +102,10 @@ class LedgerWriter:
 
     def append(self, body: Body) -> SignedEntry:
         """Sign ``body`` as the next entry and make it durable."""
+        with self._lock:
+            return self._append(body)
+
+    def _append(self, body: Body) -> SignedEntry:
         entry = Entry(
             device=self.device,
             seq=self.next_seq,
