@@ -33,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -190,9 +191,8 @@ class Recorder:
         fps = config.fps
         per_second = fps + config.audio_rate // MicrophoneConfig().block + 1
         self._capture_q: queue.Queue[Any] = queue.Queue(int(config.queue_seconds * per_second))
-        # ~16 items per fragment (bytes and the fragment end) and ~1 fragment/s
-        self._seal_q: queue.Queue[Callable[[], None] | object] = queue.Queue(
-            int(config.queue_seconds * 32))
+        media_bytes_per_s = config.video_bitrate // 8 + config.audio_rate * 2
+        self._seal_q = _SealQueue(int(config.queue_seconds * media_bytes_per_s))
         self._route_lock = threading.Lock()  # state changes vs. capture routing
         self._prerecord = PreRecordBuffer(config.pre_record_seconds, config.pre_record_audio)
         self._overflow: _Overflow | None = None
@@ -202,6 +202,8 @@ class Recorder:
         self._idle = threading.Event()  # the pipeline has sealed everything queued
         self._idle.set()
 
+        # What a segment is written into; a test may swap in a slower one.
+        self.sealer_class: type[SegmentSealer] = SegmentSealer
         self.camera: Camera | None = None
         self.microphone: Microphone | None = None
         self.controls: Controls | None = None
@@ -430,34 +432,29 @@ class Recorder:
 
     def _new_span(self, rec: _Recording) -> Segmenter:
         c = self.config
+        sinks: dict[int, _QueuedSink] = {}  # the segmenter's segment number -> its sink
 
         def open_sink(n: int) -> _QueuedSink:
-            index = rec.next_index
+            sinks[n] = _QueuedSink(self, f"r{rec.seq:06d}-{rec.next_index:05d}.cseg", rec,
+                                   rec.next_index)
             rec.next_index += 1
-            return _QueuedSink(self, f"r{rec.seq:06d}-{index:05d}.cseg", rec, index)
-
-        sinks: dict[int, _QueuedSink] = {}
-
-        def opened(n: int) -> _QueuedSink:
-            sinks[n] = open_sink(n)
             return sinks[n]
 
         def fragment_end(n: int, info: FragmentInfo) -> None:
-            sink = sinks[n]
-            self._submit(lambda: sink.sealer_end_fragment())
+            self._submit(sinks[n].end_fragment)
 
         def segment_end(n: int, summary: SegmentSummary) -> None:
             sink = sinks.pop(n)
             self._submit(lambda: sink.seal(summary))
 
-        return Segmenter(opened, width=c.width, height=c.height, fps=c.fps,
+        return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
                          audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),
                          on_fragment_end=fragment_end, on_segment_end=segment_end)
 
     # --- the seal thread ------------------------------------------------------------
 
-    def _submit(self, work: Callable[[], None]) -> None:
-        self._seal_q.put(work)  # blocks when sealing is behind: back-pressure onto muxing
+    def _submit(self, work: Callable[[], None], nbytes: int = 0) -> None:
+        self._seal_q.put(work, nbytes)  # blocks when sealing is behind: back-pressure
 
     def _seal_loop(self) -> None:
         while True:
@@ -524,6 +521,43 @@ class Recorder:
         }
 
 
+class _SealQueue:
+    """Work for the seal thread, in order, bounded by the media bytes it carries.
+
+    Bounding by bytes, not items, makes the queue hold about ``queue_seconds``
+    of media whatever the bitrate and however PyAV happens to cut its writes.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[Any, int]] = deque()
+        self._bytes = 0
+        self._cv = threading.Condition()
+
+    def put(self, work: Any, nbytes: int = 0) -> None:
+        with self._cv:
+            while self._bytes and self._bytes + nbytes > self.max_bytes:
+                self._cv.wait()
+            self._items.append((work, nbytes))
+            self._bytes += nbytes
+            self._cv.notify_all()
+
+    def get(self) -> Any:
+        with self._cv:
+            while not self._items:
+                self._cv.wait()
+            work, nbytes = self._items.popleft()
+            self._bytes -= nbytes
+            self._cv.notify_all()
+            return work
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class _QueuedSink:
     """The muxer's sink for one segment: bytes go, in order, to the seal thread."""
 
@@ -534,15 +568,16 @@ class _QueuedSink:
         recorder._submit(self._open)
 
     def _open(self) -> None:
-        self._sealer = SegmentSealer(self.recorder.store, self.file,
-                                     self.recorder.archive_public)
+        self._sealer = self.recorder.sealer_class(self.recorder.store, self.file,
+                                                  self.recorder.archive_public)
 
     def write(self, data: bytes) -> int:
         chunk = bytes(data)
-        self.recorder._submit(lambda: self._sealer.write(chunk))  # type: ignore[union-attr]
+        self.recorder._submit(lambda: self._sealer.write(chunk),  # type: ignore[union-attr]
+                              len(chunk))
         return len(chunk)
 
-    def sealer_end_fragment(self) -> None:
+    def end_fragment(self) -> None:
         assert self._sealer is not None
         self._sealer.end_fragment()
 

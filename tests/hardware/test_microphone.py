@@ -74,9 +74,12 @@ def test_blocks_are_48k_mono_int16_with_contiguous_timestamps(mic_factory) -> No
     for a, b in zip(blocks, blocks[1:], strict=False):
         assert abs(b.timestamp_us - a.end_us) <= 1
     assert mic.resyncs == 0 and mic.overflows == 0
-    # On the capture clock: captured shortly before it was read, never in the future.
+    # On the capture clock: captured before it was read. Timestamps advance by
+    # sample count from an anchor and are re-anchored only beyond resync_us
+    # (50 ms), so that is the most they may lead the clock: PulseAudio's null
+    # sink delivers in bursts, and under load a block can look a few ms early.
     last = blocks[-1]
-    assert last.end_us <= monotonic_us() + 5_000
+    assert last.end_us <= monotonic_us() + MicrophoneConfig().resync_us
     assert started - 500_000 < blocks[0].timestamp_us < started + 3_000_000
 
 
