@@ -11,10 +11,12 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
 	mosquitto mosquitto-clients espeak-ng pulseaudio pulseaudio-utils \
 	libasound2-plugins sox openssl portaudio19-dev
 DEMO_OUT ?= demo-out
+# The voice-note prompts, synthesised with espeak-ng at install time.
+PROMPTS := $(VENV)/share/custody/prompts
 
-.PHONY: setup system venv demo test test-slow bench lint clean
+.PHONY: setup system venv prompts demo test test-slow bench lint clean
 
-setup: system venv
+setup: system venv prompts
 
 system:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -33,6 +35,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,pyaudio]'
 	touch $@
+
+prompts: $(PROMPTS)/manifest.json
+
+$(PROMPTS)/manifest.json: device/prompts.py $(VENV)/.installed
+	$(PY) -m device.prompts build $(PROMPTS)
+	@touch $@
 
 demo: setup
 	rm -rf $(DEMO_OUT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 from device.config import ConfigError, RecorderConfig
 from device.control import ControlError, ControlServer, dispatch
 from device.ledger import LedgerWriter
+from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State, entry_clock
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from hardware.factory import HardwareFactory, make_factory
@@ -46,8 +48,9 @@ class RecorderAgent:
     def __init__(self, config: RecorderConfig):
         self.config = config
         self.key = SigningKey.from_pem(config.key_file.read_bytes())
-        trust = read_trust(config.trust_file)
-        self.archive_public = bytes.fromhex(trust.keys[trust.archive_encryption_key].public)
+        self.trust = read_trust(config.trust_file)
+        self.archive_public = bytes.fromhex(
+            self.trust.keys[self.trust.archive_encryption_key].public)
         self.hardware: HardwareFactory | None = None
         self.recorder: Recorder | None = None
         self.ledger: LedgerWriter | None = None
@@ -91,12 +94,15 @@ class RecorderAgent:
                 # The simulated camera encodes in its own process, as a Pi's
                 # hardware encoder works outside the agent.
                 self.hardware = SimFactory(epoch_us=epoch, camera_isolation="process")
+                if os.environ.get("CUSTODY_SIM_BATTERY"):  # the level it had at power-off
+                    self.hardware.battery().set_level(float(os.environ["CUSTODY_SIM_BATTERY"]))
             else:
                 self.hardware = make_factory("pi", c.board)
             clock = self.hardware.clock()
             self.ledger = LedgerWriter(c.store, c.device_id, self.key, entry_clock(clock))
             self.recorder = Recorder(c, self.hardware, self.ledger, self.archive_public,
-                                     clock=clock)
+                                     clock=clock, trust=self.trust, prompts=load_prompts(c))
+            self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
@@ -121,8 +127,12 @@ class RecorderAgent:
             "press": self._press,
             "marker": self._marker,
             "sim_begin": self._sim_begin,
+            "receipt": self._receipt,
             "speak": self._speak,
             "clock_jump": self._clock_jump,
+            "battery": self._set_battery,
+            "storage_left": self._storage_left,
+            "dock": self._dock,
             "shutdown": self._shutdown,
         }
 
@@ -174,9 +184,43 @@ class RecorderAgent:
         self._sim().clock().jump(seconds)
         return {}
 
+    def _receipt(self, receipt: dict) -> dict:
+        try:
+            return {"freed": self._need().accept_receipt(receipt)}
+        except ReceiptRefused as e:
+            raise ControlError(f"receipt refused: {e}") from e
+
+    def _set_battery(self, percent: float) -> dict:
+        self._sim().battery().set_level(percent)
+        return {}
+
+    def _storage_left(self, bytes: int) -> dict:
+        storage = self._need().storage
+        from hardware.sim.storage import SimStorage, directory_bytes
+
+        if not isinstance(storage, SimStorage):
+            raise ControlError("only on simulated hardware")
+        storage.capacity_bytes = directory_bytes(storage.path) + bytes
+        return {"free_bytes": storage.status().free_bytes}
+
+    def _dock(self, docked: bool = True) -> dict:
+        self._sim().set_docked(docked)
+        return {}
+
     def _shutdown(self) -> dict:
         self.stopped.set()
         return {}
+
+
+def load_prompts(config: RecorderConfig) -> object | None:
+    """The installed spoken prompts, or None (then the prompt is vibration only)."""
+    try:
+        from device.prompts import PromptLibrary
+
+        return PromptLibrary(language=config.language)
+    except Exception as e:  # a missing prompt must never stop the recorder
+        log.warning("spoken prompts unavailable (%s); prompting by vibration only", e)
+        return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

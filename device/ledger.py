@@ -25,6 +25,10 @@ Clock = Callable[[], EntryTime]
 
 
 def boot_id() -> str:
+    """The kernel's id of this boot; ``CUSTODY_BOOT_ID`` overrides it (the simulator
+    gives every simulated power-on its own, as a real power cut reboots the kernel)."""
+    if os.environ.get("CUSTODY_BOOT_ID"):
+        return os.environ["CUSTODY_BOOT_ID"]
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:  # not Linux: one id per process is the best we can say

@@ -7,10 +7,11 @@ States (docs/recorder.md has the diagram)::
         └──────────┴─────────────┴──► shutting_down
 
 In *standby* the camera and microphone run into the pre-record buffer. A press
-of the record button appends ``record_start`` and hands the buffer and all
-live capture to the pipeline; the next press appends ``record_stop`` after the
-last segment is sealed. A transition that is not allowed is refused and
-logged; it never raises into the caller.
+of the record button appends ``record_start`` (or, if a recording was
+interrupted, ``resume``: a new span of the same recording) and hands the
+buffer and all live capture to the pipeline; the next press appends
+``record_stop`` after the last segment is sealed. A transition that is not
+allowed is refused and logged; it never raises into the caller.
 
 The pipeline has three stages joined by bounded queues, so a slow disk never
 blocks capture::
@@ -21,10 +22,10 @@ blocks capture::
                                           seal queue ─► seal thread (SegmentSealer,
                                                          ledger appends, in order)
 
-If the capture queue is full, capture is dropped *and said*: the span ends,
-an ``interruption`` (reason ``other``, detected by ``queue_overflow``) and a
-``resume`` are appended, and a new span starts at the next keyframe, so the
-lost time is a declared gap in the ledger, never a silent hole.
+Every stop that is not the officer's normal stop is an ``interruption`` with
+its reason — a full capture queue (``other``, detected by ``queue_overflow``),
+low battery, full storage, a power cut or crash found at the next start, or
+one the officer declares — and the next start prompts for a voice note.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from device.config import RecorderConfig
-from device.ledger import LedgerWriter, boot_id
+from device.ledger import LedgerWriter, boot_id, fsync_dir
+from device.ledger_state import LedgerState
 from device.muxer import FragmentInfo, Segmenter, SegmentSummary
 from device.prerecord import PreRecordBuffer
+from device.receipts import ReceiptRefused, check_receipt
 from device.sealer import SegmentSealer
+from device.watch import BatteryWatch, OverdueWatch, StorageWatch, voice_note_reserve_bytes
 from hardware.camera import Camera, monotonic_us
 from hardware.clock import Clock
 from hardware.controls import ControlEvent, Controls
@@ -53,23 +57,32 @@ from hardware.frames import AudioBlock, VideoFrame
 from hardware.indicators import Indicators
 from hardware.microphone import Microphone, MicrophoneConfig
 from protocol.entries import (
-    Assigned,
+    EXEMPTION_REASONS,
+    MARKER_PHASES,
+    MIN_SPEECH_SECONDS,
     Body,
     EntryTime,
+    Exemption,
     Interruption,
     Marker,
+    OffloadReceiptEntry,
+    Overdue,
     RecordStart,
     RecordStop,
     Resume,
     Segment,
     TimeSync,
+    VoiceNote,
 )
-from protocol.envelope import SignedEntry, parse_line, split_lines
-from protocol.errors import ProtocolError
+from protocol.envelope import SignedEntry
+from protocol.trust import TrustFile
 
 log = logging.getLogger(__name__)
 
 CLOCK_JUMP_NS = 1_000_000_000  # a wall-clock step larger than this is a signed time_sync
+OFFICER_REASONS = ("weather", "location_change", "other")  # what an officer may declare
+MENU_SECONDS = 3.0  # after the last press, a choice made with the function button is taken
+EXEMPTION_MEMO_SECONDS = 20.0
 
 
 class State(StrEnum):
@@ -100,27 +113,15 @@ def entry_clock(clock: Clock) -> Callable[[], EntryTime]:
     return now
 
 
-def assigned_officer(ledger_path: Path) -> str:
-    """The officer of the ledger's last ``assigned`` entry ("" if none)."""
-    officer = ""
-    if ledger_path.exists():
-        for line in split_lines(ledger_path.read_bytes()):
-            try:
-                body = parse_line(line).entry.body
-            except ProtocolError:
-                continue
-            if isinstance(body, Assigned):
-                officer = body.officer
-    return officer
-
-
-# --- what travels through the queues -------------------------------------------------
+# --- what travels through the capture queue ------------------------------------------
 
 
 @dataclass
 class _Start:
     recording: int
-    utc_offset_ns: int  # capture clock -> UTC, fixed for the recording
+    span: int
+    first_index: int
+    utc_offset_ns: int  # capture clock -> UTC, fixed for the span
     frames: list[VideoFrame]
     blocks: list[AudioBlock]
     press_us: int
@@ -129,6 +130,15 @@ class _Start:
 @dataclass
 class _Stop:
     trigger: str
+
+
+@dataclass
+class _Interrupt:
+    """End the span: the recording stays open, to be resumed by the next press."""
+
+    reason: str
+    detected_by: str
+    cut_us: int
 
 
 @dataclass
@@ -143,14 +153,27 @@ _END = object()
 
 @dataclass
 class _Recording:
-    """The mux thread's view of the recording in progress."""
+    """The mux thread's view of the span in progress."""
 
     seq: int
+    span: int
+    next_index: int
     utc_offset_ns: int
     press_us: int
-    span: int = 0
-    next_index: int = 0
     first_frame_seen: bool = False
+
+
+@dataclass
+class _Memo:
+    """Audio being collected for a voice note (or an exemption's voice memo)."""
+
+    file: str
+    interruption: int | None  # a voice note explains this interruption
+    exemption: str | None  # or: an exemption's reason
+    max_us: int
+    blocks: list[AudioBlock] = field(default_factory=list)
+    collecting: bool = False
+    started_us: int = 0
 
 
 @dataclass
@@ -161,6 +184,9 @@ class RecorderStats:
     dropped_samples: int = 0
     overflows: int = 0
     refused_transitions: int = 0
+    prompts: int = 0
+    voice_notes: int = 0
+    freed_files: int = 0
     press_to_frame_ms: list[float] = field(default_factory=list)
     last_error: str = ""
 
@@ -168,7 +194,7 @@ class RecorderStats:
 class Recorder:
     """The recording agent on the officer's device.
 
-    >>> # recorder = Recorder(config, hardware, ledger, archive_public)
+    >>> # recorder = Recorder(config, hardware, ledger, archive_public, trust=trust)
     >>> # recorder.start()          # booting -> standby, capture into the pre-record buffer
     >>> # recorder.press_record()   # standby -> recording (what the record button does)
     >>> # recorder.press_record()   # recording -> standby, after the last segment is sealed
@@ -176,57 +202,86 @@ class Recorder:
     """
 
     def __init__(self, config: RecorderConfig, hardware: HardwareFactory, ledger: LedgerWriter,
-                 archive_public: bytes, *, clock: Clock | None = None):
+                 archive_public: bytes, *, clock: Clock | None = None,
+                 trust: TrustFile | None = None, prompts: Any = None):
         self.config = config
         self.hardware = hardware
         self.ledger = ledger
         self.archive_public = archive_public
+        self.trust = trust
+        self.prompts = prompts  # a device.prompts.PromptLibrary, if installed
         self.clock = clock or hardware.clock()
         self.store = ledger.path.parent
         self.state = State.BOOTING
         self.stats = RecorderStats()
-        self.officer = assigned_officer(ledger.path)
-        self.recording: int | None = None  # seq of the record_start in progress
+        self.known = LedgerState.read(self.store)
+        self.recording: int | None = None  # seq of the recording being captured
+        self.docked = False
+        self.overdue_warning = False
+        #: Called (once) when the recorder must power the device down (battery).
+        self.on_power_down: Callable[[], None] | None = None
 
         fps = config.fps
         per_second = fps + config.audio_rate // MicrophoneConfig().block + 1
         self._capture_q: queue.Queue[Any] = queue.Queue(int(config.queue_seconds * per_second))
         media_bytes_per_s = config.video_bitrate // 8 + config.audio_rate * 2
         self._seal_q = _SealQueue(int(config.queue_seconds * media_bytes_per_s))
-        self._route_lock = threading.Lock()  # state changes vs. capture routing
+        self._route_lock = threading.RLock()  # state changes vs. capture routing
         self._prerecord = PreRecordBuffer(config.pre_record_seconds, config.pre_record_audio)
         self._overflow: _Overflow | None = None
+        self._memo: _Memo | None = None
+        self._menu: _FunctionMenu | None = None
+        self._interrupt_reason: str | None = None  # armed by the officer (function button)
+        self._next_phase = 0
         self._utc_offset_ns = self._current_offset_ns()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._idle = threading.Event()  # the pipeline has sealed everything queued
         self._idle.set()
-
+        self._battery = BatteryWatch(config.battery_low_minutes, config.battery_critical_minutes)
+        self._storage_watch = StorageWatch(
+            reserve_bytes=config.storage_reserve_bytes + voice_note_reserve_bytes(
+                config.voice_note_reserve_seconds, config.audio_rate),
+            headroom_bytes=3 * media_bytes_per_s)
+        self._overdue = OverdueWatch(config.overdue_warn_hours, config.overdue_hours)
         # What a segment is written into; a test may swap in a slower one.
         self.sealer_class: type[SegmentSealer] = SegmentSealer
+
         self.camera: Camera | None = None
         self.microphone: Microphone | None = None
         self.controls: Controls | None = None
         self.indicators: Indicators | None = None
+        self.speaker: Any = None
+        self.battery: Any = None
+        self.storage: Any = None
+
+    @property
+    def officer(self) -> str:
+        return self.known.officer
 
     # --- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the devices, start capture into the pre-record buffer: standby."""
-        c = self.config
-        self.camera = self.hardware.camera(
+        """Open the devices, seal what a cut left behind, start capture: standby."""
+        c, hw = self.config, self.hardware
+        self.camera = hw.camera(
             width=c.width, height=c.height, fps=c.fps, bitrate=c.video_bitrate,
             keyframe_interval=c.effective_keyframe_interval, overlay=c.overlay,
             device_id=c.device_id, officer_id=self.officer)
-        self.microphone = self.hardware.microphone(MicrophoneConfig(rate=c.audio_rate))
-        self.controls = self.hardware.controls()
+        self.microphone = hw.microphone(MicrophoneConfig(rate=c.audio_rate))
+        self.controls = hw.controls()
         self.controls.when_event = self._on_control_event
-        self.indicators = self.hardware.indicators()
+        self.indicators = hw.indicators()
+        self.speaker = hw.speaker()
+        self.battery = hw.battery()
+        self.storage = hw.storage(str(self.store))
+        self._battery.low_percent = hw.board.battery.low_percent
+        self.recover_cut()
         for name, target in (("mux", self._mux_loop), ("seal", self._seal_loop),
                              ("video", self._video_loop), ("audio", self._audio_loop),
-                             ("clock", self._clock_loop)):
-            t = threading.Thread(target=target, name=f"recorder-{name}", daemon=True)
-            self._threads.append(t)
+                             ("watch", self._watch_loop)):
+            self._threads.append(threading.Thread(target=target, name=f"recorder-{name}",
+                                                  daemon=True))
         self.microphone.start()
         self.camera.start()
         for t in self._threads:
@@ -242,8 +297,9 @@ class Recorder:
         self._capture_q.put(_END)
         self._stopping.set()
         for t in self._threads:
-            t.join(timeout=30)
-        for device in (self.camera, self.microphone, self.controls, self.indicators):
+            t.join(timeout=60)
+        for device in (self.camera, self.microphone, self.controls, self.indicators,
+                       self.speaker):
             if device is not None:
                 device.close()
 
@@ -255,68 +311,269 @@ class Recorder:
         """Wait until everything queued is sealed (tests, shutdown)."""
         return self._idle.wait(timeout)
 
+    def recover_cut(self) -> None:
+        """After a power cut or crash: seal the cut segment, declare the cut.
+
+        The segment left in ``pending/`` keeps its complete fragments and is
+        sealed ``recovered``; a recording left open gets ``interruption``
+        (``power_loss`` if the kernel booted since its last entry, else
+        ``crash``), unless an interruption already ended it (battery, storage).
+        """
+        from device.recovery import recover_pending
+
+        reason = "crash" if self.known.last_boot_id == boot_id() else "power_loss"
+        recovered = recover_pending(self.store)
+        for r in recovered:
+            if r.segment is not None:
+                self.append(r.segment)
+        rec = self.known.open_recording
+        if rec is None or self.known.unresumed(rec.seq) is not None:
+            return
+        cuts = [r.cut_utc_ns for r in recovered if r.recording == rec.seq]
+        cut = max(cuts) if cuts else rec.last_capture_utc_ns or int(self.clock.now() * 1e9)
+        self.append(Interruption(reason=reason, detected_by="boot_recovery", cut_utc_ns=cut,
+                                 recording=rec.seq))
+        log.warning("recording %d was cut (%s); declared", rec.seq, reason)
+
     # --- officer actions ----------------------------------------------------------
 
     def _on_control_event(self, event: ControlEvent) -> None:
         try:
-            if event == ControlEvent.RECORD:
-                self.press_record()
-            elif event == ControlEvent.MARKER:
-                self.mark("other")
+            match event:
+                case ControlEvent.RECORD:
+                    self.press_record()
+                case ControlEvent.MARKER:
+                    self.mark(None)
+                case ControlEvent.FUNCTION_MARKER:
+                    self.mark("other")
+                case ControlEvent.FUNCTION:
+                    self.press_function()
+                case ControlEvent.FUNCTION_LONG:
+                    self.hold_function()
+                case ControlEvent.DOCKED | ControlEvent.UNDOCKED:
+                    self.docked = event == ControlEvent.DOCKED
+                    if self.docked and self.overdue_warning:
+                        log.warning("docked with overdue recordings: %s", self.overdue())
         except Exception:  # a button must never take the recorder down
             log.exception("handling %s failed", event)
 
     def press_record(self) -> str:
-        """What one short press of the record button does: start or stop."""
+        """What one short press of the record button does: start, resume or stop."""
         if self.state == State.RECORDING:
-            self.stop_recording("button")
+            reason, self._interrupt_reason = self._interrupt_reason, None
+            if self._menu is not None and self._menu.choices == OFFICER_REASONS:
+                reason = self._menu.cancel()  # the choice so far counts
+                self._menu = None
+            if reason is not None:  # armed with the function button: a declared stop
+                self.interrupt(reason, "officer")
+            else:
+                self.stop_recording("button")
         else:
             self.start_recording("button")
+        if self.overdue_warning:
+            self._signal("overdue")
         return self.state
 
     def start_recording(self, trigger: str) -> int | None:
+        """Start a recording — or resume the interrupted one as a new span."""
         press_us = monotonic_us()
         if self.state != State.STANDBY:
             self._refuse(State.RECORDING)
             return None
+        if not self._storage_watch.can_start(self._free_bytes()):
+            log.error("storage full: refusing to start (nothing is overwritten)")
+            self._signal("storage_low")
+            return None
         assert self.camera is not None
         self.camera.request_keyframe()  # with no pre-record, start at once
+        self._end_memo()  # an exemption memo in progress ends here
+        rec = self.known.open_recording
+        if rec is not None:
+            cut = self.known.unresumed(rec.seq)
+            if cut is None:  # open without a declared cut: never silent
+                cut = self.append(Interruption(
+                    reason="other", detected_by="resume_without_stop",
+                    cut_utc_ns=rec.last_capture_utc_ns or 0, recording=rec.seq)).entry.seq
+            self.append(Resume(interruption=cut, recording=rec.seq))
+            seq, span, index = rec.seq, rec.span, rec.segments
+        else:
+            seq = self.append(RecordStart(
+                trigger=trigger, category=self.config.category, officer=self.officer,
+                pre_record_seconds=round(self._prerecord.seconds, 3),
+                pre_record_audio=self.config.pre_record_audio)).entry.seq
+            span, index = 0, 0
+            self._next_phase = 0
         offset = self._utc_offset_ns
-        seq = self.append(RecordStart(
-            trigger=trigger, category=self.config.category, officer=self.officer,
-            pre_record_seconds=round(self._prerecord.seconds, 3),
-            pre_record_audio=self.config.pre_record_audio)).entry.seq
         with self._route_lock:
             self._transition(State.RECORDING)
             frames, blocks = self._prerecord.drain()
             self.recording = seq
             self._idle.clear()
-            self._capture_q.put(_Start(seq, offset, frames, blocks, press_us))
+            self._capture_q.put(_Start(seq, span, index, offset, frames, blocks, press_us))
         self._signal("recording_started", red=True)
-        log.info("recording %d started (%d pre-record frames)", seq, len(frames))
+        log.info("recording %d span %d started (%d pre-record frames)", seq, span, len(frames))
+        if self.known.unexplained:
+            self._begin_memo(interruption=self.known.unexplained[-1])
         return seq
 
     def stop_recording(self, trigger: str) -> None:
         if self.state != State.RECORDING:
             self._refuse(State.STANDBY)
             return
+        self._end_memo()
         with self._route_lock:
             self._transition(State.STANDBY)
             self._capture_q.put(_Stop(trigger))
             self.recording = None
         self._signal("recording_stopped", red=False)
 
-    def mark(self, phase: str) -> SignedEntry:
+    def interrupt(self, reason: str, detected_by: str) -> None:
+        """Stop capture for a reason: the recording stays open, the next press resumes it."""
+        if self.state != State.RECORDING:
+            return
+        self._end_memo()
+        with self._route_lock:
+            self._transition(State.STANDBY)
+            self._capture_q.put(_Interrupt(reason, detected_by, monotonic_us()))
+            self.recording = None
+        self._signal("recording_stopped", red=False)
+        log.warning("recording interrupted: %s (%s)", reason, detected_by)
+
+    def mark(self, phase: str | None) -> SignedEntry:
+        """Tag a key moment. ``None``: the next Art. 7 phase of this recording, in order."""
+        if phase is None:
+            order = MARKER_PHASES[:-1]  # "other" is the chord's
+            phase = order[min(self._next_phase, len(order) - 1)]
+            self._next_phase += 1
         entry = self.append(Marker(phase=phase, recording=self.recording))
         self._signal("marker")
         return entry
+
+    def press_function(self) -> None:
+        """Short press: ends a voice note, or makes a choice in the function menu."""
+        if self._memo is not None and self._memo.collecting and self._menu is None:
+            self._end_memo()
+        elif self._menu is not None:
+            self._menu.press()
+
+    def hold_function(self) -> None:
+        """Long press. Recording: arm a declared interruption (the reason is chosen by
+        short presses: weather, location change, other; the next record press stops).
+        Standby: an exemption (Art. 5; short presses choose the reason, then a memo)."""
+        if self.state == State.RECORDING:
+            self._interrupt_reason = OFFICER_REASONS[0]
+            self._menu = _FunctionMenu(OFFICER_REASONS, self._choose_interrupt_reason)
+        elif self.state == State.STANDBY:
+            self._menu = _FunctionMenu(EXEMPTION_REASONS, self._exemption_chosen)
+        self._signal("marker")
+
+    def _choose_interrupt_reason(self, reason: str) -> None:
+        self._menu = None
+        if self.state == State.RECORDING:
+            self._interrupt_reason = reason
+            self._signal("marker")
+
+    def _exemption_chosen(self, reason: str) -> None:
+        self._menu = None
+        self._signal("prompt")
+        self._begin_memo(exemption=reason)
+
+    # --- voice notes and memos -------------------------------------------------------
+
+    def _begin_memo(self, interruption: int | None = None, exemption: str | None = None) -> None:
+        name = f"v{interruption:06d}" if interruption is not None else "x"
+        memo = _Memo(file=f"{name}-{time.time_ns()}.cseg", interruption=interruption,
+                     exemption=exemption,
+                     max_us=int((self.config.voice_note_max_seconds if exemption is None
+                                 else EXEMPTION_MEMO_SECONDS) * 1e6))
+        with self._route_lock:
+            self._memo = memo
+        threading.Thread(target=self._prompt_then_listen, args=(memo,), daemon=True,
+                         name="recorder-prompt").start()
+
+    def _prompt_then_listen(self, memo: _Memo) -> None:
+        """Play the prompt; only then listen, so the prompt is not taken for an answer."""
+        if memo.interruption is not None:
+            self.stats.prompts += 1
+            self._signal("prompt")
+            cut = self.known.interruptions.get(memo.interruption)
+            try:
+                if self.prompts is not None and cut is not None and self.speaker is not None:
+                    when = datetime.fromtimestamp(cut.cut_utc_ns / 1e9).astimezone()
+                    pcm, rate = self.prompts.interruption_prompt(when, cut.reason)
+                    self.speaker.play(pcm, rate)
+            except Exception:
+                log.exception("the voice-note prompt could not be played")
+        with self._route_lock:
+            if self._memo is memo:
+                memo.collecting, memo.started_us = True, monotonic_us()
+
+    def _end_memo(self) -> None:
+        with self._route_lock:
+            memo, self._memo = self._memo, None
+        if memo is None:
+            return
+        if not memo.collecting:
+            memo.blocks.clear()  # stopped before the prompt ended: nothing was said
+        self._submit(lambda: self._seal_memo(memo))
+
+    def _seal_memo(self, memo: _Memo) -> None:
+        from device.voicenote import seal_voice_note
+
+        if not memo.blocks:
+            if memo.exemption is not None:
+                self.append(Exemption(reason=memo.exemption))
+                self._signal("marker")
+            log.warning("no audio for the voice note; the prompt will repeat")
+            return
+        media, summary = seal_voice_note(self.store, memo.file, self.archive_public,
+                                         memo.blocks)
+        first_utc = summary.first_sample_us * 1000 + self._utc_offset_ns
+        if memo.exemption is not None:
+            self.append(Exemption(reason=memo.exemption, voice_memo=media))
+            self._signal("marker")
+            return
+        assert memo.interruption is not None
+        self.append(VoiceNote(interruption=memo.interruption, media=media,
+                              first_capture_utc_ns=first_utc,
+                              audio_samples=summary.audio_samples,
+                              audio_rate=self.config.audio_rate,
+                              speech_seconds=round(summary.speech_seconds, 3)))
+        self.stats.voice_notes += 1
+        if summary.speech_seconds < MIN_SPEECH_SECONDS:
+            log.warning("no speech in the voice note; the prompt will repeat at the next start")
+            self._signal("error")
+
+    # --- receipts ------------------------------------------------------------------------
+
+    def accept_receipt(self, envelope: Any) -> list[str]:
+        """Free the media a dock's verified receipt covers. Raises ReceiptRefused."""
+        if self.trust is None:
+            raise ReceiptRefused("no trust file: cannot check a dock's signature")
+        check = check_receipt(envelope, self.trust, self.config.device_id, self.known,
+                              self.store)
+        self.append(OffloadReceiptEntry(receipt=envelope))
+        freed = []
+        for path in check.files:
+            path.unlink()
+            freed.append(path.name)
+        if freed:
+            fsync_dir(check.files[0].parent)
+        self.stats.freed_files += len(freed)
+        log.info("receipt from %s: freed %d files", check.receipt.dock, len(freed))
+        return freed
+
+    def overdue(self) -> list[int]:
+        return sorted(self.known.overdue_declared)
 
     # --- the ledger -----------------------------------------------------------------
 
     def append(self, body: Body) -> SignedEntry:
         """Append an entry, first declaring any wall-clock step since the last one."""
         self._check_clock()
-        return self.ledger.append(body)
+        signed = self.ledger.append(body)
+        self.known.apply(signed)
+        return signed
 
     def _current_offset_ns(self) -> int:
         return int(self.clock.now() * 1e9) - time.monotonic_ns()
@@ -326,18 +583,64 @@ class Recorder:
         step = offset - self._utc_offset_ns
         if abs(step) > CLOCK_JUMP_NS:
             mono = time.monotonic_ns()
-            self.ledger.append(TimeSync(old_utc_ns=mono + self._utc_offset_ns,
-                                        new_utc_ns=mono + offset,
-                                        source=str(self.clock.sync.source)))
-            log.warning("wall clock stepped %.3f s; time_sync appended", step / 1e9)
             self._utc_offset_ns = offset
+            self.known.apply(self.ledger.append(TimeSync(
+                old_utc_ns=mono + offset - step, new_utc_ns=mono + offset,
+                source=str(self.clock.sync.source))))
+            log.warning("wall clock stepped %.3f s; time_sync appended", step / 1e9)
 
-    def _clock_loop(self) -> None:
+    # --- self-checks --------------------------------------------------------------------
+
+    def _free_bytes(self) -> int:
+        try:
+            return int(self.storage.status().free_bytes) if self.storage else 1 << 62
+        except OSError:
+            return 1 << 62  # an unreadable gauge must not stop recording
+
+    def _watch_loop(self) -> None:
+        last_overdue_check = 0.0
         while not self._stopping.wait(0.5):
             try:
                 self._check_clock()
+                self._check_battery()
+                if self.state == State.RECORDING and \
+                        self._storage_watch.check(self._free_bytes()) == "full":
+                    self.interrupt("storage_full", "storage")
+                    self._signal("storage_low")
+                if time.monotonic() - last_overdue_check >= 5:
+                    last_overdue_check = time.monotonic()
+                    self._check_overdue()
             except Exception:
-                log.exception("clock check failed")
+                log.exception("self-check failed")
+
+    def _check_battery(self) -> None:
+        if self.battery is None:
+            return
+        decision = self._battery.check(self.battery.read())
+        if decision == "low":
+            self._signal("low_battery")
+        elif decision == "critical" and self.state != State.SHUTTING_DOWN:
+            log.error("battery critical: sealing and shutting down")
+            self.interrupt("battery", "battery_gauge")
+            self.wait_idle(60)
+            self._stopping.set()
+            if self.on_power_down is not None:
+                self.on_power_down()
+
+    def _check_overdue(self) -> None:
+        pending = self.known.unarchived_recordings()
+        now = int(self.clock.now() * 1e9)
+        oldest = pending[0].start_utc_ns if pending else None
+        decision = self._overdue.check(oldest, now)
+        self.overdue_warning = decision is not None
+        if decision == "overdue":
+            for rec in pending:
+                if rec.seq in self.known.overdue_declared:
+                    continue
+                if self._overdue.check(rec.start_utc_ns, now) == "overdue":
+                    self.append(Overdue(recording=rec.seq, started_utc_ns=rec.start_utc_ns,
+                                        hours=self.config.overdue_hours))
+                    log.error("recording %d is overdue for hand-in", rec.seq)
 
     # --- capture routing ------------------------------------------------------------
 
@@ -356,29 +659,39 @@ class Recorder:
                 self._route(block, block.timestamp_us)
 
     def _route(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
+        end_memo = False
         with self._route_lock:
+            memo = self._memo
+            if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
+                memo.blocks.append(item)
+                end_memo = item.end_us - memo.started_us >= memo.max_us
             if self.state != State.RECORDING:
                 if isinstance(item, VideoFrame):
                     self._prerecord.add_video(item)
                 else:
                     self._prerecord.add_audio(item)
-                return
-            if self._overflow is not None:
-                if self._capture_q.qsize() > self._capture_q.maxsize // 2:
-                    self._count_drop(self._overflow, item)
-                    return
-                # room again: close the span, declare the gap, start a new span
-                self._capture_q.put(self._overflow)
-                self._overflow = None
-                assert self.camera is not None
-                self.camera.request_keyframe()
-            try:
-                self._capture_q.put_nowait(item)
-            except queue.Full:
-                self._overflow = _Overflow(at_us, 0, 0)
+            else:
+                self._queue_capture(item, at_us)
+        if end_memo:
+            self._end_memo()
+
+    def _queue_capture(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
+        if self._overflow is not None:
+            if self._capture_q.qsize() > self._capture_q.maxsize // 2:
                 self._count_drop(self._overflow, item)
-                self.stats.overflows += 1
-                log.error("capture queue full: dropping capture, the gap will be declared")
+                return
+            # room again: close the span, declare the gap, start a new span
+            self._capture_q.put(self._overflow)
+            self._overflow = None
+            assert self.camera is not None
+            self.camera.request_keyframe()
+        try:
+            self._capture_q.put_nowait(item)
+        except queue.Full:
+            self._overflow = _Overflow(at_us, 0, 0)
+            self._count_drop(self._overflow, item)
+            self.stats.overflows += 1
+            log.error("capture queue full: dropping capture, the gap will be declared")
 
     def _count_drop(self, overflow: _Overflow, item: VideoFrame | AudioBlock) -> None:
         if isinstance(item, VideoFrame):
@@ -409,21 +722,26 @@ class Recorder:
                     if segmenter is not None:
                         segmenter.add_audio(item)
                 elif isinstance(item, _Start):
-                    rec = _Recording(item.recording, item.utc_offset_ns, item.press_us)
+                    rec = _Recording(item.recording, item.span, item.first_index,
+                                     item.utc_offset_ns, item.press_us)
                     segmenter = self._new_span(rec)
                     for frame in item.frames:
                         segmenter.add_video(frame)
                     for block in item.blocks:
                         segmenter.add_audio(block)
-                elif isinstance(item, _Overflow) and rec is not None and segmenter is not None:
+                elif rec is not None and segmenter is not None:
                     segmenter.close()
-                    self._submit(lambda r=rec, o=item: self._declare_overflow(r, o))
-                    rec.span += 1
-                    segmenter = self._new_span(rec)
-                elif isinstance(item, _Stop) and rec is not None and segmenter is not None:
-                    segmenter.close()
-                    self._submit(lambda r=rec, t=item.trigger: self._finish_recording(r, t))
-                    rec, segmenter = None, None
+                    if isinstance(item, _Overflow):
+                        self._submit(lambda r=rec, o=item: self._declare_overflow(r, o))
+                        rec = _Recording(rec.seq, rec.span + 1, rec.next_index,
+                                         rec.utc_offset_ns, rec.press_us, True)
+                        segmenter = self._new_span(rec)
+                    elif isinstance(item, _Interrupt):
+                        self._submit(lambda r=rec, i=item: self._declare_interruption(r, i))
+                        rec, segmenter = None, None
+                    elif isinstance(item, _Stop):
+                        self._submit(lambda r=rec, t=item.trigger: self._finish_recording(r, t))
+                        rec, segmenter = None, None
             except Exception as e:  # keep the agent alive; the fault is logged and shown
                 self.stats.last_error = f"mux: {e}"
                 log.exception("mux thread")
@@ -435,13 +753,17 @@ class Recorder:
         sinks: dict[int, _QueuedSink] = {}  # the segmenter's segment number -> its sink
 
         def open_sink(n: int) -> _QueuedSink:
+            # Never reuse a name a cut left behind (set aside, or sealed without entry).
+            while self._name_taken(f"r{rec.seq:06d}-{rec.next_index:05d}.cseg"):
+                rec.next_index += 1
             sinks[n] = _QueuedSink(self, f"r{rec.seq:06d}-{rec.next_index:05d}.cseg", rec,
                                    rec.next_index)
             rec.next_index += 1
             return sinks[n]
 
         def fragment_end(n: int, info: FragmentInfo) -> None:
-            self._submit(sinks[n].end_fragment)
+            sink = sinks[n]
+            self._submit(lambda: sink.end_fragment(info))
 
         def segment_end(n: int, summary: SegmentSummary) -> None:
             sink = sinks.pop(n)
@@ -450,6 +772,10 @@ class Recorder:
         return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
                          audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),
                          on_fragment_end=fragment_end, on_segment_end=segment_end)
+
+    def _name_taken(self, file: str) -> bool:
+        return any((self.store / folder / file).exists() for folder in ("media", "pending")) \
+            or file in self.known.sealed
 
     # --- the seal thread ------------------------------------------------------------
 
@@ -462,7 +788,7 @@ class Recorder:
             if work is _END:
                 break
             try:
-                work()  # type: ignore[operator]
+                work()
             except Exception as e:
                 self.stats.last_error = f"seal: {e}"
                 log.exception("seal thread")
@@ -477,6 +803,11 @@ class Recorder:
         self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))
         log.error("declared a gap: %d frames and %d samples dropped", overflow.dropped_frames,
                   overflow.dropped_samples)
+
+    def _declare_interruption(self, rec: _Recording, cut: _Interrupt) -> None:
+        self.append(Interruption(reason=cut.reason, detected_by=cut.detected_by,
+                                 cut_utc_ns=cut.cut_us * 1000 + rec.utc_offset_ns,
+                                 recording=rec.seq))
 
     def _finish_recording(self, rec: _Recording, trigger: str) -> None:
         self.append(RecordStop(recording=rec.seq, trigger=trigger))
@@ -518,7 +849,41 @@ class Recorder:
             "capture_queue": self._capture_q.qsize(), "seal_queue": self._seal_q.qsize(),
             "prerecord_seconds": round(self._prerecord.seconds, 3),
             "next_seq": self.ledger.next_seq, "last_error": s.last_error,
+            "unexplained": self.known.unexplained, "voice_note": self._memo is not None,
+            "prompts": s.prompts, "voice_notes": s.voice_notes, "freed_files": s.freed_files,
+            "docked": self.docked, "overdue_warning": self.overdue_warning,
+            "overdue": self.overdue(), "free_bytes": self._free_bytes(),
         }
+
+
+class _FunctionMenu:
+    """Choose one of ``choices`` with short presses of the function button.
+
+    The first choice is taken unless pressed again; each press moves on one
+    (the device confirms with a short vibration). ``MENU_SECONDS`` after the
+    last press the choice is made.
+    """
+
+    def __init__(self, choices: tuple[str, ...], chosen: Callable[[str], None]):
+        self.choices, self.chosen = choices, chosen
+        self.index = 0
+        self._timer = self._arm()
+
+    def _arm(self) -> threading.Timer:
+        timer = threading.Timer(MENU_SECONDS, lambda: self.chosen(self.choices[self.index]))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def press(self) -> None:
+        self._timer.cancel()
+        self.index = (self.index + 1) % len(self.choices)
+        self._timer = self._arm()
+
+    def cancel(self) -> str:
+        """Stop waiting; the choice as it stands."""
+        self._timer.cancel()
+        return self.choices[self.index]
 
 
 class _SealQueue:
@@ -568,8 +933,13 @@ class _QueuedSink:
         recorder._submit(self._open)
 
     def _open(self) -> None:
-        self._sealer = self.recorder.sealer_class(self.recorder.store, self.file,
-                                                  self.recorder.archive_public)
+        r = self.recorder
+        self._sealer = r.sealer_class(
+            r.store, self.file, r.archive_public,
+            context={"recording": self.rec.seq, "span": self.span, "index": self.index,
+                     "utc_offset_ns": self.rec.utc_offset_ns,
+                     "frame_period_ns": 1_000_000_000 // r.config.fps,
+                     "audio_rate": r.config.audio_rate})
 
     def write(self, data: bytes) -> int:
         chunk = bytes(data)
@@ -577,14 +947,16 @@ class _QueuedSink:
                               len(chunk))
         return len(chunk)
 
-    def end_fragment(self) -> None:
+    def end_fragment(self, info: FragmentInfo) -> None:
         assert self._sealer is not None
-        self._sealer.end_fragment()
+        self._sealer.end_fragment(info)
 
     def seal(self, summary: SegmentSummary) -> None:
         """Runs on the seal thread: close the file, then append its segment entry."""
         assert self._sealer is not None
-        media = self._sealer.close()
+        # The journal stays until the entry is appended: a cut in between must
+        # still find the sealed file and give it its entry at the next start.
+        media = self._sealer.close(keep_journal=True)
         r, fps = self.recorder, self.recorder.config.fps
         first = summary.first_frame_timestamp_us or summary.first_sample_timestamp_us or 0
         last = summary.last_frame_timestamp_us or summary.last_sample_timestamp_us or first
@@ -594,5 +966,7 @@ class _QueuedSink:
             last_capture_utc_ns=last * 1000 + self.rec.utc_offset_ns,
             frame_period_ns=1_000_000_000 // fps, frames=summary.frames,
             audio_samples=summary.audio_samples, audio_rate=r.config.audio_rate))
+        self._sealer.release_journal()
         r.stats.segments_sealed += 1
         r.stats.bytes_sealed += media.size
+

@@ -79,6 +79,9 @@ PATTERNS: dict[str, Pattern] = {
             ("status+buzzer+vibration", 0.3),
         ),
         _pattern("marker", ("vibration", 0.1)),
+        # Art. 10: a recording not yet handed in is nearly due (shown on each press).
+        _pattern("overdue", ("status", 0.2), ("", 0.2), ("status", 0.2), ("", 0.2),
+                 ("status", 0.2)),
     )
 }
 

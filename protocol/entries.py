@@ -23,6 +23,9 @@ from protocol.errors import ProtocolError
 
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
+# A voice note explains its interruption only with at least this much speech,
+# as measured by the device's voice-activity detector (device/vad.py).
+MIN_SPEECH_SECONDS = 0.5
 
 CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps")
 INTERRUPTION_REASONS = (
@@ -292,7 +295,7 @@ class VoiceNote(Body):
     first_capture_utc_ns: int
     audio_samples: int
     audio_rate: int
-    speech_seconds: float  # voice activity found in the note; 0 means it explains nothing
+    speech_seconds: float  # voice activity found; below MIN_SPEECH_SECONDS it explains nothing
 
 
 @dataclass
@@ -355,6 +358,16 @@ class KeyRotated(Body):
 
 
 @dataclass
+class Overdue(Body):
+    """A recording not handed in within the deadline (Art. 10: 24 hours)."""
+
+    KIND: ClassVar[str] = "overdue"
+    recording: int
+    started_utc_ns: int
+    hours: float  # the deadline that passed
+
+
+@dataclass
 class UnknownBody(Body):
     """A kind this version does not know: kept as it is."""
 
@@ -364,6 +377,7 @@ BODY_CLASSES: dict[str, type[Body]] = {
     for cls in (
         Provisioned, Assigned, RecordStart, Segment, Marker, Interruption, Resume, VoiceNote,
         Exemption, RecordStop, TimeSync, OffloadReceiptEntry, ConsoleAction, KeyRotated,
+        Overdue,
     )
 }
 

@@ -23,6 +23,7 @@ from securesystemslib.exceptions import VerificationError
 
 from protocol.entries import (
     GENESIS_PREV,
+    MIN_SPEECH_SECONDS,
     Assigned,
     ConsoleAction,
     Exemption,
@@ -31,6 +32,7 @@ from protocol.entries import (
     Marker,
     MediaFile,
     OffloadReceiptEntry,
+    Overdue,
     Provisioned,
     RecordStart,
     RecordStop,
@@ -137,6 +139,7 @@ class ContinuityReport:
     interruptions: list[InterruptionReport] = field(default_factory=list)
     exemptions: list[dict[str, Any]] = field(default_factory=list)
     markers: list[dict[str, Any]] = field(default_factory=list)
+    overdue: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -368,7 +371,7 @@ class _LedgerCheck:
                 if rep is None:
                     self.find(seq, "bad_link", f"voice note names {body.interruption}, which is "
                               "not an interruption")
-                elif body.speech_seconds > 0:
+                elif body.speech_seconds >= MIN_SPEECH_SECONDS:
                     rep.voice_note, rep.explained = seq, True
                 else:
                     self.find(seq, "silent_voice_note", f"the voice note for interruption "
@@ -390,6 +393,9 @@ class _LedgerCheck:
                     "voice_memo": body.voice_memo.file if body.voice_memo else None})
             case OffloadReceiptEntry():
                 self.embedded_receipt(seq, body)
+            case Overdue():
+                self.report.overdue.append({"seq": seq, "utc_ns": entry.time.utc_ns,
+                                            "recording": body.recording, "hours": body.hours})
             case TimeSync() | ConsoleAction():
                 pass
             case KeyRotated():

@@ -114,11 +114,12 @@ def render(store: Path, report: ContinuityReport) -> str:
             ["seq", "reason", "cut at (UTC)", "resumed by", "voice note"],
             [[str(i.seq), i.reason, _utc(i.cut_utc_ns), str(i.resumed_by or "-"),
               str(i.voice_note) if i.explained else "MISSING"] for i in report.interruptions])
-    for name in ("exemptions", "markers"):
+    for name in ("exemptions", "markers", "overdue"):
         items = getattr(report, name)
         if items:
             lines.append(f"{name}: " + ", ".join(
-                f"{x.get('reason') or x.get('phase')} at {_utc(x['utc_ns'])}" for x in items))
+                f"{x.get('reason') or x.get('phase') or 'recording ' + str(x.get('recording'))}"
+                f" at {_utc(x['utc_ns'])}" for x in items))
     if report.findings:
         lines.append("findings:")
         lines += _table(["seq", "severity", "kind", "message"],

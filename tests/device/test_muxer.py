@@ -354,3 +354,69 @@ def test_split_audio_block_cuts_at_the_exact_sample() -> None:
     assert split_audio_block(block, 999_000) == (None, block)
     assert split_audio_block(block, 1_000_000) == (None, block)
     assert split_audio_block(block, 1_002_063) == (block, None)  # just after sample 99
+
+
+@pytest.mark.parametrize("clip_name", ["clip", "long_gop_clip"])
+def test_fragment_info_says_exactly_what_the_bytes_up_to_it_decode_to(
+    clip_name: str, request: pytest.FixtureRequest, pcm: np.ndarray
+) -> None:
+    """What a caller journals at a fragment end must be what a player gets from those bytes."""
+    clip: EncodedClip = request.getfixturevalue(clip_name)
+    frames = clip.frames(jitter_us=800, seed=3)
+    # The microphone starts 40 ms before the camera: the origin is the audio's.
+    blocks = audio_blocks(pcm[: 7 * AUDIO_RATE], CAPTURE_EPOCH_US - 40_000, seed=3)
+    sink, summary = mux_whole(frames, blocks)
+    data, fragments = bytes(sink.data), sink.fragment_ends
+    assert len(fragments) == summary.fragments >= 8
+    frame_us = {f.index - 1000: f.timestamp_us for f in frames}  # counter -> capture time
+
+    rng = np.random.default_rng(11)
+    for fragment in sorted(rng.choice(fragments, size=5, replace=False), key=lambda f: f.index):
+        decoded = decode(data[: fragment.end_offset])
+        assert decoded.damaged_packets == 0
+        assert fragment.total_video_frames == len(decoded.counters) > 0
+        assert fragment.total_audio_samples == len(decoded.pcm) > 0
+        assert np.array_equal(decoded.pcm, pcm[: len(decoded.pcm)])
+        assert fragment.first_frame_us == frames[0].timestamp_us
+        assert fragment.last_frame_us == frame_us[decoded.counters[-1]]
+        assert fragment.first_sample_us == CAPTURE_EPOCH_US - 40_000
+        # The last sample's capture time, counted from the first (block stamps are floored
+        # to the µs, the muxer rounds within a block: 1.5 µs at most).
+        last = fragment.last_sample_us - CAPTURE_EPOCH_US + 40_000
+        assert abs(last - (len(decoded.pcm) - 1) * 1_000_000 / AUDIO_RATE) <= 1.5
+
+    # Per fragment: the counts add up, the decode times run on without a hole, and the
+    # file's video clock (0 at the first frame) agrees with the capture times to 2 ticks.
+    assert sum(f.video_frames for f in fragments) == summary.frames
+    assert sum(f.audio_samples for f in fragments) == summary.audio_samples
+    assert [f.sequence_number for f in fragments] == list(range(1, len(fragments) + 1))
+    audio_next = 0
+    for fragment in fragments:
+        if fragment.audio_samples:
+            assert fragment.audio_decode_first == audio_next
+            audio_next += fragment.audio_samples
+        if fragment.video_frames:
+            ticks_us = fragment.video_decode_last * 1_000_000 / 90_000
+            assert abs(fragment.first_frame_us + ticks_us - fragment.last_frame_us) <= 22
+    # The last fragment accounts for the whole segment, as the summary does.
+    final = fragments[-1]
+    assert (final.total_video_frames, final.total_audio_samples) == (summary.frames,
+                                                                      summary.audio_samples)
+    assert (final.first_frame_us, final.last_frame_us) == (summary.first_frame_timestamp_us,
+                                                           summary.last_frame_timestamp_us)
+    assert (final.first_sample_us, final.last_sample_us) == (summary.first_sample_timestamp_us,
+                                                             summary.last_sample_timestamp_us)
+
+
+def test_fragment_info_of_a_video_only_segment(clip: EncodedClip) -> None:
+    sink = RecordingSink()
+    muxer = SegmentMuxer(sink, **VIDEO, audio_rate=None, on_fragment_end=sink.on_fragment_end)
+    for frame in clip.frames()[:40]:
+        muxer.add_video(frame)
+    summary = muxer.close()
+    final = sink.fragment_ends[-1]
+    assert final.total_video_frames == summary.frames == 40
+    assert final.total_audio_samples == 0 and final.first_sample_us is None
+    assert final.last_frame_us == summary.last_frame_timestamp_us
+    assert len(decode(bytes(sink.data)[: sink.fragment_ends[0].end_offset]).counters) == (
+        sink.fragment_ends[0].total_video_frames)

@@ -74,6 +74,7 @@ bodies = st.one_of(
               source=st.sampled_from(E.CLOCK_SOURCES)),
     st.builds(E.ConsoleAction, technician=names, command=names, result=names),
     st.builds(E.KeyRotated, new_key=hex64, new_public=hex64),
+    st.builds(E.Overdue, recording=ints, started_utc_ns=ints, hours=st.floats(0, 48)),
 )
 
 

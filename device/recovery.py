@@ -1,0 +1,536 @@
+"""Recovering the segments a power cut (or crash) left unsealed in ``pending/``.
+
+At every fragment end the sealer makes the fragment's chunk durable and then
+journals, in plaintext metadata beside the file, how many bytes that is (with
+their SHA-256) and what the segment holds up to there (``device/sealer.py``,
+"The journal"). The device cannot decrypt its own footage; the journal is all
+it needs. At the next start, before recording again, the recorder calls
+:func:`recover_pending`, which for each ``pending/<file>.cseg``:
+
+1. finds the last journaled fragment whose bytes are all on the medium: its
+   ``stored_size`` is within the file's whole chunks and the file's first
+   ``stored_size`` bytes hash to its ``stored_sha256``;
+2. moves every byte beyond it (a chunk torn by the cut, a fragment never
+   journaled) into ``pending/<file>.tail-<ns>``: nothing is deleted;
+3. truncates the file to that size (it then has no final chunk:
+   ``decrypt_segment`` says ``complete=False``, which export accepts because
+   the entry says ``recovered``), moves it into ``media/`` (never over an
+   existing file) and fsyncs both folders;
+4. returns a :class:`RecoveredSegment`: the ``segment`` body to append
+   (``recovered: true``) and the best known time of the cut.
+
+A file with no whole journaled fragment (cut in its first second, or a bare
+header) is moved aside whole to ``.tail-<ns>``, with its journal; the cut is
+still reported (``segment`` is None) so the recorder can declare it. A file
+whose journal says it was sealed whole (final chunk durable) but that never
+reached ``media/`` is moved there whole, and its entry says ``recovered: false``.
+
+A journal whose file has already left ``pending/`` means the cut came after
+sealing (``close(keep_journal=True)``) or after an earlier recovery, but maybe
+before the ``segment`` entry was appended: if no entry of the ledger seals the
+file, its body is returned again; otherwise the journal is removed. So
+recovery can itself be cut at any point and simply run again.
+
+What the recorder then appends, per recording, in this order: each returned
+``segment`` body, then one ``interruption`` (reason from :func:`cut_reason`,
+``detected_by`` :data:`DETECTED_BY`, ``cut_utc_ns`` the latest of its
+results'), then calls :func:`release_journal` for each result.
+
+>>> import tempfile
+>>> recover_pending(Path(tempfile.mkdtemp()))  # nothing pending: nothing to do
+[]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.ledger import fsync_dir
+from device.sealer import JOURNAL_FORMAT, JOURNAL_SUFFIX, PENDING_DIR, journal_path
+from protocol.entries import Interruption, MediaFile, Segment
+from protocol.envelope import parse_line, split_lines
+from protocol.errors import ProtocolError
+from protocol.segment_crypto import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_CHUNK_PLAINTEXT,
+    SCHEME,
+    TAG_SIZE,
+    read_layout,
+)
+from protocol.store_reader import LEDGER_NAME, MEDIA_DIR
+
+log = logging.getLogger(__name__)
+
+DETECTED_BY = "boot_recovery"  # the interruption's detected_by for cuts found at start
+SEGMENT_SUFFIX = ".cseg"
+_NAME = re.compile(r"r(?P<recording>\d+)-(?P<index>\d+)\.cseg")
+# What the journal's context must hold for recovery to write the segment entry.
+_CONTEXT_KEYS = ("recording", "span", "index", "utc_offset_ns", "frame_period_ns", "audio_rate")
+
+
+@dataclass(frozen=True)
+class RecoveredSegment:
+    """One cut found in ``pending/``: what to append for it.
+
+    ``cut_utc_ns`` is the best known time capture stopped: the last moment the
+    device is known to have been running, i.e. when it last wrote the
+    journal (a fragment made durable, or the file opened), on the monotonic
+    clock mapped to UTC with the recording's offset, like capture times. The
+    cut came at or after it, and at most about one fragment plus the seal
+    queue's delay later. It is never before ``last_capture_utc_ns``. Without a
+    journaled offset it falls back to the wall-clock mtime of the files.
+    """
+
+    segment: Segment | None  # the body to append; None: nothing whole survived
+    recording: int  # seq of the recording's record_start
+    cut_utc_ns: int
+    file: str  # the file in media/ (segment) or the pending file's name (none)
+    span: int | None = None
+    index: int | None = None
+    last_capture_utc_ns: int | None = None  # last frame or sample kept; None if none
+    tail_file: str | None = None  # bytes beyond what was kept, in pending/
+    journal: str | None = None  # the journal left in pending/ until release_journal()
+    sealed_before_cut: bool = False  # sealed whole (final chunk); only its entry was missing
+
+
+@dataclass
+class _Journal:
+    """A journal as read back: its first line and the lines after it."""
+
+    header: dict[str, Any]
+    fragments: list[dict[str, Any]] = field(default_factory=list)
+    finished: dict[str, Any] | None = None  # the last "sealed" or "recovered" line
+    last_written_monotonic_ns: int | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        context = self.header.get("context")
+        return context if isinstance(context, dict) else {}
+
+
+def _int(record: dict[str, Any], key: str) -> int | None:
+    value = record.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_journal(path: Path) -> _Journal:
+    """Parse a journal; a last line cut short (no ``\\n``) or unreadable is ignored."""
+    journal = _Journal(header={})
+    if not path.exists():
+        return journal
+    lines = path.read_bytes().split(b"\n")[:-1]  # the piece after the last \n is torn
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            log.warning("%s: unreadable journal line skipped", path)
+            continue
+        if not isinstance(record, dict):
+            continue
+        written = _int(record, "written_monotonic_ns") or _int(record, "opened_monotonic_ns")
+        if written is not None:
+            journal.last_written_monotonic_ns = max(journal.last_written_monotonic_ns or 0,
+                                                    written)
+        if record.get("journal") == JOURNAL_FORMAT:
+            journal.header = record
+        elif record.get("sealed") is True or record.get("recovered") is True:
+            journal.finished = record
+        elif _int(record, "stored_size") is not None:
+            journal.fragments.append(record)
+    return journal
+
+
+def whole_chunks_size(data: bytes) -> int:
+    """Bytes of a stored segment up to the end of its last complete chunk (0: no header).
+
+    Like :func:`protocol.segment_crypto.read_layout`, but a length prefix that
+    cannot be (garbage a cut left) ends the walk instead of raising.
+
+    >>> from protocol.keys import ArchiveSecretKey
+    >>> from protocol.segment_crypto import SegmentEncryptor
+    >>> enc = SegmentEncryptor(ArchiveSecretKey.generate().public_raw)
+    >>> data = enc.header + enc.seal_chunk(b"x" * 100)
+    >>> whole_chunks_size(data + b"\\x00" * 7) == len(data)
+    True
+    """
+    try:
+        return read_layout(data).whole_size
+    except ProtocolError:
+        pass
+    if len(data) < HEADER_SIZE or not data.startswith(MAGIC):
+        return 0
+    pos = HEADER_SIZE
+    while pos + 4 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if not TAG_SIZE <= length <= MAX_CHUNK_PLAINTEXT + TAG_SIZE or pos + 4 + length > len(
+                data):
+            break
+        pos += 4 + length
+    return pos
+
+
+def _last_whole_fragment(data: bytes, fragments: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last journaled fragment, with content, whose bytes are all in ``data`` unchanged."""
+    whole = whole_chunks_size(data)
+    digest, hashed, best = hashlib.sha256(), 0, None
+    for record in sorted(fragments, key=lambda r: r["stored_size"]):
+        size = record["stored_size"]
+        if size > whole or size < hashed:
+            break
+        digest.update(data[hashed:size])
+        hashed = size
+        if digest.copy().hexdigest() != record.get("stored_sha256"):
+            # Bytes the journal vouched for have changed: nothing from here on is kept.
+            log.error("stored bytes before offset %d differ from the journal", size)
+            break
+        if isinstance(record.get("content"), dict):
+            best = record
+    return best
+
+
+def cut_reason(ledger_last_boot_id: str | None, current_boot_id: str) -> str:
+    """``crash`` if the last entry was made in this very boot, else ``power_loss``.
+
+    The kernel draws a new boot id at every start: the same one means the
+    recorder process died but the machine did not.
+
+    >>> cut_reason("3f2a", "3f2a"), cut_reason("3f2a", "91bc"), cut_reason(None, "91bc")
+    ('crash', 'power_loss', 'power_loss')
+    """
+    return "crash" if ledger_last_boot_id == current_boot_id else "power_loss"
+
+
+def last_boot_id(ledger: Path) -> str | None:
+    """The boot id of a ledger's last readable entry (None if there is none)."""
+    if not ledger.exists():
+        return None
+    for line in reversed(split_lines(ledger.read_bytes())):
+        try:
+            return parse_line(line).entry.time.boot_id
+        except ProtocolError:
+            continue  # a line torn by the cut
+    return None
+
+
+def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:
+    """The ``interruption`` entry body for one recording's cuts (its latest cut time).
+
+    >>> cut = RecoveredSegment(None, recording=7, cut_utc_ns=5, file="r000007-00001.cseg")
+    >>> interruption_for([cut], "power_loss").detected_by
+    'boot_recovery'
+    """
+    if len({c.recording for c in cuts}) != 1:
+        raise ValueError("one interruption per recording: give the cuts of one recording")
+    return Interruption(reason=reason, detected_by=DETECTED_BY,
+                        cut_utc_ns=max(c.cut_utc_ns for c in cuts), recording=cuts[0].recording)
+
+
+def release_journal(store: Path, recovered: RecoveredSegment) -> None:
+    """The entries for ``recovered`` are appended: its journal is no longer needed."""
+    if recovered.journal is not None:
+        path = Path(store) / PENDING_DIR / recovered.journal
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+
+def _media_files_in_ledger(ledger: Path) -> set[str]:
+    """Every media file an entry of the ledger seals (segments, voice notes, memos)."""
+    files: set[str] = set()
+    if ledger.exists():
+        for line in split_lines(ledger.read_bytes()):
+            try:
+                entry = parse_line(line).entry
+            except ProtocolError:
+                continue  # a line torn by the cut is no entry
+            files.update(media.file for media in entry.media())
+    return files
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Recovery:
+    """One pass over a store's pending/ folder."""
+
+    def __init__(self, store: Path, ledger: Path):
+        self.store, self.ledger = Path(store), ledger
+        self.pending = self.store / PENDING_DIR
+        self.media = self.store / MEDIA_DIR
+        self._in_ledger: set[str] | None = None
+
+    def in_ledger(self, file: str) -> bool:
+        if self._in_ledger is None:
+            self._in_ledger = _media_files_in_ledger(self.ledger)
+        return file in self._in_ledger
+
+    def run(self) -> list[RecoveredSegment]:
+        if not self.pending.is_dir():
+            return []
+        names = {p.name for p in self.pending.glob("*" + SEGMENT_SUFFIX)}
+        names |= {p.name[: -len(JOURNAL_SUFFIX)]
+                  for p in self.pending.glob("*" + SEGMENT_SUFFIX + JOURNAL_SUFFIX)}
+        results = []
+        for name in sorted(names):
+            try:
+                result = self.recover(name)
+            except OSError:
+                log.exception("%s: recovery failed; left as it is", name)
+                continue
+            if result is not None:
+                results.append(result)
+        return sorted(results, key=lambda r: (r.recording, r.index or 0, r.file))
+
+    def recover(self, name: str) -> RecoveredSegment | None:
+        path = self.pending / name
+        journal_file = journal_path(path)
+        journal = read_journal(journal_file)
+        if path.exists():
+            return self._recover_cut_file(name, path, journal_file, journal)
+        return self._recover_moved_file(name, journal_file, journal)
+
+    # --- a file still in pending/: cut while being written ------------------------------
+
+    def _recover_cut_file(self, name: str, path: Path, journal_file: Path,
+                          journal: _Journal) -> RecoveredSegment | None:
+        data = path.read_bytes()
+        context = self._context(name, journal)
+        sealed = journal.finished if (journal.finished or {}).get("sealed") else None
+        if sealed and (sealed.get("stored_size"), sealed.get("stored_sha256")) == (
+                len(data), hashlib.sha256(data).hexdigest()):
+            return self._move_sealed_file(name, path, journal_file, journal, context, sealed)
+        kept = _last_whole_fragment(data, journal.fragments)
+        if kept is None or not all(k in context for k in _CONTEXT_KEYS):
+            if kept is not None:
+                log.error("%s: journal context lacks %s; kept aside unsealed", name,
+                          [k for k in _CONTEXT_KEYS if k not in context])
+            return self._set_aside(name, path, journal_file, journal, context)
+        size = kept["stored_size"]
+        stamp = time.time_ns()
+        # An earlier recovery of this file that was itself cut short: finish what it began.
+        earlier = journal.finished if (journal.finished or {}).get("recovered") else None
+        tail = earlier.get("tail_file") if earlier else None
+        if len(data) > size:
+            tail = f"{name}.tail-{stamp}"
+            _write_new(self.pending / tail, data[size:])
+            fsync_dir(self.pending)
+            with open(path, "r+b") as f:
+                f.truncate(size)
+                os.fsync(f.fileno())
+        media_file = self._free_media_name(name, stamp)
+        if earlier and earlier.get("media_file"):
+            linked = self.media / earlier["media_file"]
+            if linked.exists() and os.path.samefile(linked, path):
+                media_file = earlier["media_file"]  # linked already; only the unlink was missed
+        finished = {"recovered": True, "media_file": media_file, "tail_file": tail,
+                    "fragment": kept.get("fragment"),
+                    **{k: kept.get(k) for k in ("stored_size", "stored_sha256",
+                                                "plaintext_size", "plaintext_sha256")}}
+        # The intent first: a cut during the move leaves a journal that says where to look.
+        if journal_file.exists():
+            _append_line(journal_file, finished)
+        self.media.mkdir(exist_ok=True)
+        if not (self.media / media_file).exists():
+            os.link(path, self.media / media_file)  # fails rather than overwrite evidence
+            fsync_dir(self.media)
+        os.unlink(path)
+        fsync_dir(self.pending)
+        log.warning("%s: recovered %d bytes (%d fragments) as %s; %d bytes kept aside",
+                    name, size, (kept.get("fragment") or 0) + 1, media_file, len(data) - size)
+        return self._result(name, journal, context, finished, kept, recovered=True,
+                            journal_file=journal_file)
+
+    def _move_sealed_file(self, name: str, path: Path, journal_file: Path, journal: _Journal,
+                          context: dict[str, Any],
+                          sealed: dict[str, Any]) -> RecoveredSegment | None:
+        """Sealed whole (final chunk and all) but never moved into media/: move it now."""
+        kept = next((r for r in reversed(journal.fragments)
+                     if isinstance(r.get("content"), dict)), None)
+        if kept is None or not all(k in context for k in _CONTEXT_KEYS):
+            log.error("%s: sealed, but its journal cannot say what it holds; left in pending/",
+                      name)
+            return None
+        media_file = sealed.get("media_file") or name
+        linked = self.media / media_file
+        if not (linked.exists() and os.path.samefile(linked, path)):
+            media_file = self._free_media_name(name, time.time_ns())
+            if media_file != (sealed.get("media_file") or name):
+                # Say where it goes before it goes, so a cut now cannot lose track of it.
+                sealed = {**sealed, "media_file": media_file}
+                _append_line(journal_file, sealed)
+            self.media.mkdir(exist_ok=True)
+            os.link(path, self.media / media_file)  # fails rather than overwrite evidence
+            fsync_dir(self.media)
+        os.unlink(path)
+        fsync_dir(self.pending)
+        log.warning("%s: sealed before the cut, moved into media/ as %s", name, media_file)
+        return self._result(name, journal, context, {**sealed, "media_file": media_file}, kept,
+                            recovered=False, journal_file=journal_file)
+
+    def _set_aside(self, name: str, path: Path, journal_file: Path, journal: _Journal,
+                   context: dict[str, Any]) -> RecoveredSegment | None:
+        """Nothing whole to seal: keep the file (and its journal) aside, report the cut."""
+        tail = f"{name}.tail-{time.time_ns()}"
+        os.rename(path, self.pending / tail)
+        if journal_file.exists():
+            os.rename(journal_file, self.pending / (tail + JOURNAL_SUFFIX))
+        fsync_dir(self.pending)
+        log.warning("%s: no whole fragment to recover; kept aside as %s", name, tail)
+        recording = _int(context, "recording")
+        if recording is None:  # e.g. a voice note or memo cut while being written
+            log.warning("%s: not a recording's segment (context %s); nothing to declare",
+                        name, context)
+            return None
+        return RecoveredSegment(
+            segment=None, recording=recording, cut_utc_ns=self._cut_utc_ns(journal, context,
+                                                                            [self.pending / tail]),
+            file=name, span=_int(context, "span"), index=_int(context, "index"), tail_file=tail)
+
+    # --- a file that already left pending/ ------------------------------------------------
+
+    def _recover_moved_file(self, name: str, journal_file: Path,
+                            journal: _Journal) -> RecoveredSegment | None:
+        finished = journal.finished
+        media_file = (finished or {}).get("media_file") or name
+        if self.in_ledger(media_file):
+            journal_file.unlink(missing_ok=True)  # the entry is the record now
+            fsync_dir(self.pending)
+            return None
+        media_path = self.media / media_file
+        context = self._context(name, journal)
+        if not media_path.exists() or not all(k in context for k in _CONTEXT_KEYS):
+            log.error("%s: journal without its file or context; left as it is", name)
+            return None
+        data = media_path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if finished is None or (finished.get("stored_size"), finished.get("stored_sha256")) != (
+                len(data), digest):
+            # Cut before the sealed line was written: what is it?
+            finished = None
+            for record in journal.fragments:
+                if (record["stored_size"], record.get("stored_sha256")) == (len(data), digest):
+                    finished = {"recovered": True, "media_file": media_file, **record}
+        if finished is not None and finished.get("recovered"):
+            kept = next((r for r in reversed(journal.fragments)
+                         if r["stored_size"] == finished["stored_size"]), None)
+            if kept is None or not isinstance(kept.get("content"), dict):
+                log.error("%s: cannot tell what the recovered file holds", name)
+                return None
+            return self._result(name, journal, context, finished, kept, recovered=True,
+                                journal_file=journal_file)
+        # Sealed whole (it has its final chunk): the last fragment is all its media.
+        kept = next((r for r in reversed(journal.fragments)
+                     if isinstance(r.get("content"), dict)), None)
+        if kept is None:
+            log.error("%s: sealed, but its journal says nothing of its content", name)
+            return None
+        if finished is None:  # the sealed line never made it: sizes from the file itself
+            finished = {"sealed": True, "stored_size": len(data), "stored_sha256": digest,
+                        "plaintext_size": None, "plaintext_sha256": None}
+        finished = {**finished, "media_file": media_file}
+        return self._result(name, journal, context, finished, kept, recovered=False,
+                            journal_file=journal_file)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _context(self, name: str, journal: _Journal) -> dict[str, Any]:
+        context = dict(journal.context)
+        match = _NAME.fullmatch(name)
+        if match:  # r<recording>-<index>.cseg: the recorder's names say this much
+            context.setdefault("recording", int(match["recording"]))
+            context.setdefault("index", int(match["index"]))
+        return context
+
+    def _free_media_name(self, name: str, stamp: int) -> str:
+        if not (self.media / name).exists():
+            return name
+        stem = name[: -len(SEGMENT_SUFFIX)] if name.endswith(SEGMENT_SUFFIX) else name
+        log.error("media/%s exists already; the recovered file gets another name", name)
+        return f"{stem}.recovered-{stamp}{SEGMENT_SUFFIX}"
+
+    def _cut_utc_ns(self, journal: _Journal, context: dict[str, Any],
+                    files: list[Path]) -> int:
+        offset = _int(context, "utc_offset_ns")
+        if offset is not None and journal.last_written_monotonic_ns is not None:
+            return journal.last_written_monotonic_ns + offset
+        # No journaled clock: the files' last change on the wall clock.
+        return max((f.stat().st_mtime_ns for f in files if f.exists()), default=time.time_ns())
+
+    def _result(self, name: str, journal: _Journal, context: dict[str, Any],
+                finished: dict[str, Any], kept: dict[str, Any], *, recovered: bool,
+                journal_file: Path) -> RecoveredSegment:
+        content, offset = kept["content"], context["utc_offset_ns"]
+        media_file = finished["media_file"]
+        # As the recorder does for a sealed segment: the first and last frame, or, in
+        # a segment without video, the first and last audio sample.
+        first_us = _first_not_none(content.get("first_frame_us"), content.get("first_sample_us"))
+        last_us = _first_not_none(content.get("last_frame_us"), content.get("last_sample_us"),
+                                  first_us)
+        last_capture_us = max((v for v in (content.get("last_frame_us"),
+                                           content.get("last_sample_us")) if v is not None),
+                              default=None)
+        header = (self.media / media_file).read_bytes()[:HEADER_SIZE]
+        media = MediaFile(
+            file=media_file, container="mp4", codecs=dict(journal.header.get("codecs") or {}),
+            size=finished["stored_size"], sha256=finished["stored_sha256"],
+            plaintext_size=finished.get("plaintext_size"),
+            plaintext_sha256=finished.get("plaintext_sha256"),
+            encryption={"scheme": SCHEME, "recipient": header[-32:].hex()})
+        segment = Segment(
+            recording=context["recording"], span=context["span"], index=context["index"],
+            media=media,
+            first_capture_utc_ns=(first_us or 0) * 1000 + offset,
+            last_capture_utc_ns=(last_us or 0) * 1000 + offset,
+            frame_period_ns=context["frame_period_ns"], frames=content.get("frames") or 0,
+            audio_samples=content.get("audio_samples") or 0, audio_rate=context["audio_rate"],
+            recovered=recovered)
+        last_capture_utc_ns = None if last_capture_us is None else last_capture_us * 1000 + offset
+        cut = self._cut_utc_ns(journal, context, [journal_file])
+        if last_capture_utc_ns is not None:
+            cut = max(cut, last_capture_utc_ns)
+        return RecoveredSegment(
+            segment=segment, recording=context["recording"], cut_utc_ns=cut, file=media_file,
+            span=context["span"], index=context["index"],
+            last_capture_utc_ns=last_capture_utc_ns, tail_file=finished.get("tail_file"),
+            journal=journal_file.name if journal_file.exists() else None,
+            sealed_before_cut=not recovered)
+
+
+def _first_not_none(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def recover_pending(store: Path, ledger: Path | None = None) -> list[RecoveredSegment]:
+    """Seal what a cut left in ``store/pending/`` and say what to append for it.
+
+    Call it at start, before recording. ``ledger`` (default ``store/ledger.jsonl``)
+    is only read, to see which files already have their ``segment`` entry.
+    Results come sorted by recording and index. Never deletes media bytes.
+    """
+    store = Path(store)
+    return _Recovery(store, ledger or store / LEDGER_NAME).run()

@@ -1,0 +1,477 @@
+"""Power-cut recovery, judged from the outside: decrypt with the archive key, decode with PyAV.
+
+A segment is written the device's way (SegmentMuxer into a journaled
+SegmentSealer) and then cut: by SIGKILL of the process writing it, or by
+truncating its file at a random byte. Recovery must seal every whole fragment
+and nothing else, say exactly what the sealed file holds, delete nothing and
+never overwrite media/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from daemon.export import export_store
+from device.muxer import FragmentInfo, SegmentMuxer
+from device.recovery import (
+    DETECTED_BY,
+    RecoveredSegment,
+    cut_reason,
+    interruption_for,
+    last_boot_id,
+    recover_pending,
+)
+from device.sealer import SegmentSealer
+from hardware.frames import AudioBlock, VideoFrame
+from protocol.entries import RecordStart, Segment
+from protocol.keys import ArchiveSecretKey
+from protocol.segment_crypto import HEADER_SIZE, decrypt_segment, read_layout
+from tests.conftest import Unit
+from tests.device.conftest import (
+    AUDIO_RATE,
+    CAPTURE_EPOCH_US,
+    FPS,
+    HEIGHT,
+    WIDTH,
+    EncodedClip,
+    audio_blocks,
+    read_counter,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+UTC_OFFSET_NS = 1_790_000_000_000_000_000 - CAPTURE_EPOCH_US * 1000
+NAME = "r000007-00002.cseg"
+
+
+def context(recording: int = 7, index: int = 2) -> dict:
+    return {"recording": recording, "span": 1, "index": index, "utc_offset_ns": UTC_OFFSET_NS,
+            "frame_period_ns": 1_000_000_000 // FPS, "audio_rate": AUDIO_RATE}
+
+
+@pytest.fixture(scope="module")
+def archive() -> ArchiveSecretKey:
+    return ArchiveSecretKey.generate()
+
+
+def capture_events(frames: list[VideoFrame], blocks: list[AudioBlock]) -> list[tuple]:
+    """Frames and audio blocks in capture order (ties: video first)."""
+    events = [(f.timestamp_us, 0, f) for f in frames] + [(b.timestamp_us, 1, b) for b in blocks]
+    return sorted(events, key=lambda e: e[:2])
+
+
+def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
+                   blocks: list[AudioBlock], name: str = NAME,
+                   ctx: dict | None = None) -> list[FragmentInfo]:
+    """A segment written the device's way and never sealed: as a cut right after it leaves it."""
+    sealer = SegmentSealer(store, name, archive_public, context=ctx or context())
+    fragments: list[FragmentInfo] = []
+
+    def fragment_end(fragment: FragmentInfo) -> None:
+        sealer.end_fragment(fragment)
+        fragments.append(fragment)
+
+    muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
+                         origin_us=min(frames[0].timestamp_us, blocks[0].timestamp_us),
+                         on_fragment_end=fragment_end)
+    for _, kind, item in capture_events(frames, blocks):
+        (muxer.add_video if kind == 0 else muxer.add_audio)(item)
+    muxer.close()  # its last fragment is journaled; the sealer is never closed
+    return fragments
+
+
+@dataclass
+class Decoded:
+    counters: list[int]
+    pcm: np.ndarray
+
+
+def decode(mp4: bytes) -> Decoded:
+    counters, pcm = [], []
+    with av.open(io.BytesIO(mp4)) as container:
+        for frame in container.decode(*container.streams):
+            if isinstance(frame, av.VideoFrame):
+                counters.append(read_counter(frame.to_ndarray()[:HEIGHT]))
+            else:
+                pcm.append(frame.to_ndarray().reshape(-1))
+    return Decoded(counters, np.concatenate(pcm) if pcm else np.zeros(0, np.int16))
+
+
+def check_recovered(result: RecoveredSegment, store: Path, archive: ArchiveSecretKey,
+                    frames: list[VideoFrame], pcm: np.ndarray) -> Decoded:
+    """The sealed file is exactly what its entry claims, and plays."""
+    segment = result.segment
+    assert segment is not None and segment.recovered and not result.sealed_before_cut
+    stored = (store / "media" / segment.media.file).read_bytes()
+    assert (segment.media.size, segment.media.sha256) == (
+        len(stored), hashlib.sha256(stored).hexdigest())
+    plain = decrypt_segment(stored, archive)  # every chunk authentic
+    assert not plain.complete  # no final chunk: the entry must say recovered
+    assert segment.media.plaintext_size == len(plain.plaintext)
+    assert segment.media.plaintext_sha256 == hashlib.sha256(plain.plaintext).hexdigest()
+    decoded = decode(plain.plaintext)
+    first = frames[0].index - 1000
+    assert decoded.counters == list(range(first, first + segment.frames))
+    assert segment.audio_samples == len(decoded.pcm) > 0
+    assert np.array_equal(decoded.pcm, pcm[: len(decoded.pcm)])
+    by_counter = {f.index - 1000: f.timestamp_us for f in frames}
+    assert segment.first_capture_utc_ns == by_counter[decoded.counters[0]] * 1000 + UTC_OFFSET_NS
+    assert segment.last_capture_utc_ns == by_counter[decoded.counters[-1]] * 1000 + UTC_OFFSET_NS
+    assert result.cut_utc_ns >= segment.last_capture_utc_ns
+    assert (segment.recording, segment.span, segment.index) == (7, 1, 2)
+    assert (segment.frame_period_ns, segment.audio_rate) == (1_000_000_000 // FPS, AUDIO_RATE)
+    # What the entry claims about the file also survives the entry format's own checks.
+    assert Segment.from_dict(segment.to_dict()) == segment
+    return decoded
+
+
+def pending_files(store: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((store / "pending").iterdir())}
+
+
+# --- cuts at random byte offsets ---------------------------------------------------------
+
+
+def test_a_cut_at_any_byte_keeps_exactly_the_whole_journaled_fragments(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    frames = clip.frames(jitter_us=800)[: 5 * FPS]
+    blocks = audio_blocks(pcm[: 5 * AUDIO_RATE], CAPTURE_EPOCH_US)
+    pristine = tmp_path / "pristine"
+    fragments = write_unsealed(pristine, archive.public_raw, frames, blocks)
+    written = (pristine / "pending" / NAME).read_bytes()
+    journal = (pristine / "pending" / (NAME + ".journal")).read_bytes()
+    layout = read_layout(written)
+    assert len(fragments) >= 5 and len(layout.chunk_ends) > len(fragments)  # big keyframes
+
+    lines = [json.loads(line) for line in journal.splitlines()]
+    fragment_ends = {line["stored_size"] for line in lines[1:]}
+    # A chunk that ends inside a fragment (a keyframe larger than a chunk): whole chunks,
+    # but not a whole fragment. These must not be kept.
+    inner_chunk_ends = [end for end in layout.chunk_ends if end not in fragment_ends]
+    assert inner_chunk_ends
+    rng = np.random.default_rng(5)
+    cases = [(int(offset), bool(i % 2))
+             for i, offset in enumerate(rng.integers(HEADER_SIZE, len(written), 8))]
+    cases += [(end + extra, False) for end in inner_chunk_ends[:3] for extra in (0, 1)]
+    cases += [(len(written), True), (len(written), False), (sorted(fragment_ends)[2], False)]
+    for trial, (offset, torn_journal) in enumerate(cases):
+        store = tmp_path / f"cut-{trial}"
+        shutil.copytree(pristine, store)
+        cut = written[:offset]
+        (store / "pending" / NAME).write_bytes(cut)
+        journaled = lines
+        if torn_journal:  # the journal's own last line cut short too
+            torn = journal[: journal.rfind(b"\n", 0, len(journal) - 1) + 7]
+            (store / "pending" / (NAME + ".journal")).write_bytes(torn)
+            journaled = lines[:-1]
+        # The oracle: the last journaled fragment whose chunks are all within the cut.
+        whole = read_layout(cut).whole_size
+        expected = [line for line in journaled[1:] if line["stored_size"] <= whole]
+
+        [result] = recover_pending(store)
+
+        if not expected:
+            assert result.segment is None and result.recording == 7
+            assert not (store / "media").exists()
+            assert (store / "pending" / result.tail_file).read_bytes() == cut
+            continue
+        check_recovered(result, store, archive, frames, pcm)
+        kept = (store / "media" / result.file).read_bytes()
+        assert len(kept) == expected[-1]["stored_size"]
+        assert result.segment.frames == expected[-1]["content"]["frames"]
+        assert result.segment.audio_samples == expected[-1]["content"]["audio_samples"]
+        # Nothing deleted: the kept file and the tail are the cut file, byte for byte.
+        tail = (store / "pending" / result.tail_file).read_bytes() if result.tail_file else b""
+        assert kept + tail == cut
+        assert not (store / "pending" / NAME).exists()
+
+
+def test_bytes_changed_after_they_were_journaled_are_not_sealed_but_kept_aside(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    frames = clip.frames()[: 4 * FPS]
+    write_unsealed(tmp_path, archive.public_raw, frames,
+                   audio_blocks(pcm[: 4 * AUDIO_RATE], CAPTURE_EPOCH_US))
+    pending = tmp_path / "pending" / NAME
+    journal = [json.loads(line) for line in pending.with_name(NAME + ".journal").open()]
+    third_end = journal[3]["stored_size"]  # the end of fragment 2
+    damaged = bytearray(pending.read_bytes())
+    damaged[third_end + 100] ^= 0x01  # a bit flipped inside fragment 3 (a failing medium)
+    pending.write_bytes(damaged)
+
+    [result] = recover_pending(tmp_path)
+
+    check_recovered(result, tmp_path, archive, frames, pcm)  # decrypts: every chunk authentic
+    assert result.segment is not None and result.segment.media.size == third_end
+    assert (tmp_path / "pending" / result.tail_file).read_bytes() == damaged[third_end:]
+
+
+def test_a_pending_file_with_only_a_header_is_kept_aside_and_its_cut_reported(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    before = time.monotonic_ns()
+    SegmentSealer(tmp_path, NAME, archive.public_raw, context=context())
+    header_only = (tmp_path / "pending" / NAME).read_bytes()
+    assert len(header_only) == HEADER_SIZE
+
+    [result] = recover_pending(tmp_path)
+
+    assert result.segment is None and result.recording == 7 and result.index == 2
+    assert result.file == NAME and result.last_capture_utc_ns is None
+    # When it was opened, on the recording's clock: the device was running then.
+    assert before + UTC_OFFSET_NS <= result.cut_utc_ns <= time.monotonic_ns() + UTC_OFFSET_NS
+    files = pending_files(tmp_path)
+    assert files == {result.tail_file: header_only,
+                     result.tail_file + ".journal": files[result.tail_file + ".journal"]}
+    assert not (tmp_path / "media").exists()
+    assert recover_pending(tmp_path) == []  # reported once
+
+
+def test_two_pending_files_are_both_recovered_in_order(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    frames = clip.frames()[: 3 * FPS]
+    write_unsealed(tmp_path, archive.public_raw, frames,
+                   audio_blocks(pcm[: 3 * AUDIO_RATE], CAPTURE_EPOCH_US))
+    # The next recording's first segment, cut before its first fragment was whole.
+    SegmentSealer(tmp_path, "r000009-00000.cseg", archive.public_raw,
+                  context=context(recording=9, index=0)).write(b"not yet a fragment")
+
+    first, second = recover_pending(tmp_path)
+
+    check_recovered(first, tmp_path, archive, frames, pcm)
+    assert first.file == NAME and first.tail_file is None  # nothing beyond the last fragment
+    assert (second.recording, second.segment) == (9, None)
+    assert os.listdir(tmp_path / "media") == [NAME]
+
+
+def test_a_cut_voice_note_is_kept_aside_without_declaring_anything(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    # A voice note's context names no recording: it cannot become a segment entry.
+    sealer = SegmentSealer(tmp_path, "v000012-1700.cseg", archive.public_raw,
+                           codecs={"audio": "flac"}, context={"kind": "voice_note"})
+    sealer.write(b"flac" * 1000)
+    sealer.end_fragment(FragmentInfo(0, 0, 4000, total_audio_samples=4608))
+    before = sealer.path.read_bytes()
+
+    assert recover_pending(tmp_path) == []
+
+    [kept, journal] = sorted((tmp_path / "pending").iterdir())
+    assert kept.name.startswith("v000012-1700.cseg.tail-") and kept.read_bytes() == before
+    assert journal.name == kept.name + ".journal"
+
+
+def test_recovery_never_overwrites_media(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    frames = clip.frames()[: 3 * FPS]
+    write_unsealed(tmp_path, archive.public_raw, frames,
+                   audio_blocks(pcm[: 3 * AUDIO_RATE], CAPTURE_EPOCH_US))
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / NAME).write_bytes(b"a sealed file of the same name")
+
+    [result] = recover_pending(tmp_path)
+
+    assert (tmp_path / "media" / NAME).read_bytes() == b"a sealed file of the same name"
+    assert result.file != NAME and result.file.endswith(".cseg")
+    check_recovered(result, tmp_path, archive, frames, pcm)
+
+
+# --- the ledger: entries, verification, export, and recovery run twice ----------------------
+
+
+def test_recovered_segment_verifies_exports_and_is_entered_once(
+    unit: Unit, clip: EncodedClip, pcm: np.ndarray, tmp_path: Path
+) -> None:
+    [start] = unit.append(RecordStart(trigger="button", category="scene", officer="PC-0042",
+                                      pre_record_seconds=0))
+    rec = start.entry.seq
+    frames = clip.frames(jitter_us=800)[: 4 * FPS]
+    name = f"r{rec:06d}-00000.cseg"
+    write_unsealed(unit.store, unit.archive_public, frames,
+                   audio_blocks(pcm[: 4 * AUDIO_RATE], CAPTURE_EPOCH_US), name=name,
+                   ctx=context(recording=rec, index=0) | {"span": 0})
+    pending = unit.store / "pending" / name
+    pending.write_bytes(pending.read_bytes()[:-5000])  # the last fragment torn
+
+    [result] = recover_pending(unit.store)
+    # Cut again before the entry was appended: the same body comes back, nothing moves.
+    [again] = recover_pending(unit.store)
+    assert again.segment == result.segment and again.cut_utc_ns == result.cut_utc_ns
+    assert result.segment is not None and result.segment.recovered
+
+    reason = cut_reason(last_boot_id(unit.ledger_path), "a-new-boot")
+    assert reason == "power_loss"
+    interruption = interruption_for([result], reason)
+    assert (interruption.detected_by, interruption.recording) == (DETECTED_BY, rec)
+    unit.append(result.segment, interruption)
+
+    assert recover_pending(unit.store) == []  # entered: the journal goes, nothing repeats
+    assert [p.name for p in (unit.store / "pending").iterdir()] == [result.tail_file]
+    report = unit.verify()
+    assert not report.errors, report.errors
+    assert [i.reason for i in report.interruptions] == ["power_loss"]
+    exported = export_store(unit.store, unit.trust, unit.archive, tmp_path / "export")
+    [mine] = [r for r in exported if r.file == name]
+    assert mine.problem == "" and mine.out is not None
+    assert len(decode(mine.out.read_bytes()).counters) == result.segment.frames
+
+
+@pytest.mark.parametrize("where", ["moved", "move_refused", "sealed_line_lost"])
+def test_a_cut_after_sealing_but_before_the_entry_is_recovered_whole(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path, where: str
+) -> None:
+    """``close(keep_journal=True)``: sealed, then cut before the ``segment`` entry."""
+    frames = clip.frames()[: 2 * FPS]
+    if where == "move_refused":  # a same-named file in media/: sealing stops short of the move
+        (tmp_path / "media").mkdir()
+        (tmp_path / "media" / NAME).write_bytes(b"an orphan of an earlier cut")
+    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=context())
+    muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
+                         on_fragment_end=sealer.end_fragment)
+    for _, kind, item in capture_events(frames, audio_blocks(pcm[: 2 * AUDIO_RATE],
+                                                             CAPTURE_EPOCH_US)):
+        (muxer.add_video if kind == 0 else muxer.add_audio)(item)
+    summary = muxer.close()
+    if where == "move_refused":
+        with pytest.raises(FileExistsError):
+            sealer.close(keep_journal=True)
+        sealed_bytes = sealer.path.read_bytes()
+    else:
+        media = sealer.close(keep_journal=True)
+        sealed_bytes = (tmp_path / "media" / NAME).read_bytes()
+        assert (media.size, media.sha256) == (len(sealed_bytes),
+                                              hashlib.sha256(sealed_bytes).hexdigest())
+    if where == "sealed_line_lost":  # a journal that never got its sealed line
+        lines = sealer.journal.read_bytes().splitlines(keepends=True)
+        sealer.journal.write_bytes(b"".join(lines[:-1]))
+
+    [result] = recover_pending(tmp_path)
+
+    segment = result.segment
+    assert segment is not None and result.sealed_before_cut and not segment.recovered
+    stored = (tmp_path / "media" / segment.media.file).read_bytes()
+    assert stored == sealed_bytes  # whole, final chunk and all
+    assert (segment.media.size, segment.media.sha256) == (
+        len(stored), hashlib.sha256(stored).hexdigest())
+    plain = decrypt_segment(stored, archive)
+    assert plain.complete
+    if where == "sealed_line_lost":
+        assert segment.media.plaintext_sha256 is None  # could not know
+    else:
+        assert segment.media.plaintext_sha256 == hashlib.sha256(plain.plaintext).hexdigest()
+    if where == "move_refused":
+        assert segment.media.file != NAME
+        assert (tmp_path / "media" / NAME).read_bytes() == b"an orphan of an earlier cut"
+    assert (segment.frames, segment.audio_samples) == (summary.frames, summary.audio_samples)
+    assert segment.last_capture_utc_ns == (summary.last_frame_timestamp_us * 1000
+                                           + UTC_OFFSET_NS)
+    assert not (tmp_path / "pending" / NAME).exists()
+
+
+# --- a real hard kill ----------------------------------------------------------------------
+
+
+def _child(store: Path, archive_public: bytes, data_file: Path, speed: float) -> None:
+    """Write a segment at ``speed`` times real time; say each frame once the muxer has it."""
+    frames, pcm = pickle.loads(data_file.read_bytes())
+    frames = [VideoFrame(*f) for f in frames]
+    blocks = audio_blocks(pcm, CAPTURE_EPOCH_US)
+    sealer = SegmentSealer(store, NAME, archive_public, context=context())
+    muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
+                         origin_us=CAPTURE_EPOCH_US, on_fragment_end=sealer.end_fragment)
+    out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)
+    out.write("ready\n")
+    start = time.monotonic()
+    for at_us, kind, item in capture_events(frames, blocks):
+        delay = start + (at_us - CAPTURE_EPOCH_US) / 1e6 / speed - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if kind == 0:
+            muxer.add_video(item)
+            out.write(f"{item.timestamp_us}\n")
+        else:
+            muxer.add_audio(item)
+    time.sleep(600)  # never sealed: the parent cuts the power first
+
+
+def kill_while_writing(tmp_path: Path, archive: ArchiveSecretKey, clip: EncodedClip,
+                       pcm: np.ndarray, delays_s: list[float]) -> list[float]:
+    """SIGKILL a writer after each delay, recover, check; the media lost at each kill (s)."""
+    frames = clip.frames(jitter_us=800)
+    data_file = tmp_path / "capture.pickle"
+    data_file.write_bytes(pickle.dumps(
+        ([(f.data, f.timestamp_us, f.keyframe, f.index) for f in frames],
+         pcm[: len(frames) * AUDIO_RATE // FPS])))
+    speed = 4.0
+    losses = []
+    for trial, delay in enumerate(delays_s):
+        store = tmp_path / f"kill-{trial}"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.device.test_recovery", str(store),
+             archive.public_raw.hex(), str(data_file), str(speed)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == b"ready\n", child.stderr.read()
+            time.sleep(delay)
+            os.kill(child.pid, signal.SIGKILL)  # a hard kill: nothing gets to run after it
+            given = [int(line) for line in child.stdout.read().split()]
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
+            child.stderr.close()
+        before = pending_files(store)
+
+        [result] = recover_pending(store)
+
+        after = pending_files(store)
+        if result.segment is None:  # killed before a fragment was whole
+            assert after[result.tail_file] == before[NAME]
+            losses.append((given[-1] - frames[0].timestamp_us) / 1e6 if given else 0.0)
+            continue
+        check_recovered(result, store, archive, frames, pcm)
+        kept = (store / "media" / result.file).read_bytes()
+        tail = after[result.tail_file] if result.tail_file else b""
+        assert kept + tail == before[NAME], "bytes were lost, not kept aside"
+        last_kept_us = (result.segment.last_capture_utc_ns - UTC_OFFSET_NS) // 1000
+        losses.append((given[-1] - last_kept_us) / 1e6)
+    return losses
+
+
+def test_sigkill_while_writing_loses_at_most_the_fragment_in_flight(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    # The clip lasts 8 s, written at 4x: 2 s. Kills early, mid-way and late.
+    losses = kill_while_writing(tmp_path, archive, clip, pcm, [0.45, 1.1, 1.8])
+    assert max(losses) <= 1.0, losses
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_instants(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    delays = list(np.random.default_rng(2).uniform(0.05, 2.2, 20))
+    losses = kill_while_writing(tmp_path, archive, clip, pcm, delays)
+    assert max(losses) <= 1.0, losses
+
+
+if __name__ == "__main__":  # the writer process of the SIGKILL tests
+    _child(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))

@@ -1,0 +1,147 @@
+"""The sealer's journal: what it vouches for must be on the medium and be what it says."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.muxer import FragmentInfo, SegmentMuxer
+from device.sealer import SegmentSealer, fragment_content, journal_path
+from protocol.keys import ArchiveSecretKey
+from protocol.segment_crypto import decrypt_segment
+from tests.device.conftest import (
+    AUDIO_RATE,
+    CAPTURE_EPOCH_US,
+    FPS,
+    HEIGHT,
+    WIDTH,
+    EncodedClip,
+    audio_blocks,
+)
+
+CONTEXT = {"recording": 12, "span": 0, "index": 3, "utc_offset_ns": 1_700_000_000_000_000_000,
+           "frame_period_ns": 1_000_000_000 // FPS, "audio_rate": AUDIO_RATE}
+NAME = "r000012-00003.cseg"
+
+
+@pytest.fixture(scope="module")
+def archive() -> ArchiveSecretKey:
+    return ArchiveSecretKey.generate()
+
+
+def journal_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class PlaintextTap:
+    """The muxer's sink: keeps a plaintext copy, hands bytes and fragment ends to the sealer."""
+
+    def __init__(self, sealer: SegmentSealer):
+        self.sealer, self.plaintext = sealer, bytearray()
+        self.checked: list[FragmentInfo] = []
+
+    def write(self, data: bytes) -> int:
+        self.plaintext += data
+        return self.sealer.write(data)
+
+    def on_fragment_end(self, fragment: FragmentInfo) -> None:
+        self.sealer.end_fragment(fragment)
+        self.checked.append(fragment)
+
+
+def test_each_journal_line_vouches_for_durable_bytes_and_says_what_they_hold(
+    clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=CONTEXT)
+    tap = PlaintextTap(sealer)
+    journal = journal_path(sealer.path)
+    snapshots: list[tuple[FragmentInfo, dict, bytes]] = []  # journal line, file as on disk
+
+    def fragment_end(fragment: FragmentInfo) -> None:
+        tap.on_fragment_end(fragment)
+        snapshots.append((fragment, journal_lines(journal)[-1], sealer.path.read_bytes()))
+
+    muxer = SegmentMuxer(tap, width=WIDTH, height=HEIGHT, fps=FPS,
+                         origin_us=CAPTURE_EPOCH_US, on_fragment_end=fragment_end)
+    events = [(f.timestamp_us, 0, f) for f in clip.frames()[: 4 * FPS]]
+    events += [(b.timestamp_us, 1, b) for b in audio_blocks(pcm[: 4 * AUDIO_RATE],
+                                                            CAPTURE_EPOCH_US)]
+    for _, kind, item in sorted(events, key=lambda e: e[:2]):
+        (muxer.add_video if kind == 0 else muxer.add_audio)(item)
+    summary = muxer.close()
+
+    header = journal_lines(journal)[0]
+    assert header["journal"] == "custody-journal/1" and header["file"] == NAME
+    assert header["context"] == CONTEXT
+    assert header["codecs"] == {"video": "h264", "audio": "flac"}
+    assert len(snapshots) == summary.fragments >= 4
+    for number, (fragment, line, on_disk) in enumerate(snapshots):
+        assert line["fragment"] == number
+        # The line is written after the chunk: the file holds exactly the bytes it names...
+        assert line["stored_size"] == len(on_disk)
+        assert line["stored_sha256"] == hashlib.sha256(on_disk).hexdigest()
+        # ...which decrypt, without a final chunk, to the MP4 up to this fragment's end.
+        plain = decrypt_segment(on_disk, archive)
+        assert not plain.complete
+        assert plain.plaintext == bytes(tap.plaintext[: fragment.end_offset])
+        assert line["plaintext_size"] == fragment.end_offset
+        assert line["plaintext_sha256"] == hashlib.sha256(plain.plaintext).hexdigest()
+        assert line["content"] == fragment_content(fragment)
+    last = snapshots[-1][1]["content"]
+    assert (last["frames"], last["audio_samples"]) == (summary.frames, summary.audio_samples)
+    assert last["last_frame_us"] == summary.last_frame_timestamp_us
+
+    media = sealer.close()
+    # Sealed and in media/: the segment entry is the record now, the journal goes.
+    assert not journal.exists() and not sealer.path.exists()
+    stored = (tmp_path / "media" / NAME).read_bytes()
+    assert (media.size, media.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    assert decrypt_segment(stored, archive).complete
+
+
+def test_end_fragment_without_content_still_makes_the_bytes_durable(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = SegmentSealer(tmp_path, "plain.cseg", archive.public_raw)
+    sealer.write(b"x" * 70_000)  # more than one chunk
+    sealer.end_fragment()
+    header, line = journal_lines(sealer.journal)
+    assert header["context"] == {}
+    assert line["content"] is None and line["stored_size"] == os.path.getsize(sealer.path)
+    assert decrypt_segment(sealer.path.read_bytes(), archive).plaintext == b"x" * 70_000
+    assert sealer.close().plaintext_size == 70_000
+
+
+def test_keep_journal_marks_it_sealed_until_released(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=CONTEXT)
+    sealer.write(b"fragment")
+    sealer.end_fragment(FragmentInfo(0, 0, 8, total_video_frames=1, first_frame_us=5,
+                                     last_frame_us=5))
+    media = sealer.close(keep_journal=True)
+    *_, sealed = journal_lines(sealer.journal)
+    assert sealed["sealed"] is True
+    assert (sealed["stored_size"], sealed["stored_sha256"]) == (media.size, media.sha256)
+    assert (sealed["plaintext_size"], sealed["plaintext_sha256"]) == (
+        media.plaintext_size, media.plaintext_sha256)
+    sealer.release_journal()
+    assert not sealer.journal.exists()
+    assert os.listdir(tmp_path / "pending") == []
+
+
+def test_sealing_never_overwrites_media(archive: ArchiveSecretKey, tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / NAME).write_bytes(b"earlier evidence")
+    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw)
+    sealer.write(b"new")
+    sealer.end_fragment()
+    with pytest.raises(FileExistsError):
+        sealer.close()
+    assert (tmp_path / "media" / NAME).read_bytes() == b"earlier evidence"
+    assert sealer.path.exists()  # the new file stays in pending/, not lost
