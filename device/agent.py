@@ -133,6 +133,8 @@ class RecorderAgent:
             "battery": self._set_battery,
             "storage_left": self._storage_left,
             "dock": self._dock,
+            "camera_fault": self._camera_fault,
+            "camera_ok": self._camera_ok,
             "shutdown": self._shutdown,
         }
 
@@ -202,6 +204,20 @@ class RecorderAgent:
             raise ControlError("only on simulated hardware")
         storage.capacity_bytes = directory_bytes(storage.path) + bytes
         return {"free_bytes": storage.status().free_bytes}
+
+    def _camera_fault(self) -> dict:
+        self._sim()
+        camera = self._need().camera
+        assert camera is not None
+        camera.stop()  # the sensor stops delivering, as a failed camera does
+        return {}
+
+    def _camera_ok(self) -> dict:
+        self._sim()
+        camera = self._need().camera
+        assert camera is not None
+        camera.start()
+        return {}
 
     def _dock(self, docked: bool = True) -> dict:
         self._sim().set_docked(docked)

@@ -30,6 +30,7 @@ one the officer declares — and the next start prompts for a voice note.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
@@ -83,6 +84,7 @@ CLOCK_JUMP_NS = 1_000_000_000  # a wall-clock step larger than this is a signed 
 OFFICER_REASONS = ("weather", "location_change", "other")  # what an officer may declare
 MENU_SECONDS = 3.0  # after the last press, a choice made with the function button is taken
 EXEMPTION_MEMO_SECONDS = 20.0
+CAMERA_TIMEOUT_S = 1.0  # no frame for this long while recording: a camera fault
 
 
 class State(StrEnum):
@@ -146,6 +148,18 @@ class _Overflow:
     cut_us: int
     dropped_frames: int
     dropped_samples: int
+
+
+@dataclass
+class _CameraFault:
+    """No frame for CAMERA_TIMEOUT_S: end the video span, go on with audio alone."""
+
+    cut_us: int  # capture time of the last frame
+
+
+@dataclass
+class _CameraBack:
+    pass
 
 
 _END = object()
@@ -233,6 +247,9 @@ class Recorder:
         self._menu: _FunctionMenu | None = None
         self._interrupt_reason: str | None = None  # armed by the officer (function button)
         self._next_phase = 0
+        self._last_frame_at = time.monotonic()  # when a frame last arrived
+        self._last_frame_us = 0  # its capture time
+        self._camera_faulted = False
         self._utc_offset_ns = self._current_offset_ns()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -406,6 +423,7 @@ class Recorder:
         offset = self._utc_offset_ns
         with self._route_lock:
             self._transition(State.RECORDING)
+            self._last_frame_at = max(self._last_frame_at, time.monotonic() - 0.5)
             frames, blocks = self._prerecord.drain()
             self.recording = seq
             self._idle.clear()
@@ -602,6 +620,7 @@ class Recorder:
         while not self._stopping.wait(0.5):
             try:
                 self._check_clock()
+                self._check_camera()
                 self._check_battery()
                 if self.state == State.RECORDING and \
                         self._storage_watch.check(self._free_bytes()) == "full":
@@ -612,6 +631,16 @@ class Recorder:
                     self._check_overdue()
             except Exception:
                 log.exception("self-check failed")
+
+    def _check_camera(self) -> None:
+        with self._route_lock:
+            if (self.state != State.RECORDING or self._camera_faulted
+                    or time.monotonic() - self._last_frame_at < CAMERA_TIMEOUT_S):
+                return
+            self._camera_faulted = True
+            self._capture_q.put(_CameraFault(self._last_frame_us))
+        log.error("camera fault: no frame for %.1f s; recording audio alone", CAMERA_TIMEOUT_S)
+        self._signal("error")
 
     def _check_battery(self) -> None:
         if self.battery is None:
@@ -661,6 +690,15 @@ class Recorder:
     def _route(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
         end_memo = False
         with self._route_lock:
+            if isinstance(item, VideoFrame):
+                self._last_frame_at, self._last_frame_us = time.monotonic(), at_us
+                if self._camera_faulted:
+                    self._camera_faulted = False
+                    log.warning("camera delivers again: video resumes")
+                    if self.state == State.RECORDING:
+                        self._capture_q.put(_CameraBack())
+                        assert self.camera is not None
+                        self.camera.request_keyframe()
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
@@ -706,6 +744,8 @@ class Recorder:
     def _mux_loop(self) -> None:
         rec: _Recording | None = None
         segmenter: Segmenter | None = None
+        audio_only: _AudioSpan | None = None  # while the camera is down
+        video_from_us = 0  # frames before this are covered by audio-only segments
         while True:
             item = self._capture_q.get()
             try:
@@ -713,24 +753,52 @@ class Recorder:
                     break
                 if isinstance(item, VideoFrame):
                     if segmenter is not None and rec is not None:
+                        if item.timestamp_us < video_from_us:
+                            self.stats.dropped_frames += 1  # its time is sealed as audio
+                            continue
                         if not rec.first_frame_seen and item.timestamp_us >= rec.press_us:
                             rec.first_frame_seen = True
                             self.stats.press_to_frame_ms.append(
                                 (monotonic_us() - rec.press_us) / 1000)
                         segmenter.add_video(item)
                 elif isinstance(item, AudioBlock):
-                    if segmenter is not None:
+                    if audio_only is not None:
+                        audio_only.add(item)
+                    elif segmenter is not None:
                         segmenter.add_audio(item)
                 elif isinstance(item, _Start):
                     rec = _Recording(item.recording, item.span, item.first_index,
                                      item.utc_offset_ns, item.press_us)
-                    segmenter = self._new_span(rec)
-                    for frame in item.frames:
-                        segmenter.add_video(frame)
-                    for block in item.blocks:
-                        segmenter.add_audio(block)
-                elif rec is not None and segmenter is not None:
-                    segmenter.close()
+                    segmenter, audio_only, video_from_us = self._new_span(rec), None, 0
+                    # In capture order, as live capture comes: fed one stream after
+                    # the other, the segmenter would take the audio for stalled.
+                    for buffered in heapq.merge(item.frames, item.blocks,
+                                                key=lambda x: x.timestamp_us):
+                        if isinstance(buffered, VideoFrame):
+                            segmenter.add_video(buffered)
+                        else:
+                            segmenter.add_audio(buffered)
+                elif rec is None:
+                    continue
+                elif isinstance(item, _CameraFault):
+                    if segmenter is not None:
+                        segmenter.close()
+                    self._submit(lambda r=rec, c=item: self._declare_camera_fault(r, c))
+                    rec = _Recording(rec.seq, rec.span + 1, rec.next_index, rec.utc_offset_ns,
+                                     rec.press_us, True)
+                    segmenter, audio_only = None, _AudioSpan(self, rec)
+                elif isinstance(item, _CameraBack):
+                    if audio_only is not None:
+                        video_from_us = audio_only.close() or 0
+                        rec = _Recording(rec.seq, rec.span + 1, rec.next_index,
+                                         rec.utc_offset_ns, rec.press_us, True)
+                        segmenter, audio_only = self._new_span(rec), None
+                else:  # the span ends: overflow, interruption or stop
+                    if audio_only is not None:
+                        audio_only.close()
+                    elif segmenter is not None:
+                        segmenter.close()
+                    segmenter, audio_only = None, None
                     if isinstance(item, _Overflow):
                         self._submit(lambda r=rec, o=item: self._declare_overflow(r, o))
                         rec = _Recording(rec.seq, rec.span + 1, rec.next_index,
@@ -738,27 +806,32 @@ class Recorder:
                         segmenter = self._new_span(rec)
                     elif isinstance(item, _Interrupt):
                         self._submit(lambda r=rec, i=item: self._declare_interruption(r, i))
-                        rec, segmenter = None, None
+                        rec = None
                     elif isinstance(item, _Stop):
                         self._submit(lambda r=rec, t=item.trigger: self._finish_recording(r, t))
-                        rec, segmenter = None, None
+                        rec = None
             except Exception as e:  # keep the agent alive; the fault is logged and shown
                 self.stats.last_error = f"mux: {e}"
                 log.exception("mux thread")
                 self._signal("error")
         self._seal_q.put(_END)
 
+    def _next_file(self, rec: _Recording) -> tuple[str, int]:
+        """The next segment's name and index; never one a cut left behind."""
+        while True:
+            index = rec.next_index
+            rec.next_index += 1
+            name = f"r{rec.seq:06d}-{index:05d}.cseg"
+            taken = any((self.store / d / name).exists() for d in ("media", "pending"))
+            if not taken and name not in self.known.sealed:
+                return name, index
+
     def _new_span(self, rec: _Recording) -> Segmenter:
         c = self.config
         sinks: dict[int, _QueuedSink] = {}  # the segmenter's segment number -> its sink
 
         def open_sink(n: int) -> _QueuedSink:
-            # Never reuse a name a cut left behind (set aside, or sealed without entry).
-            while self._name_taken(f"r{rec.seq:06d}-{rec.next_index:05d}.cseg"):
-                rec.next_index += 1
-            sinks[n] = _QueuedSink(self, f"r{rec.seq:06d}-{rec.next_index:05d}.cseg", rec,
-                                   rec.next_index)
-            rec.next_index += 1
+            sinks[n] = _QueuedSink(self, rec, *self._next_file(rec))
             return sinks[n]
 
         def fragment_end(n: int, info: FragmentInfo) -> None:
@@ -772,10 +845,6 @@ class Recorder:
         return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
                          audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),
                          on_fragment_end=fragment_end, on_segment_end=segment_end)
-
-    def _name_taken(self, file: str) -> bool:
-        return any((self.store / folder / file).exists() for folder in ("media", "pending")) \
-            or file in self.known.sealed
 
     # --- the seal thread ------------------------------------------------------------
 
@@ -803,6 +872,12 @@ class Recorder:
         self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))
         log.error("declared a gap: %d frames and %d samples dropped", overflow.dropped_frames,
                   overflow.dropped_samples)
+
+    def _declare_camera_fault(self, rec: _Recording, fault: _CameraFault) -> None:
+        cut = self.append(Interruption(
+            reason="camera_fault", detected_by="camera_watchdog",
+            cut_utc_ns=fault.cut_us * 1000 + rec.utc_offset_ns, recording=rec.seq))
+        self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))  # audio goes on
 
     def _declare_interruption(self, rec: _Recording, cut: _Interrupt) -> None:
         self.append(Interruption(reason=cut.reason, detected_by=cut.detected_by,
@@ -926,16 +1001,17 @@ class _SealQueue:
 class _QueuedSink:
     """The muxer's sink for one segment: bytes go, in order, to the seal thread."""
 
-    def __init__(self, recorder: Recorder, file: str, rec: _Recording, index: int):
+    def __init__(self, recorder: Recorder, rec: _Recording, file: str, index: int,
+                 codecs: dict[str, str] | None = None):
         self.recorder, self.file, self.rec, self.index = recorder, file, rec, index
         self.span = rec.span
         self._sealer: SegmentSealer | None = None
-        recorder._submit(self._open)
+        recorder._submit(lambda: self._open(codecs))
 
-    def _open(self) -> None:
+    def _open(self, codecs: dict[str, str] | None) -> None:
         r = self.recorder
         self._sealer = r.sealer_class(
-            r.store, self.file, r.archive_public,
+            r.store, self.file, r.archive_public, codecs=codecs,
             context={"recording": self.rec.seq, "span": self.span, "index": self.index,
                      "utc_offset_ns": self.rec.utc_offset_ns,
                      "frame_period_ns": 1_000_000_000 // r.config.fps,
@@ -953,20 +1029,76 @@ class _QueuedSink:
 
     def seal(self, summary: SegmentSummary) -> None:
         """Runs on the seal thread: close the file, then append its segment entry."""
+        # A segment starts at its origin: its first keyframe, or the audio just
+        # before it that the segment holds (after an audio-only span).
+        first = summary.origin_us or summary.first_frame_timestamp_us or 0
+        last = summary.last_frame_timestamp_us or summary.last_sample_timestamp_us or first
+        self._seal(first, last, summary.frames, summary.audio_samples,
+                   1_000_000_000 // self.recorder.config.fps)
+
+    def seal_audio_only(self, first_us: int, samples: int) -> None:
+        rate = self.recorder.config.audio_rate
+        last = first_us + (samples - 1) * 1_000_000 // rate
+        self._seal(first_us, last, 0, samples, 1_000_000_000 // rate)
+
+    def _seal(self, first_us: int, last_us: int, frames: int, samples: int,
+              period_ns: int) -> None:
         assert self._sealer is not None
         # The journal stays until the entry is appended: a cut in between must
         # still find the sealed file and give it its entry at the next start.
         media = self._sealer.close(keep_journal=True)
-        r, fps = self.recorder, self.recorder.config.fps
-        first = summary.first_frame_timestamp_us or summary.first_sample_timestamp_us or 0
-        last = summary.last_frame_timestamp_us or summary.last_sample_timestamp_us or first
+        r, offset = self.recorder, self.rec.utc_offset_ns
         r.append(Segment(
             recording=self.rec.seq, span=self.span, index=self.index, media=media,
-            first_capture_utc_ns=first * 1000 + self.rec.utc_offset_ns,
-            last_capture_utc_ns=last * 1000 + self.rec.utc_offset_ns,
-            frame_period_ns=1_000_000_000 // fps, frames=summary.frames,
-            audio_samples=summary.audio_samples, audio_rate=r.config.audio_rate))
+            first_capture_utc_ns=first_us * 1000 + offset,
+            last_capture_utc_ns=last_us * 1000 + offset, frame_period_ns=period_ns,
+            frames=frames, audio_samples=samples, audio_rate=r.config.audio_rate))
         self._sealer.release_journal()
         r.stats.segments_sealed += 1
         r.stats.bytes_sealed += media.size
 
+
+class _AudioSpan:
+    """Audio-only segments while the camera is down: audio is better than nothing.
+
+    Each segment is a FLAC-only fragmented MP4 of ``segment_seconds``, cut at
+    the exact sample; its ``segment`` entry has no frames and the audio sample
+    period as its period, so consecutive segments abut exactly.
+    """
+
+    def __init__(self, recorder: Recorder, rec: _Recording):
+        self.recorder, self.rec = recorder, rec
+        self._writer: Any = None
+        self._sink: _QueuedSink | None = None
+        self.end_us: int | None = None  # just after the last sample given
+
+    def add(self, block: AudioBlock) -> None:
+        from device.voicenote import VoiceNoteWriter
+
+        rest: AudioBlock | None = block
+        while rest is not None and len(rest.samples):
+            if self._writer is None:
+                r = self.recorder
+                self._sink = sink = _QueuedSink(r, self.rec, *r._next_file(self.rec),
+                                                codecs={"audio": "flac"})
+                self._writer = VoiceNoteWriter(
+                    sink, r.config.audio_rate,
+                    on_fragment_end=lambda info, r=r, sink=sink: r._submit(
+                        lambda: sink.end_fragment(info)),
+                    max_seconds=r.config.segment_seconds)
+            rest = self._writer.add(rest)
+            if self._writer.full:
+                self._finish()
+        self.end_us = block.end_us
+
+    def _finish(self) -> None:
+        summary, sink = self._writer.close(), self._sink
+        self._writer = self._sink = None
+        if summary.audio_samples and sink is not None:
+            self.recorder._submit(lambda: sink.seal_audio_only(summary.first_sample_us,
+                                                               summary.audio_samples))
+
+    def close(self) -> int | None:
+        if self._writer is not None:
+            self._finish()
+        return self.end_us

@@ -37,9 +37,6 @@ from device.scenario import Scenario, ScenarioError, Step, load_scenario
 
 DEVICE, OFFICER, UNIT, DOCK = "DEV-SIM-0001", "PC-SIM-01", "sim-unit", "DOCK-01"
 READY_TIMEOUT_S = 30
-# Actions whose behaviour comes with the interruption handling (see the issue
-# that builds it); refused up front rather than half-done.
-NOT_YET = ("camera_fault", "camera_ok")
 
 
 class SimError(Exception):
@@ -180,6 +177,8 @@ class SimRunner:
                 self.battery = p["percent"]
                 if self.proc is not None and self.proc.poll() is None:
                     client.call("battery", percent=p["percent"])
+            case "camera_fault" | "camera_ok":
+                client.call(step.action)
             case "storage_left":
                 client.call("storage_left", bytes=p["bytes"])
             case "dock" | "undock":
@@ -203,14 +202,6 @@ class SimRunner:
             indent=2))
 
 
-def check_supported(scenario: Scenario) -> None:
-    for step in scenario.steps:
-        if step.action in NOT_YET:
-            raise ScenarioError(f"step {step.number} (t={step.t:g}, do={step.action!r})",
-                                "not supported by this version of the simulator yet",
-                                scenario.source)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", type=Path, help="the scenario (docs/scenarios.md)")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the results")
@@ -219,7 +210,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario)
-        check_supported(scenario)
         runner = SimRunner(scenario, args.out)
     except (ScenarioError, ConfigError, SimError) as e:
         print(f"custody sim: {e}", file=sys.stderr)

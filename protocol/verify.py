@@ -73,8 +73,7 @@ class VerificationPolicy:
     ledger, e.g. by the archive: with them a cut-off ledger tail is detected.
     """
 
-    max_gap_frame_periods: float = 1.5
-    min_step_frame_periods: float = 0.5  # closer than this: segments overlap
+    max_gap_frame_periods: float = 1.5  # of the earlier segment's frame (or sample) period
     receipts: Sequence[Any] = ()
 
 
@@ -420,11 +419,13 @@ class _LedgerCheck:
                       "its record_stop")
         prev = rec._last
         if prev is not None:
-            period = max(prev.frame_period_ns, body.frame_period_ns)
+            # The earlier segment's cadence: a frame period, or for an audio-only
+            # segment (camera fault) the sample period.
+            period = prev.frame_period_ns
             step = body.first_capture_utc_ns - prev.last_capture_utc_ns
-            if step < self.policy.min_step_frame_periods * period:
-                self.find(seq, "overlap", f"segment starts {(-step + period) / 1e9:.3f} s "
-                          "before the previous one ended (duplicated or reordered media)")
+            if step <= 0:
+                self.find(seq, "overlap", f"segment starts {-step / 1e9:.3f} s before the "
+                          "previous one's last capture (duplicated or reordered media)")
             elif step > self.policy.max_gap_frame_periods * period:
                 gap = Gap(body.recording, rec._last_seq, seq, prev.last_capture_utc_ns + period,
                           (step - period) / 1e9, declared=bool(rec._pending))

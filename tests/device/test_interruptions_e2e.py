@@ -121,6 +121,27 @@ def test_skipped_voice_note_is_unexplained_and_the_prompt_repeats(tmp_path: Path
     assert status["prompts"] == 2 and status["unexplained"] == [report["interruptions"][0]["seq"]]
 
 
+def test_camera_fault_audio_goes_on_and_it_is_said(tmp_path: Path):
+    out = run_sim(tmp_path, SMALL + steps(
+        (0, "press_record"), (3, "camera_fault"), (8, "camera_ok"), (12, "press_record"),
+        (13, "end")))
+    entries = ledger_bodies(out)
+    [cut] = [e for e in entries if e.kind == "interruption"]
+    assert (cut.body.reason, cut.body.detected_by) == ("camera_fault", "camera_watchdog")
+    segments = [e.body for e in entries if e.kind == "segment"]
+    audio_only = [s for s in segments if s.frames == 0]
+    assert audio_only and all(s.media.codecs == {"audio": "flac"} for s in audio_only)
+    # audio is continuous through the fault: every boundary abuts, the only gap is video's
+    code, report = verify_json(out / "device")
+    assert code == 3, report["findings"]  # declared; the voice note comes at the next start
+    [gap] = report["gaps"]
+    assert gap["reason"] == "camera_fault" and gap["declared"]
+    assert gap["seconds"] < 2.0  # the last frame to the first audio-only sample
+    audio_s = sum(s.audio_samples for s in segments) / 48_000
+    assert audio_s > 11.0  # ~12 s recorded, the camera's 5 s included
+    assert segments[-1].frames > 0  # video came back
+
+
 def test_storage_full_stops_keeps_everything_and_honours_the_voice_note_reserve(
         tmp_path: Path):
     config = SMALL.replace('pre_record_seconds = 0', 'pre_record_seconds = 0\n'
