@@ -85,6 +85,7 @@ OFFICER_REASONS = ("weather", "location_change", "other")  # what an officer may
 MENU_SECONDS = 3.0  # after the last press, a choice made with the function button is taken
 EXEMPTION_MEMO_SECONDS = 20.0
 CAMERA_TIMEOUT_S = 1.0  # no frame for this long while recording: a camera fault
+MIC_TIMEOUT_S = 1.0  # no audio for this long while recording: a microphone fault
 
 
 class State(StrEnum):
@@ -160,6 +161,13 @@ class _CameraFault:
 @dataclass
 class _CameraBack:
     pass
+
+
+@dataclass
+class _MicFault:
+    """No audio for MIC_TIMEOUT_S: video goes on; the silence is declared."""
+
+    cut_us: int  # capture time just after the last sample
 
 
 _END = object()
@@ -250,6 +258,9 @@ class Recorder:
         self._last_frame_at = time.monotonic()  # when a frame last arrived
         self._last_frame_us = 0  # its capture time
         self._camera_faulted = False
+        self._last_block_at = time.monotonic()
+        self._last_block_end_us = 0
+        self._mic_faulted = False
         self._utc_offset_ns = self._current_offset_ns()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -424,6 +435,7 @@ class Recorder:
         with self._route_lock:
             self._transition(State.RECORDING)
             self._last_frame_at = max(self._last_frame_at, time.monotonic() - 0.5)
+            self._last_block_at = max(self._last_block_at, time.monotonic() - 0.5)
             frames, blocks = self._prerecord.drain()
             self.recording = seq
             self._idle.clear()
@@ -621,6 +633,7 @@ class Recorder:
             try:
                 self._check_clock()
                 self._check_camera()
+                self._check_microphone()
                 self._check_battery()
                 if self.state == State.RECORDING and \
                         self._storage_watch.check(self._free_bytes()) == "full":
@@ -631,6 +644,16 @@ class Recorder:
                     self._check_overdue()
             except Exception:
                 log.exception("self-check failed")
+
+    def _check_microphone(self) -> None:
+        with self._route_lock:
+            if (self.state != State.RECORDING or self._mic_faulted
+                    or time.monotonic() - self._last_block_at < MIC_TIMEOUT_S):
+                return
+            self._mic_faulted = True
+            self._capture_q.put(_MicFault(self._last_block_end_us))
+        log.error("microphone fault: no audio for %.1f s; video goes on", MIC_TIMEOUT_S)
+        self._signal("error")
 
     def _check_camera(self) -> None:
         with self._route_lock:
@@ -690,6 +713,11 @@ class Recorder:
     def _route(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
         end_memo = False
         with self._route_lock:
+            if isinstance(item, AudioBlock):
+                self._last_block_at, self._last_block_end_us = time.monotonic(), item.end_us
+                if self._mic_faulted:
+                    self._mic_faulted = False
+                    log.warning("microphone delivers again: audio resumes")
             if isinstance(item, VideoFrame):
                 self._last_frame_at, self._last_frame_us = time.monotonic(), at_us
                 if self._camera_faulted:
@@ -783,10 +811,15 @@ class Recorder:
                 elif isinstance(item, _CameraFault):
                     if segmenter is not None:
                         segmenter.close()
-                    self._submit(lambda r=rec, c=item: self._declare_camera_fault(r, c))
+                    self._submit(lambda r=rec, c=item: self._declare_fault(
+                        r, "camera_fault", "camera_watchdog", c.cut_us))
                     rec = _Recording(rec.seq, rec.span + 1, rec.next_index, rec.utc_offset_ns,
                                      rec.press_us, True)
                     segmenter, audio_only = None, _AudioSpan(self, rec)
+                elif isinstance(item, _MicFault):
+                    # The span goes on (video without sound); the silence is said.
+                    self._submit(lambda r=rec, m=item: self._declare_fault(
+                        r, "mic_fault", "mic_watchdog", m.cut_us))
                 elif isinstance(item, _CameraBack):
                     if audio_only is not None:
                         video_from_us = audio_only.close() or 0
@@ -873,11 +906,13 @@ class Recorder:
         log.error("declared a gap: %d frames and %d samples dropped", overflow.dropped_frames,
                   overflow.dropped_samples)
 
-    def _declare_camera_fault(self, rec: _Recording, fault: _CameraFault) -> None:
-        cut = self.append(Interruption(
-            reason="camera_fault", detected_by="camera_watchdog",
-            cut_utc_ns=fault.cut_us * 1000 + rec.utc_offset_ns, recording=rec.seq))
-        self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))  # audio goes on
+    def _declare_fault(self, rec: _Recording, reason: str, detected_by: str,
+                       cut_us: int) -> None:
+        """A device fault: declared, and resumed at once with what still works."""
+        cut = self.append(Interruption(reason=reason, detected_by=detected_by,
+                                       cut_utc_ns=cut_us * 1000 + rec.utc_offset_ns,
+                                       recording=rec.seq))
+        self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))
 
     def _declare_interruption(self, rec: _Recording, cut: _Interrupt) -> None:
         self.append(Interruption(reason=cut.reason, detected_by=cut.detected_by,

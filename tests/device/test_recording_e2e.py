@@ -267,3 +267,28 @@ def test_illegal_transitions_are_refused_not_fatal(unit: Unit):
         assert recorder.state == State.STANDBY and recorder.healthy()
         recorder.close()
         ledger.close()
+
+
+def test_microphone_fault_is_declared_and_video_goes_on(unit: Unit):
+    config = RecorderConfig.from_toml("").with_overrides({
+        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
+        "video": "320x180@10", "segment_seconds": 1, "pre_record_seconds": 0})
+    with SimFactory(camera_isolation="thread") as hw:
+        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
+        recorder = Recorder(config, hw, ledger, unit.archive_public)
+        recorder.start()
+        recorder.start_recording("button")
+        time.sleep(2)
+        assert recorder.microphone is not None
+        recorder.microphone.stop()  # the microphone goes silent, as a broken one does
+        time.sleep(3)
+        recorder.stop_recording("button")
+        recorder.close()
+        ledger.close()
+    report = unit.verify()
+    [cut] = [i for i in report.interruptions if i.reason == "mic_fault"]
+    assert cut.resumed_by is not None
+    assert not report.errors, report.errors
+    segments = [e.entry.body for e in unit.entries() if e.entry.kind == "segment"
+                and e.entry.body.recording == cut.recording]
+    assert sum(s.frames for s in segments) >= 40  # ~5 s of video at 10 fps: it went on
