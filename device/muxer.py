@@ -96,6 +96,10 @@ _ANNEX_B_START = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
+def _ignore_fragment(fragment: FragmentInfo) -> None:
+    return None
+
+
 class Sink(Protocol):
     """What the muxer writes to: only ``write`` is ever called (never seek/tell/flush)."""
 
@@ -710,6 +714,9 @@ class SegmentMuxer:
                     self._container.mux(packet)
         finally:
             self._container.close()
+            # The spotter calls back into this muxer: break that cycle, or each
+            # closed segment's PyAV state (~7 MiB at 720p) waits for the cyclic GC.
+            self._spotter._on_fragment_end = _ignore_fragment
         if unwritten:
             raise ValueError(f"segment closed without any video: {unwritten} audio "
                              "samples could not be written")

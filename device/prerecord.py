@@ -11,8 +11,34 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from device.muxer import split_audio_block
 from hardware.frames import AudioBlock, VideoFrame
+
+
+def coalesce(blocks: list[AudioBlock], max_samples: int = 48_000) -> list[AudioBlock]:
+    """Join contiguous blocks into larger ones (up to ``max_samples``).
+
+    At a press the whole buffer is muxed before the first live frame; a few
+    large blocks encode far faster than thousands of 20 ms ones.
+    """
+    out: list[AudioBlock] = []
+    run: list[AudioBlock] = []
+
+    def flush() -> None:
+        if run:
+            out.append(AudioBlock(np.concatenate([b.samples for b in run]), run[0].timestamp_us,
+                                  run[0].rate))
+            run.clear()
+
+    for block in blocks:
+        if run and (abs(block.timestamp_us - run[-1].end_us) > 1 or block.rate != run[0].rate
+                    or sum(len(b.samples) for b in run) + len(block.samples) > max_samples):
+            flush()
+        run.append(block)
+    flush()
+    return out
 
 
 class PreRecordBuffer:
@@ -47,8 +73,13 @@ class PreRecordBuffer:
         self._trim(frame.timestamp_us - self.span_us)
 
     def add_audio(self, block: AudioBlock) -> None:
-        if self.span_us > 0 and self.keep_audio and self._video:
+        if self.span_us > 0 and self.keep_audio:
+            # Kept even before the first keyframe arrives (audio comes first):
+            # drain() trims it to the first frame.
             self._audio.append(block)
+            if not self._video:
+                while self._audio and block.end_us - self._audio[0].end_us > self.span_us:
+                    self._audio.popleft()
 
     def _trim(self, keep_from_us: int) -> None:
         # Drop whole groups of pictures from the front while the rest still
@@ -68,10 +99,17 @@ class PreRecordBuffer:
         """Everything buffered, oldest first; audio starts at the first frame."""
         frames, blocks = list(self._video), list(self._audio)
         self.clear()
-        if frames and blocks:
-            _, first = split_audio_block(blocks[0], frames[0].timestamp_us)
-            blocks = ([first] if first is not None else []) + blocks[1:]
-        return frames, blocks
+        if not frames:
+            return [], []
+        start = frames[0].timestamp_us
+        kept = []
+        for block in blocks:
+            if block.end_us <= start:
+                continue
+            _, after = split_audio_block(block, start)
+            if after is not None:
+                kept.append(after)
+        return frames, coalesce(kept)
 
     def clear(self) -> None:
         self._video.clear()

@@ -157,12 +157,23 @@ class SegmentSealer:
 
     # The muxer's sink interface: write() and end_fragment().
     def write(self, data: bytes) -> int:
-        self._plain.update(data)
-        self.plaintext_size += len(data)
-        self._buffer += data
-        while len(self._buffer) > MAX_CHUNK_PLAINTEXT:
-            self._emit(self._encryptor.seal_chunk(bytes(self._buffer[:MAX_CHUNK_PLAINTEXT])))
-            del self._buffer[:MAX_CHUNK_PLAINTEXT]
+        view = memoryview(data).cast("B")
+        self._plain.update(view)
+        self.plaintext_size += len(view)
+        # Whole chunks are sealed straight from the caller's bytes; only the
+        # rest waits in the buffer (no copying in and shifting out).
+        if self._buffer:
+            room = MAX_CHUNK_PLAINTEXT - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) < MAX_CHUNK_PLAINTEXT:
+                return len(data)
+            self._emit(self._encryptor.seal_chunk_parts(self._buffer))
+            self._buffer = bytearray()
+        while len(view) >= MAX_CHUNK_PLAINTEXT:
+            self._emit(self._encryptor.seal_chunk_parts(view[:MAX_CHUNK_PLAINTEXT]))
+            view = view[MAX_CHUNK_PLAINTEXT:]
+        self._buffer += view
         return len(data)
 
     def end_fragment(self, content: FragmentInfo | None = None) -> None:
@@ -173,8 +184,8 @@ class SegmentSealer:
         cut file is kept aside rather than sealed.
         """
         if self._buffer:
-            self._emit(self._encryptor.seal_chunk(bytes(self._buffer)))
-            self._buffer.clear()
+            self._emit(self._encryptor.seal_chunk_parts(self._buffer))
+            self._buffer = bytearray()
         os.fdatasync(self._fd)
         # Only now, with the bytes on the medium, may the journal vouch for them.
         self._journal_line({
@@ -195,10 +206,11 @@ class SegmentSealer:
         _write_fully(self._journal_fd, _json_line(record))
         os.fdatasync(self._journal_fd)
 
-    def _emit(self, stored: bytes) -> None:
-        _write_fully(self._fd, stored)
-        self._stored.update(stored)
-        self.size += len(stored)
+    def _emit(self, stored: bytes | list[bytes]) -> None:
+        for part in stored if isinstance(stored, list) else (stored,):
+            _write_fully(self._fd, part)
+            self._stored.update(part)
+            self.size += len(part)
 
     def close(self, keep_journal: bool = False) -> MediaFile:
         """Finish the file, move it into media/ and describe it for the entry.
@@ -207,8 +219,8 @@ class SegmentSealer:
         :meth:`release_journal`, which the caller calls once the ``segment``
         entry is appended: a cut in between is then recovered too.
         """
-        self._emit(self._encryptor.seal_chunk(bytes(self._buffer), final=True))
-        self._buffer.clear()
+        self._emit(self._encryptor.seal_chunk_parts(self._buffer, final=True))
+        self._buffer = bytearray()
         os.fsync(self._fd)
         os.close(self._fd)
         # Whole and durable: say so before moving it, so a cut from here on (or a

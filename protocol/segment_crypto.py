@@ -79,8 +79,14 @@ class SegmentEncryptor:
         self._counter = 0
         self._finished = False
 
-    def seal_chunk(self, plaintext: bytes, final: bool = False) -> bytes:
+    def seal_chunk(self, plaintext: bytes | bytearray | memoryview,
+                   final: bool = False) -> bytes:
         """The stored bytes of one chunk (length prefix + ciphertext)."""
+        return b"".join(self.seal_chunk_parts(plaintext, final))
+
+    def seal_chunk_parts(self, plaintext: bytes | bytearray | memoryview,
+                         final: bool = False) -> list[bytes]:
+        """The same as two pieces (length prefix, ciphertext), to write without joining."""
         if self._finished:
             raise ValueError("segment already finished")
         if len(plaintext) > MAX_CHUNK_PLAINTEXT:
@@ -88,7 +94,7 @@ class SegmentEncryptor:
         ct = self._aead.encrypt(_nonce(self._counter, final), plaintext, self.header)
         self._counter += 1
         self._finished = final
-        return _LENGTH.pack(len(ct)) + ct
+        return [_LENGTH.pack(len(ct)), ct]
 
     def seal(self, plaintext: bytes, final: bool = False) -> bytes:
         """Any amount of plaintext as one or more chunks."""

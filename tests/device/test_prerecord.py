@@ -71,3 +71,23 @@ def test_audio_straddling_the_first_frame_is_split_at_the_exact_sample():
     buffer.add_audio(AudioBlock(np.zeros(9600, np.int16), -100_000, RATE))  # -0.1 .. +0.1 s
     _, blocks = buffer.drain()
     assert blocks[0].timestamp_us == 0 and len(blocks[0].samples) == 4800
+
+
+def test_audio_that_arrives_before_the_first_keyframe_is_kept():
+    """Audio comes before the encoder's first keyframe: the recording's sound must
+    still begin exactly at its first frame."""
+    buffer = PreRecordBuffer(seconds=5, keep_audio=True)
+    for i in range(-3, 0):  # 0.3 s of audio before any frame
+        buffer.add_audio(block(i))
+    buffer.add_audio(AudioBlock(np.zeros(4800, np.int16), -50_000, RATE))  # straddles 0
+    buffer.add_video(frame(0))
+    frames, blocks = buffer.drain()
+    assert frames[0].timestamp_us == 0
+    assert blocks[0].timestamp_us == 0 and len(blocks[0].samples) == 2400
+
+
+def test_contiguous_audio_is_joined_into_few_blocks():
+    buffer = PreRecordBuffer(seconds=3, keep_audio=True)
+    fill(buffer, 25)
+    _, blocks = buffer.drain()
+    assert len(blocks) <= 3 and sum(len(b.samples) for b in blocks) == 25 * 4800

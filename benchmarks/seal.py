@@ -1,0 +1,205 @@
+"""Benchmark: sealing throughput of ``SegmentSealer`` against the crypto limit.
+
+    .venv/bin/python benchmarks/seal.py [--mib 256] [--segment-mib 32] [--fragment-kib 1024]
+                                        [--write-kib 32] [--no-profile]
+
+The figure: random "MP4" bytes go into :class:`device.sealer.SegmentSealer`
+exactly as the recorder's seal thread gives them: ``write()`` calls of
+``--write-kib`` (PyAV's AVIO buffer is 32 KiB), ``end_fragment()`` every
+``--fragment-kib`` (encrypt the open chunk, fdatasync, journal the fragment if
+this sealer version journals), ``close()`` every ``--segment-mib`` (final chunk,
+fsync, move into media/). The store is a temporary directory under
+``$BENCH_DIR`` (default: the system's temp dir; on this machine a real disk,
+so every fdatasync reaches the device).
+
+The limit, measured in the same run on one core: the work the format itself
+requires of every byte — SHA-256 of the plaintext, ChaCha20-Poly1305 of the
+same bytes in 64 KiB chunks (custody-seg/1's chunk size, same nonces and
+associated data) and SHA-256 of the stored bytes (the ``segment`` entry
+carries both ``plaintext_sha256`` and ``sha256``, so hashing twice is
+inherent). No file I/O. Both best of three.
+
+Because the limit leaves out the disk, three more numbers say where the
+difference goes: the same sealer into ``/dev/shm`` (tmpfs: writes are memory
+copies and fdatasync returns at once), ``io_floor`` — plain ``os.write`` of the
+same number of bytes with one fdatasync per fragment into the store's
+directory, no crypto — and ``serial_limit``, the limit and the I/O floor done
+one after the other on one thread (1 / (1/limit + 1/io_floor)). If the ratio is
+below 0.8 the sealer is profiled (cProfile, one pass) and the top costs are
+printed and put in the JSON. The last line is JSON: figure, limit, ratio (MB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import inspect
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from device.muxer import FragmentInfo
+from device.sealer import SegmentSealer
+from protocol.keys import ArchiveSecretKey
+from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT, SegmentEncryptor
+
+MB = 1e6
+
+
+class Workload:
+    """The bytes and the cadence of one pass: segments of fragments of writes."""
+
+    def __init__(self, total: int, segment: int, fragment: int, write: int):
+        self.segments = max(1, total // segment)
+        self.fragments = max(1, segment // fragment)
+        self.writes = max(1, fragment // write)
+        # Distinct pieces, so no hash or cipher sees the same buffer twice in a row.
+        self.pieces = [os.urandom(write) for _ in range(self.fragments * self.writes)]
+        self.plaintext = b"".join(self.pieces)  # one segment's bytes
+        self.size = self.segments * len(self.plaintext)
+
+
+def seal_pass(work: Workload, store: Path, archive_public: bytes, run: int) -> None:
+    takes_info = len(inspect.signature(SegmentSealer.end_fragment).parameters) > 1
+    for s in range(work.segments):
+        sealer = SegmentSealer(store, f"r{run:06d}-{s:05d}.cseg", archive_public)
+        offset = 0
+        for f in range(work.fragments):
+            start = offset
+            for w in range(work.writes):
+                piece = work.pieces[f * work.writes + w]
+                sealer.write(piece)
+                offset += len(piece)
+            if takes_info:  # the muxer's description of the fragment, as the recorder gives it
+                sealer.end_fragment(FragmentInfo(f, start, offset))
+            else:
+                sealer.end_fragment()
+        sealer.close()
+
+
+def limit_pass(work: Workload, archive_public: bytes) -> None:
+    view = memoryview(work.plaintext)
+    for _ in range(work.segments):
+        enc = SegmentEncryptor(archive_public)  # same key setup per segment as the sealer
+        aead = ChaCha20Poly1305(os.urandom(32))
+        plain, stored = hashlib.sha256(), hashlib.sha256(enc.header)
+        for i, start in enumerate(range(0, len(view), MAX_CHUNK_PLAINTEXT)):
+            chunk = view[start:start + MAX_CHUNK_PLAINTEXT]
+            plain.update(chunk)
+            stored.update(aead.encrypt(i.to_bytes(12, "big"), chunk, enc.header))
+        plain.digest(), stored.digest()
+
+
+def io_pass(work: Workload, folder: Path, run: int) -> None:
+    """The disk's share alone: the same bytes written, one fdatasync per fragment."""
+    fragment = work.plaintext[: len(work.plaintext) // work.fragments]
+    for s in range(work.segments):
+        fd = os.open(folder / f"io-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        for _ in range(work.fragments):
+            view = memoryview(fragment)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fdatasync(fd)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def best_mbps(n: int, size: int, fn: Callable[[int], None],
+              cleanup: Callable[[], None] = lambda: None) -> float:
+    times = []
+    for run in range(n):
+        start = time.perf_counter()
+        fn(run)
+        times.append(time.perf_counter() - start)
+        cleanup()
+    return size / min(times) / MB
+
+
+def fresh(path: Path) -> Callable[[], None]:
+    def clean() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    return clean
+
+
+def profile_pass(work: Workload, store: Path, archive_public: bytes, top: int = 8) -> list:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seal_pass(work, store, archive_public, 999)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_, calls, tottime, _, _) in stats.stats.items():  # type: ignore
+        where = f"{Path(file).name}:{line}" if line else file
+        rows.append((tottime, f"{name} ({where})", calls))
+    rows.sort(reverse=True)
+    stats.sort_stats("tottime").print_stats(top)  # to stdout; moved to stderr by the caller
+    return [[label, round(t, 3), round(t / total, 3), calls] for t, label, calls in rows[:top]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=256, help="bytes sealed per pass")
+    parser.add_argument("--segment-mib", type=int, default=32)
+    parser.add_argument("--fragment-kib", type=int, default=1024)
+    parser.add_argument("--write-kib", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+    work = Workload(args.mib << 20, args.segment_mib << 20, args.fragment_kib << 10,
+                    args.write_kib << 10)
+    archive_public = ArchiveSecretKey.generate().public_raw
+    result: dict = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        store, io_dir = Path(tmp) / "store", Path(tmp) / "io"
+        fresh(store)(), fresh(io_dir)()
+        limit = best_mbps(args.runs, work.size, lambda run: limit_pass(work, archive_public))
+        figure = best_mbps(args.runs, work.size,
+                           lambda run: seal_pass(work, store, archive_public, run), fresh(store))
+        io_floor = best_mbps(args.runs, work.size, lambda run: io_pass(work, io_dir, run),
+                             fresh(io_dir))
+        shm = Path("/dev/shm")
+        tmpfs = None
+        if shm.is_dir():
+            with tempfile.TemporaryDirectory(dir=shm) as mem:
+                mem_store = Path(mem) / "store"
+                fresh(mem_store)()
+                tmpfs = best_mbps(args.runs, work.size,
+                                  lambda run: seal_pass(work, mem_store, archive_public, run),
+                                  fresh(mem_store))
+        serial = 1 / (1 / limit + 1 / io_floor)
+        result = {"figure": round(figure, 1), "limit": round(limit, 1),
+                  "ratio": round(figure / limit, 3), "unit": "MB/s", "bytes": work.size,
+                  "limit_includes": "sha256(plaintext) + ChaCha20-Poly1305 64 KiB chunks + "
+                                    "sha256(stored), one core, no I/O",
+                  "store": str(Path(tmp).parent),
+                  "fragment_bytes": len(work.plaintext) // work.fragments,
+                  "write_bytes": len(work.pieces[0]),
+                  "tmpfs_figure": round(tmpfs, 1) if tmpfs else None,
+                  "tmpfs_ratio": round(tmpfs / limit, 3) if tmpfs else None,
+                  "io_floor": round(io_floor, 1), "serial_limit": round(serial, 1),
+                  "ratio_vs_serial_limit": round(figure / serial, 3)}
+        if figure / limit < 0.8 and not args.no_profile:
+            fresh(store)()
+            stdout, sys.stdout = sys.stdout, sys.stderr
+            try:
+                result["profile_top"] = profile_pass(work, store, archive_public)
+            finally:
+                sys.stdout = stdout
+    print(f"sealed {work.size / MB:.0f} MB per pass in {work.segments} segments of "
+          f"{work.fragments} fragments", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
