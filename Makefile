@@ -42,9 +42,14 @@ $(PROMPTS)/manifest.json: device/prompts.py $(VENV)/.installed
 	$(PY) -m device.prompts build $(PROMPTS)
 	@touch $@
 
+# A simulated shift (docs/examples/shift.toml): record, markers, a hard power
+# cut, recovery, the voice note; then the independent verification and export.
 demo: setup
 	rm -rf $(DEMO_OUT)
-	$(VENV)/bin/custody demo --out $(DEMO_OUT)
+	$(VENV)/bin/custody sim docs/examples/shift.toml --out $(DEMO_OUT)
+	$(VENV)/bin/custody verify $(DEMO_OUT)/device
+	$(VENV)/bin/custody export $(DEMO_OUT)/device --key $(DEMO_OUT)/keys/archive-secret.key \
+		--out $(DEMO_OUT)/export
 
 test: setup
 	$(VENV)/bin/ruff check .

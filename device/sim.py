@@ -47,6 +47,7 @@ class SimRunner:
     """Runs one scenario against a recorder process on simulated hardware."""
 
     def __init__(self, scenario: Scenario, out: Path):
+        out = out.resolve()  # the settings file names its paths absolutely
         self.scenario, self.out = scenario, out
         self.keys, self.store = out / "keys", out / "device"
         self.config_path, self.log_path = out / "recorder.toml", out / "recorder.log"
