@@ -42,6 +42,21 @@ def verification_key(public_hex: str) -> SSlibKey:
     return SSlibKey(fingerprint(raw), "ed25519", "ed25519", {"public": public_hex})
 
 
+def _load_private(pem: bytes, kind: type, name: str) -> object:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError("not a PEM private key") from e
+    if not isinstance(key, kind):
+        raise ProtocolError(f"not an {name} private key")
+    return key
+
+
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """An Ed25519 private key with its key id; signs DSSE envelopes.
@@ -59,20 +74,10 @@ class SigningKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as e:
-            raise ProtocolError("not a PEM private key") from e
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ProtocolError("not an Ed25519 private key")
-        return cls(key)
+        return cls(_load_private(pem, Ed25519PrivateKey, "Ed25519"))  # type: ignore[arg-type]
 
     def to_pem(self) -> bytes:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return _private_pem(self.private)
 
     @property
     def public_raw(self) -> bytes:
@@ -105,20 +110,10 @@ class ArchiveSecretKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> ArchiveSecretKey:
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as e:
-            raise ProtocolError("not a PEM private key") from e
-        if not isinstance(key, X25519PrivateKey):
-            raise ProtocolError("not an X25519 private key")
-        return cls(key)
+        return cls(_load_private(pem, X25519PrivateKey, "X25519"))  # type: ignore[arg-type]
 
     def to_pem(self) -> bytes:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return _private_pem(self.private)
 
     @property
     def public_raw(self) -> bytes:
