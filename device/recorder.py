@@ -184,6 +184,39 @@ class _Recording:
     press_us: int
     first_frame_seen: bool = False
 
+    def next_span(self) -> _Recording:
+        """The same recording, going on in a new span (after a fault or an overflow)."""
+        return _Recording(self.seq, self.span + 1, self.next_index, self.utc_offset_ns,
+                          self.press_us, True)
+
+
+@dataclass
+class _SourceWatch:
+    """When a capture source (camera, microphone) last delivered, and whether its
+    silence has been declared a fault."""
+
+    timeout_s: float
+    last_at: float = field(default_factory=time.monotonic)  # monotonic s
+    last_us: int = 0  # capture time of (just after) what it delivered last
+    faulted: bool = False
+
+    def seen(self, capture_us: int) -> bool:
+        """It delivered. True if it had been declared faulted: it is back."""
+        self.last_at, self.last_us = time.monotonic(), capture_us
+        back, self.faulted = self.faulted, False
+        return back
+
+    def check(self) -> bool:
+        """True once, when it has been silent for ``timeout_s``: a fault."""
+        if self.faulted or time.monotonic() - self.last_at < self.timeout_s:
+            return False
+        self.faulted = True
+        return True
+
+    def rearm(self) -> None:
+        """A recording starts: give the source half a timeout before judging it."""
+        self.last_at = max(self.last_at, time.monotonic() - self.timeout_s / 2)
+
 
 @dataclass
 class _Memo:
@@ -255,12 +288,8 @@ class Recorder:
         self._menu: _FunctionMenu | None = None
         self._interrupt_reason: str | None = None  # armed by the officer (function button)
         self._next_phase = 0
-        self._last_frame_at = time.monotonic()  # when a frame last arrived
-        self._last_frame_us = 0  # its capture time
-        self._camera_faulted = False
-        self._last_block_at = time.monotonic()
-        self._last_block_end_us = 0
-        self._mic_faulted = False
+        self._camera_watch = _SourceWatch(CAMERA_TIMEOUT_S)
+        self._mic_watch = _SourceWatch(MIC_TIMEOUT_S)
         self._utc_offset_ns = self._current_offset_ns()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -434,8 +463,8 @@ class Recorder:
         offset = self._utc_offset_ns
         with self._route_lock:
             self._transition(State.RECORDING)
-            self._last_frame_at = max(self._last_frame_at, time.monotonic() - 0.5)
-            self._last_block_at = max(self._last_block_at, time.monotonic() - 0.5)
+            for watch in (self._camera_watch, self._mic_watch):
+                watch.rearm()
             frames, blocks = self._prerecord.drain()
             self.recording = seq
             self._idle.clear()
@@ -632,8 +661,7 @@ class Recorder:
         while not self._stopping.wait(0.5):
             try:
                 self._check_clock()
-                self._check_camera()
-                self._check_microphone()
+                self._check_sources()
                 self._check_battery()
                 if self.state == State.RECORDING and \
                         self._storage_watch.check(self._free_bytes()) == "full":
@@ -645,25 +673,23 @@ class Recorder:
             except Exception:
                 log.exception("self-check failed")
 
-    def _check_microphone(self) -> None:
+    def _check_sources(self) -> None:
+        """A camera or microphone silent while recording is a declared fault."""
         with self._route_lock:
-            if (self.state != State.RECORDING or self._mic_faulted
-                    or time.monotonic() - self._last_block_at < MIC_TIMEOUT_S):
+            if self.state != State.RECORDING:
                 return
-            self._mic_faulted = True
-            self._capture_q.put(_MicFault(self._last_block_end_us))
-        log.error("microphone fault: no audio for %.1f s; video goes on", MIC_TIMEOUT_S)
-        self._signal("error")
-
-    def _check_camera(self) -> None:
-        with self._route_lock:
-            if (self.state != State.RECORDING or self._camera_faulted
-                    or time.monotonic() - self._last_frame_at < CAMERA_TIMEOUT_S):
-                return
-            self._camera_faulted = True
-            self._capture_q.put(_CameraFault(self._last_frame_us))
-        log.error("camera fault: no frame for %.1f s; recording audio alone", CAMERA_TIMEOUT_S)
-        self._signal("error")
+            camera_down, mic_down = self._camera_watch.check(), self._mic_watch.check()
+            if camera_down:
+                self._capture_q.put(_CameraFault(self._camera_watch.last_us))
+            if mic_down:
+                self._capture_q.put(_MicFault(self._mic_watch.last_us))
+        if camera_down:
+            log.error("camera fault: no frame for %.1f s; recording audio alone",
+                      CAMERA_TIMEOUT_S)
+        if mic_down:
+            log.error("microphone fault: no audio for %.1f s; video goes on", MIC_TIMEOUT_S)
+        if camera_down or mic_down:
+            self._signal("error")
 
     def _check_battery(self) -> None:
         if self.battery is None:
@@ -714,19 +740,14 @@ class Recorder:
         end_memo = False
         with self._route_lock:
             if isinstance(item, AudioBlock):
-                self._last_block_at, self._last_block_end_us = time.monotonic(), item.end_us
-                if self._mic_faulted:
-                    self._mic_faulted = False
+                if self._mic_watch.seen(item.end_us):
                     log.warning("microphone delivers again: audio resumes")
-            if isinstance(item, VideoFrame):
-                self._last_frame_at, self._last_frame_us = time.monotonic(), at_us
-                if self._camera_faulted:
-                    self._camera_faulted = False
-                    log.warning("camera delivers again: video resumes")
-                    if self.state == State.RECORDING:
-                        self._capture_q.put(_CameraBack())
-                        assert self.camera is not None
-                        self.camera.request_keyframe()
+            elif self._camera_watch.seen(at_us):
+                log.warning("camera delivers again: video resumes")
+                if self.state == State.RECORDING:
+                    self._capture_q.put(_CameraBack())
+                    assert self.camera is not None
+                    self.camera.request_keyframe()
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
@@ -813,8 +834,7 @@ class Recorder:
                         segmenter.close()
                     self._submit(lambda r=rec, c=item: self._declare_fault(
                         r, "camera_fault", "camera_watchdog", c.cut_us))
-                    rec = _Recording(rec.seq, rec.span + 1, rec.next_index, rec.utc_offset_ns,
-                                     rec.press_us, True)
+                    rec = rec.next_span()
                     segmenter, audio_only = None, _AudioSpan(self, rec)
                 elif isinstance(item, _MicFault):
                     # The span goes on (video without sound); the silence is said.
@@ -823,8 +843,7 @@ class Recorder:
                 elif isinstance(item, _CameraBack):
                     if audio_only is not None:
                         video_from_us = audio_only.close() or 0
-                        rec = _Recording(rec.seq, rec.span + 1, rec.next_index,
-                                         rec.utc_offset_ns, rec.press_us, True)
+                        rec = rec.next_span()
                         segmenter, audio_only = self._new_span(rec), None
                 else:  # the span ends: overflow, interruption or stop
                     if audio_only is not None:
@@ -834,8 +853,7 @@ class Recorder:
                     segmenter, audio_only = None, None
                     if isinstance(item, _Overflow):
                         self._submit(lambda r=rec, o=item: self._declare_overflow(r, o))
-                        rec = _Recording(rec.seq, rec.span + 1, rec.next_index,
-                                         rec.utc_offset_ns, rec.press_us, True)
+                        rec = rec.next_span()
                         segmenter = self._new_span(rec)
                     elif isinstance(item, _Interrupt):
                         self._submit(lambda r=rec, i=item: self._declare_interruption(r, i))
