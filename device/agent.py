@@ -251,10 +251,7 @@ def run(args: argparse.Namespace) -> int:
         config = RecorderConfig.from_file(args.config)
         config.require_identity()
         agent = RecorderAgent(config)
-    except ConfigError as e:
-        print(f"custody recorder: {e}", file=sys.stderr)
-        return 2
-    except (OSError, StoreError, ValueError) as e:
+    except (ConfigError, OSError, StoreError, ValueError) as e:  # names the key or path
         print(f"custody recorder: {e}", file=sys.stderr)
         return 2
     return agent.run()

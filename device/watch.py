@@ -29,9 +29,10 @@ class BatteryWatch:
 
     def check(self, status: BatteryStatus) -> str | None:
         """``"critical"``, ``"low"`` (first time only) or None."""
-        if not status.known or status.charging or status.external_power:
-            if status.known and (status.charging or status.external_power):
-                self.warned = False
+        if not status.known:
+            return None
+        if status.charging or status.external_power:
+            self.warned = False  # warn again after the next discharge
             return None
         minutes, percent = status.minutes_left, status.percent or 0.0
         if (minutes is not None and minutes <= self.critical_minutes) or \
@@ -44,9 +45,6 @@ class BatteryWatch:
         if not low:
             self.warned = False
         return None
-
-    def is_low(self, status: BatteryStatus) -> bool:
-        return self.warned
 
 
 @dataclass
