@@ -11,16 +11,13 @@ from pathlib import Path
 import av
 import pytest
 
-from device.config import RecorderConfig
-from device.ledger import LedgerWriter
 from device.receipts import ReceiptRefused
-from device.recorder import Recorder, entry_clock
-from hardware.sim.factory import SimFactory
+from device.recorder import Recorder
 from protocol.keys import SigningKey
 from protocol.receipt import OffloadReceipt, sign_receipt
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import DEVICE, DOCK, Unit
-from tests.device.test_recording_e2e import custody, ledger_bodies, run_sim, verify_json
+from tests.device.simrun import custody, ledger_bodies, recorder_on_sim, run_sim, verify_json
 
 SMALL = """
 [device]
@@ -207,20 +204,13 @@ def test_24_hour_rule_warns_then_declares_overdue(tmp_path: Path):
 
 @pytest.fixture
 def recorded(unit: Unit):
-    config = RecorderConfig.from_toml("").with_overrides({
-        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
-        "video": "320x180@10", "segment_seconds": 1, "pre_record_seconds": 0})
-    with SimFactory(camera_isolation="thread") as hw:
-        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
-        recorder = Recorder(config, hw, ledger, unit.archive_public, trust=unit.trust)
+    with recorder_on_sim(unit, segment_seconds=1) as recorder:
         recorder.start()
         recorder.start_recording("button")
         time.sleep(3)
         recorder.stop_recording("button")
         assert recorder.wait_idle(30)
         yield recorder
-        recorder.close()
-        ledger.close()
 
 
 def test_space_is_freed_only_against_a_valid_receipt(unit: Unit, recorded: Recorder):

@@ -6,62 +6,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import av
 import pytest
 
-from device.config import RecorderConfig
-from device.ledger import LedgerWriter
-from device.recorder import Recorder, State, entry_clock
+from device.recorder import State
 from device.sealer import SegmentSealer
-from hardware.sim.factory import SimFactory
-from hardware.sim.pattern import read_frame_index
-from protocol.envelope import parse_line, split_lines
-from tests.conftest import DEVICE, Unit
-
-
-def custody(*args: object, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def run_sim(tmp: Path, scenario: str) -> Path:
-    (tmp / "scenario.toml").write_text(scenario)
-    out = tmp / "out"
-    r = custody("sim", tmp / "scenario.toml", "--out", out)
-    assert r.returncode == 0, r.stderr + (out / "recorder.log").read_text()
-    return out
-
-
-def export(out: Path) -> list[Path]:
-    r = custody("export", out / "device", "--key", out / "keys" / "archive-secret.key",
-                "--out", out / "export")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return sorted((out / "export").iterdir())
-
-
-def decode(files: list[Path]) -> tuple[list[int], int]:
-    """Frame indices of every frame and the total audio samples, in file order."""
-    indices, samples = [], 0
-    for f in files:
-        with av.open(str(f)) as c:
-            indices += [read_frame_index(frame) for frame in c.decode(video=0)]
-        with av.open(str(f)) as c:
-            samples += sum(frame.samples for frame in c.decode(audio=0))
-    return indices, samples
-
-
-def ledger_bodies(out: Path) -> list:
-    return [parse_line(x).entry for x in split_lines((out / "device/ledger.jsonl").read_bytes())]
-
-
-def verify_json(store: Path) -> tuple[int, dict]:
-    r = custody("verify", store, "--json")
-    return r.returncode, json.loads(r.stdout)
-
+from tests.conftest import Unit
+from tests.device.simrun import (
+    custody,
+    decode,
+    export,
+    ledger_bodies,
+    recorder_on_sim,
+    run_sim,
+    verify_json,
+)
 
 SHIFT = """
 [device]
@@ -229,13 +190,8 @@ class SlowSealer(SegmentSealer):
 
 
 def test_slow_disk_is_a_declared_fault_not_a_silent_drop(unit: Unit):
-    config = RecorderConfig.from_toml("").with_overrides({
-        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
-        "video": "320x180@10", "segment_seconds": 1, "pre_record_seconds": 0,
-        "queue_seconds": 1, "video_bitrate": 100_000})
-    with SimFactory(camera_isolation="thread") as hw:
-        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
-        recorder = Recorder(config, hw, ledger, unit.archive_public)
+    with recorder_on_sim(unit, segment_seconds=1, queue_seconds=1,
+                         video_bitrate=100_000) as recorder:
         recorder.sealer_class = SlowSealer
         recorder.start()
         assert recorder.state == State.STANDBY
@@ -243,8 +199,6 @@ def test_slow_disk_is_a_declared_fault_not_a_silent_drop(unit: Unit):
         recorder.start_recording("button")
         time.sleep(8)
         recorder.stop_recording("button")
-        recorder.close()
-        ledger.close()
     assert recorder.stats.overflows >= 1 and recorder.stats.dropped_frames > 0
     report = unit.verify()
     cuts = [i for i in report.interruptions if i.reason == "other"]
@@ -254,28 +208,16 @@ def test_slow_disk_is_a_declared_fault_not_a_silent_drop(unit: Unit):
 
 
 def test_illegal_transitions_are_refused_not_fatal(unit: Unit):
-    config = RecorderConfig.from_toml("").with_overrides({
-        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
-        "video": "320x180@10", "pre_record_seconds": 0})
-    with SimFactory(camera_isolation="thread") as hw:
-        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
-        recorder = Recorder(config, hw, ledger, unit.archive_public)
+    with recorder_on_sim(unit) as recorder:
         assert recorder.start_recording("button") is None  # still booting
         recorder.start()
         recorder.stop_recording("button")  # not recording
         assert recorder.stats.refused_transitions == 2
         assert recorder.state == State.STANDBY and recorder.healthy()
-        recorder.close()
-        ledger.close()
 
 
 def test_microphone_fault_is_declared_and_video_goes_on(unit: Unit):
-    config = RecorderConfig.from_toml("").with_overrides({
-        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
-        "video": "320x180@10", "segment_seconds": 1, "pre_record_seconds": 0})
-    with SimFactory(camera_isolation="thread") as hw:
-        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
-        recorder = Recorder(config, hw, ledger, unit.archive_public)
+    with recorder_on_sim(unit, segment_seconds=1) as recorder:
         recorder.start()
         recorder.start_recording("button")
         time.sleep(2)
@@ -283,8 +225,6 @@ def test_microphone_fault_is_declared_and_video_goes_on(unit: Unit):
         recorder.microphone.stop()  # the microphone goes silent, as a broken one does
         time.sleep(3)
         recorder.stop_recording("button")
-        recorder.close()
-        ledger.close()
     report = unit.verify()
     [cut] = [i for i in report.interruptions if i.reason == "mic_fault"]
     assert cut.resumed_by is not None

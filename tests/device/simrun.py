@@ -1,0 +1,81 @@
+"""Running the recorder for tests: ``custody sim`` from outside, or in process.
+
+Shared by the end-to-end tests; each judges the device from the outside
+(``custody export``, PyAV, ffprobe, ``custody verify``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+
+from device.config import RecorderConfig
+from device.ledger import LedgerWriter
+from device.recorder import Recorder, entry_clock
+from hardware.sim.factory import SimFactory
+from hardware.sim.pattern import read_frame_index
+from protocol.envelope import parse_line, split_lines
+from tests.conftest import DEVICE, Unit
+
+
+def custody(*args: object, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_sim(tmp: Path, scenario: str) -> Path:
+    (tmp / "scenario.toml").write_text(scenario)
+    out = tmp / "out"
+    r = custody("sim", tmp / "scenario.toml", "--out", out)
+    assert r.returncode == 0, r.stderr + (out / "recorder.log").read_text()
+    return out
+
+
+def export(out: Path) -> list[Path]:
+    r = custody("export", out / "device", "--key", out / "keys" / "archive-secret.key",
+                "--out", out / "export")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return sorted((out / "export").iterdir())
+
+
+def decode(files: list[Path]) -> tuple[list[int], int]:
+    """Frame indices of every frame and the total audio samples, in file order."""
+    indices, samples = [], 0
+    for f in files:
+        with av.open(str(f)) as c:
+            indices += [read_frame_index(frame) for frame in c.decode(video=0)]
+        with av.open(str(f)) as c:
+            samples += sum(frame.samples for frame in c.decode(audio=0))
+    return indices, samples
+
+
+def ledger_bodies(out: Path) -> list:
+    return [parse_line(x).entry for x in split_lines((out / "device/ledger.jsonl").read_bytes())]
+
+
+def verify_json(store: Path) -> tuple[int, dict]:
+    r = custody("verify", store, "--json")
+    return r.returncode, json.loads(r.stdout)
+
+
+@contextmanager
+def recorder_on_sim(unit: Unit, **settings: object) -> Iterator[Recorder]:
+    """A Recorder (not yet started) for the unit's device on simulated hardware,
+    in this process (camera in a thread); closed, with its ledger, afterwards."""
+    config = RecorderConfig.from_toml("").with_overrides({
+        "device_id": DEVICE, "store": str(unit.store), "hardware": "sim",
+        "video": "320x180@10", "pre_record_seconds": 0, **settings})
+    with SimFactory(camera_isolation="thread") as hw:
+        ledger = LedgerWriter(unit.store, DEVICE, unit.device_key, entry_clock(hw.clock()))
+        recorder = Recorder(config, hw, ledger, unit.archive_public, trust=unit.trust)
+        try:
+            yield recorder
+        finally:
+            recorder.close()
+            ledger.close()
