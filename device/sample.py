@@ -3,8 +3,7 @@
 Used by ``custody demo``, the test vectors and the tests of protocol/ that
 need genuine sealed media: real H.264 + FLAC in fragmented MP4, sealed and
 appended exactly as the recorder does. Each frame carries its frame index in
-the top-left strip (32 cells of 16×16 pixels, most significant bit first,
-white = 1), the same code as the simulated camera.
+the top-left strip, drawn by the simulated camera's own code.
 """
 
 from __future__ import annotations
@@ -18,11 +17,11 @@ import numpy as np
 
 from device.ledger import LedgerWriter
 from device.sealer import SegmentSealer
+from hardware.sim.pattern import draw_frame_index
 from protocol.entries import Marker, RecordStart, RecordStop, Segment
 from protocol.envelope import SignedEntry
 
 AUDIO_RATE = 48_000
-CELL = 16
 
 
 class _Bytes:
@@ -37,10 +36,10 @@ class _Bytes:
 
 
 def frame_picture(index: int, width: int, height: int) -> np.ndarray:
-    """An RGB picture whose top-left strip encodes ``index`` (needs width >= 512)."""
-    img = np.full((height, width, 3), 128, np.uint8)
-    for bit in range(min(32, width // CELL)):
-        img[0:CELL, bit * CELL:(bit + 1) * CELL] = 255 if index >> (31 - bit) & 1 else 0
+    """An RGB picture carrying ``index`` the way the simulated camera does."""
+    luma = np.full((height, width), 128, np.uint8)
+    draw_frame_index(luma, index)  # the simulator's code: read_frame_index reads it back
+    img = np.repeat(luma[:, :, None], 3, axis=2)
     bar = (index * 4) % width  # something that moves, for a human looking at it
     img[height // 2:, bar:bar + 4] = (200, 40, 40)
     return img

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 
+from hardware.sim.pattern import read_frame_index
 from protocol.entries import Interruption
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import Unit
@@ -87,8 +88,8 @@ def test_export_writes_playable_segments_in_seq_order(unit: Unit, tmp_path: Path
         probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
                                 "-of", "csv=p=0", f], capture_output=True, text=True, check=True)
         assert probe.stdout.split() == ["h264", "flac"]
-    with av.open(str(files[0])) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 20
+    with av.open(str(files[1])) as c:  # the second segment: frames 20..39, in order
+        assert [read_frame_index(f) for f in c.decode(video=0)] == list(range(20, 40))
 
 
 def test_export_refuses_a_tampered_segment_by_name(unit: Unit, tmp_path: Path):
