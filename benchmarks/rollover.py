@@ -255,8 +255,8 @@ def recorder_check(seconds: float, pre_record: float) -> dict:
         load_signing_key,
     )
     from device.config import RecorderConfig
-    from device.ledger import LedgerWriter, system_clock
-    from device.recorder import Recorder, entry_clock
+    from device.ledger import LedgerWriter, entry_clock, system_clock
+    from device.recorder import Recorder
     from hardware.sim.factory import SimFactory
     from protocol.envelope import parse_line, split_lines
     from protocol.keys import ArchiveSecretKey

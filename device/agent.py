@@ -24,9 +24,9 @@ from typing import Any
 
 from device.config import ConfigError, RecorderConfig
 from device.control import ControlError, ControlServer, dispatch
-from device.ledger import LedgerWriter
+from device.ledger import LedgerWriter, entry_clock
 from device.receipts import ReceiptRefused
-from device.recorder import Recorder, State, entry_clock
+from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from hardware.factory import HardwareFactory, make_factory
 from protocol.keys import SigningKey

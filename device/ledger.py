@@ -14,12 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 from protocol.store_reader import LEDGER_NAME
+
+if TYPE_CHECKING:
+    from hardware.clock import Clock as DeviceClock
 
 Clock = Callable[[], EntryTime]
 
@@ -42,6 +46,19 @@ def system_clock(source: str = "ntp", synced: bool = True) -> Clock:
     def now() -> EntryTime:
         return EntryTime(utc_ns=time.time_ns(), clock_source=source, clock_synced=synced,
                          monotonic_ns=time.monotonic_ns(), boot_id=boot)
+
+    return now
+
+
+def entry_clock(clock: DeviceClock) -> Clock:
+    """Entry times from the device's clock: wall time with its sync state."""
+    boot = boot_id()
+
+    def now() -> EntryTime:
+        sync = clock.sync
+        return EntryTime(utc_ns=int(clock.now() * 1e9), clock_source=str(sync.source),
+                         clock_synced=sync.is_reference, monotonic_ns=time.monotonic_ns(),
+                         boot_id=boot)
 
     return now
 

@@ -62,7 +62,6 @@ from protocol.entries import (
     MARKER_PHASES,
     MIN_SPEECH_SECONDS,
     Body,
-    EntryTime,
     Exemption,
     Interruption,
     Marker,
@@ -101,19 +100,6 @@ ALLOWED = {
     State.RECORDING: {State.STANDBY, State.SHUTTING_DOWN},
     State.SHUTTING_DOWN: set(),
 }
-
-
-def entry_clock(clock: Clock) -> Callable[[], EntryTime]:
-    """Entry times from the device's clock: wall time with its sync state."""
-    boot = boot_id()
-
-    def now() -> EntryTime:
-        sync = clock.sync
-        return EntryTime(utc_ns=int(clock.now() * 1e9), clock_source=str(sync.source),
-                         clock_synced=sync.is_reference, monotonic_ns=time.monotonic_ns(),
-                         boot_id=boot)
-
-    return now
 
 
 # --- what travels through the capture queue ------------------------------------------

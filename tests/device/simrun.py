@@ -16,8 +16,8 @@ from pathlib import Path
 import av
 
 from device.config import RecorderConfig
-from device.ledger import LedgerWriter
-from device.recorder import Recorder, entry_clock
+from device.ledger import LedgerWriter, entry_clock
+from device.recorder import Recorder
 from hardware.sim.factory import SimFactory
 from hardware.sim.pattern import read_frame_index
 from protocol.envelope import parse_line, split_lines
