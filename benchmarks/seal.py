@@ -99,18 +99,30 @@ def limit_pass(work: Workload, archive_public: bytes) -> None:
         plain.digest(), stored.digest()
 
 
+JOURNAL_LINE = b"{" + b"x" * 400 + b"}\n"  # about a journal line's length
+
+
 def io_pass(work: Workload, folder: Path, run: int) -> None:
-    """The disk's share alone: the same bytes written, one fdatasync per fragment."""
+    """The medium's share alone: what sealing must make durable, without the crypto.
+
+    Per fragment: the bytes written and fdatasync'd, then a journal line
+    written and fdatasync'd (the sealer's durability rule, two flushes).
+    """
     fragment = work.plaintext[: len(work.plaintext) // work.fragments]
     for s in range(work.segments):
         fd = os.open(folder / f"io-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        journal = os.open(folder / f"io-{run}-{s}.journal",
+                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         for _ in range(work.fragments):
             view = memoryview(fragment)
             while view:
                 view = view[os.write(fd, view):]
             os.fdatasync(fd)
+            os.write(journal, JOURNAL_LINE)
+            os.fdatasync(journal)
         os.fsync(fd)
         os.close(fd)
+        os.close(journal)
 
 
 def best_mbps(n: int, size: int, fn: Callable[[int], None],

@@ -5,6 +5,8 @@ into. Plaintext never reaches the disk: bytes are encrypted to the archive's
 key (custody-seg/1) as they arrive, and both the plaintext and the stored
 bytes are hashed on the way. At each fragment end the open chunk is closed and
 the file fdatasync'd, so a power cut loses at most the fragment in flight.
+The flush runs on a thread of the sealer's own while the caller goes on
+encrypting the next fragment (see the class).
 
 The file lives in ``pending/`` while it is written and moves into ``media/``
 only when sealed; the caller then appends the ``segment`` entry.
@@ -56,13 +58,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device.ledger import fsync_dir
 from protocol.entries import MediaFile
-from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT, SCHEME, SegmentEncryptor
+from protocol.segment_crypto import (
+    MAX_CHUNK_PLAINTEXT,
+    SCHEME,
+    STORED_CHUNK_MAX,
+    SegmentEncryptor,
+)
 from protocol.store_reader import MEDIA_DIR
 
 if TYPE_CHECKING:  # the muxer (and PyAV) are not needed to seal bytes
@@ -103,15 +114,90 @@ def _json_line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _write_fully(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+@dataclass(frozen=True)
+class _Durable:
+    """In a stage's queue: make everything before it durable, then journal ``record``."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """In the writer's queue: the first ``size`` bytes of ``buffer`` are a stored chunk."""
+
+    buffer: bytearray
+    size: int
+
+
+_STOP = object()  # the last item a stage is given
+_IOV_MAX = 1024  # Linux's limit of buffers in one writev
+# Chunk buffers a sealer owns (64 KiB each). Reused, so encrypting never
+# touches fresh memory, and few, so a slow medium holds the caller back early.
+_CHUNK_BUFFERS = 8
+
+
+class _Stage:
+    """One step of the sealer's pipeline: a thread handling a queue's items in order.
+
+    Whatever is already waiting is taken together (``handle`` gets a list), so
+    a stage that fell behind catches up in fewer system calls. An exception
+    goes to ``on_failure`` and the stage goes on taking items, so whoever
+    puts never blocks on a dead thread.
+    """
+
+    def __init__(self, name: str, handle: Callable[[list[Any]], None],
+                 on_failure: Callable[[BaseException], None]):
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._handle, self._on_failure = handle, on_failure
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def finish(self) -> None:
+        """Return once everything put so far is handled and the thread has ended."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _IOV_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = batch[-1] is _STOP  # nothing is ever put after it
+            items = batch[:-1] if stop else batch
+            if items:
+                try:
+                    self._handle(items)
+                except BaseException as failure:  # noqa: BLE001 - handed to the sealer's caller
+                    self._on_failure(failure)
+            if stop:
+                return
+
+
+def _writev_fully(fd: int, parts: list[bytes | memoryview]) -> None:
+    """All of ``parts``, in order, in as few system calls as the kernel allows."""
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 class SegmentSealer:
     """A write-only, encrypting, hashing, journaled file for one segment.
+
+    Three steps overlap, each on a thread: the caller's hashes the plaintext
+    and encrypts it into one of a few reused buffers; a writer writes the
+    stored bytes and hashes them; a flusher makes each finished fragment
+    durable (fdatasync) and only then journals it. So the medium's flush of
+    one fragment overlaps the work on the next. :meth:`end_fragment` returns
+    once the fragment *before* is durable and journaled; :meth:`wait_durable`
+    waits for the last one too.
 
     >>> import tempfile
     >>> from protocol.keys import ArchiveSecretKey
@@ -123,6 +209,7 @@ class SegmentSealer:
     >>> sealer.write(b"moof+mdat bytes")
     15
     >>> sealer.end_fragment()   # the muxer's FragmentInfo, when there is one
+    >>> sealer.wait_durable()   # on the medium and journaled
     >>> sealer.close().plaintext_size
     15
     >>> sealer.journal.exists()
@@ -142,21 +229,33 @@ class SegmentSealer:
         self.journal = journal_path(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # The caller's side: the plaintext, its hash, the chunk being filled.
         self._plain = hashlib.sha256()
-        self._stored = hashlib.sha256()
         self._buffer = bytearray()
         self.plaintext_size = 0
-        self.size = 0
         self.fragments = 0
-        self._emit(self._encryptor.header)
-        self._journal_line({
+        # The writer's side: the stored bytes and their hash.
+        self._stored = hashlib.sha256()
+        self.size = 0
+        self._emit([self._encryptor.header])
+        self._journal_lines([{
             "journal": JOURNAL_FORMAT, "file": file, "codecs": self.codecs,
             "opened_monotonic_ns": time.monotonic_ns(), "context": self.context,
-        })
+        }])
         fsync_dir(pending)
+        # How many fragments are journaled, or what failed.
+        self._durable = threading.Condition()
+        self._durable_fragments = 0
+        self._failure: BaseException | None = None
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_CHUNK_BUFFERS):
+            self._free.put(bytearray(STORED_CHUNK_MAX))
+        self._flusher = _Stage(f"flush {file}", self._flush, self._fail)
+        self._writer = _Stage(f"write {file}", self._write, self._fail)
 
     # The muxer's sink interface: write() and end_fragment().
     def write(self, data: bytes) -> int:
+        self._raise_failure()
         view = memoryview(data).cast("B")
         self._plain.update(view)
         self.plaintext_size += len(view)
@@ -168,49 +267,118 @@ class SegmentSealer:
             view = view[room:]
             if len(self._buffer) < MAX_CHUNK_PLAINTEXT:
                 return len(data)
-            self._emit(self._encryptor.seal_chunk_parts(self._buffer))
+            self._seal_chunk(self._buffer)
             self._buffer = bytearray()
         while len(view) >= MAX_CHUNK_PLAINTEXT:
-            self._emit(self._encryptor.seal_chunk_parts(view[:MAX_CHUNK_PLAINTEXT]))
+            self._seal_chunk(view[:MAX_CHUNK_PLAINTEXT])
             view = view[MAX_CHUNK_PLAINTEXT:]
         self._buffer += view
         return len(data)
 
     def end_fragment(self, content: FragmentInfo | None = None) -> None:
-        """A whole fragment has been written: make it durable now, then journal it.
+        """A whole fragment has been written: make it durable, then journal it.
 
         ``content`` is the muxer's :class:`~device.muxer.FragmentInfo` for this
         fragment; without it the journal cannot say what the bytes hold and a
-        cut file is kept aside rather than sealed.
+        cut file is kept aside rather than sealed. Returns once the fragment
+        before this one is durable: at most one finished fragment is ever
+        waiting for the medium (in real time, for milliseconds of the next
+        fragment's second).
         """
+        self._raise_failure()
         if self._buffer:
-            self._emit(self._encryptor.seal_chunk_parts(self._buffer))
+            self._seal_chunk(self._buffer)
             self._buffer = bytearray()
-        os.fdatasync(self._fd)
-        # Only now, with the bytes on the medium, may the journal vouch for them.
-        self._journal_line({
-            "fragment": self.fragments, **self._sizes(),
-            "content": None if content is None else fragment_content(content),
-        })
-        self.fragments += 1
-
-    def _sizes(self) -> dict[str, Any]:
-        return {
-            "stored_size": self.size, "stored_sha256": self._stored.copy().hexdigest(),
-            "plaintext_size": self.plaintext_size,
+        self._writer.put(_Durable({
+            "fragment": self.fragments, "plaintext_size": self.plaintext_size,
             "plaintext_sha256": self._plain.copy().hexdigest(),
-            "written_monotonic_ns": time.monotonic_ns(),
-        }
+            "content": None if content is None else fragment_content(content),
+        }))
+        self.fragments += 1
+        self._wait_for(self.fragments - 1)
 
-    def _journal_line(self, record: dict[str, Any]) -> None:
-        _write_fully(self._journal_fd, _json_line(record))
-        os.fdatasync(self._journal_fd)
+    def wait_durable(self) -> None:
+        """Return once every fragment ended so far is on the medium and journaled."""
+        self._wait_for(self.fragments)
 
-    def _emit(self, stored: bytes | list[bytes]) -> None:
-        for part in stored if isinstance(stored, list) else (stored,):
-            _write_fully(self._fd, part)
+    def _seal_chunk(self, plaintext: bytes | bytearray | memoryview,
+                    final: bool = False) -> None:
+        buffer = self._free.get()  # waits while the writer is behind
+        self._raise_failure()
+        size = self._encryptor.seal_chunk_into(plaintext, buffer, final)
+        self._writer.put(_Chunk(buffer, size))
+
+    def _wait_for(self, fragments: int) -> None:
+        with self._durable:
+            self._durable.wait_for(
+                lambda: self._durable_fragments >= fragments or self._failure is not None)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, failure: BaseException) -> None:
+        with self._durable:
+            self._failure = self._failure or failure  # the first is the one to report
+            self._durable.notify_all()
+
+    def _write(self, items: list[_Chunk | _Durable]) -> None:
+        """The writer's step: chunks out in order, hashed; a fragment's end on to the flusher."""
+        chunks: list[_Chunk] = []
+        try:
+            for item in items:
+                if isinstance(item, _Chunk):
+                    chunks.append(item)
+                    continue
+                self._emit_chunks(chunks)
+                chunks = []
+                self._flusher.put(_Durable({  # only once its bytes are written
+                    **item.record, "stored_size": self.size,
+                    "stored_sha256": self._stored.copy().hexdigest()}))
+            self._emit_chunks(chunks)
+        finally:  # the buffers go back even after a failure: the caller must not wait
+            for chunk in chunks:
+                self._free.put(chunk.buffer)
+
+    def _emit_chunks(self, chunks: list[_Chunk]) -> None:
+        try:
+            if self._failure is None:
+                self._emit([memoryview(c.buffer)[:c.size] for c in chunks])
+        finally:
+            for chunk in chunks:
+                self._free.put(chunk.buffer)
+            chunks.clear()
+
+    def _emit(self, stored: list[bytes | memoryview]) -> None:
+        _writev_fully(self._fd, stored)
+        for part in stored:
             self._stored.update(part)
             self.size += len(part)
+
+    def _flush(self, items: list[_Durable]) -> None:
+        """The flusher's step: one flush makes these fragments durable; then journal them.
+
+        The writer hands a fragment's end over only once its bytes are written,
+        so the flush covers every byte the journal lines claim.
+        """
+        if self._failure is not None:
+            return
+        records = [item.record for item in items]
+        sealed = any(r.get("sealed") for r in records)
+        (os.fsync if sealed else os.fdatasync)(self._fd)
+        # The device never reads its footage back: let the kernel reuse these
+        # pages (cheaper than fresh ones) rather than fill memory with them.
+        os.posix_fadvise(self._fd, 0, records[-1]["stored_size"], os.POSIX_FADV_DONTNEED)
+        now = time.monotonic_ns()
+        self._journal_lines([{**r, "written_monotonic_ns": now} for r in records])
+        with self._durable:
+            self._durable_fragments += sum("fragment" in r for r in records)
+            self._durable.notify_all()
+
+    def _journal_lines(self, records: list[dict[str, Any]]) -> None:
+        _writev_fully(self._journal_fd, [_json_line(r) for r in records])
+        os.fdatasync(self._journal_fd)
 
     def close(self, keep_journal: bool = False) -> MediaFile:
         """Finish the file, move it into media/ and describe it for the entry.
@@ -219,14 +387,20 @@ class SegmentSealer:
         :meth:`release_journal`, which the caller calls once the ``segment``
         entry is appended: a cut in between is then recovered too.
         """
-        self._emit(self._encryptor.seal_chunk_parts(self._buffer, final=True))
+        self._raise_failure()
+        self._seal_chunk(self._buffer, final=True)
         self._buffer = bytearray()
-        os.fsync(self._fd)
-        os.close(self._fd)
         # Whole and durable: say so before moving it, so a cut from here on (or a
         # refused move) leaves a file that recovery seals whole, not cut short.
-        self._journal_line({"sealed": True, **self._sizes()})
-        os.close(self._journal_fd)
+        self._writer.put(_Durable({"sealed": True, "plaintext_size": self.plaintext_size,
+                                   "plaintext_sha256": self._plain.hexdigest()}))
+        try:
+            self._writer.finish()  # after it has handed the sealed line over
+            self._flusher.finish()
+            self._raise_failure()
+        finally:
+            os.close(self._fd)
+            os.close(self._journal_fd)
         media = self.store / MEDIA_DIR
         media.mkdir(exist_ok=True)
         os.link(self.path, media / self.file)  # fails rather than overwrite evidence

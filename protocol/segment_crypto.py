@@ -40,6 +40,14 @@ HEADER_SIZE = len(MAGIC) + 32 + 32
 MAX_CHUNK_PLAINTEXT = 64 * 1024
 TAG_SIZE = 16
 _LENGTH = struct.Struct(">I")
+STORED_CHUNK_MAX = _LENGTH.size + MAX_CHUNK_PLAINTEXT + TAG_SIZE
+
+
+def stored_chunk_size(plaintext_size: int) -> int:
+    """Bytes a chunk of ``plaintext_size`` takes in the file: length prefix, ciphertext, tag."""
+    return _LENGTH.size + plaintext_size + TAG_SIZE
+
+
 _INFO = b"custody-seg/1 payload key"
 
 
@@ -82,19 +90,35 @@ class SegmentEncryptor:
     def seal_chunk(self, plaintext: bytes | bytearray | memoryview,
                    final: bool = False) -> bytes:
         """The stored bytes of one chunk (length prefix + ciphertext)."""
-        return b"".join(self.seal_chunk_parts(plaintext, final))
+        out = bytearray(stored_chunk_size(len(plaintext)))
+        self.seal_chunk_into(plaintext, out, final)
+        return bytes(out)
 
-    def seal_chunk_parts(self, plaintext: bytes | bytearray | memoryview,
-                         final: bool = False) -> list[bytes]:
-        """The same as two pieces (length prefix, ciphertext), to write without joining."""
+    def seal_chunk_into(self, plaintext: bytes | bytearray | memoryview,
+                        out: bytearray | memoryview, final: bool = False) -> int:
+        """The same, written into ``out``; returns how many bytes of it are the chunk.
+
+        For a writer that reuses its buffers rather than allocating a chunk's
+        worth of fresh memory each time.
+
+        >>> enc = SegmentEncryptor(ArchiveSecretKey.generate().public_raw)
+        >>> enc.seal_chunk_into(b"abc", bytearray(STORED_CHUNK_MAX))
+        23
+        """
         if self._finished:
             raise ValueError("segment already finished")
         if len(plaintext) > MAX_CHUNK_PLAINTEXT:
             raise ValueError(f"a chunk holds at most {MAX_CHUNK_PLAINTEXT} bytes")
-        ct = self._aead.encrypt(_nonce(self._counter, final), plaintext, self.header)
+        size = stored_chunk_size(len(plaintext))
+        if len(out) < size:
+            raise ValueError(f"a chunk of {len(plaintext)} bytes needs {size} bytes of room")
+        view = memoryview(out)
+        _LENGTH.pack_into(view, 0, size - _LENGTH.size)
+        self._aead.encrypt_into(_nonce(self._counter, final), plaintext, self.header,
+                                view[_LENGTH.size:size])
         self._counter += 1
         self._finished = final
-        return [_LENGTH.pack(len(ct)), ct]
+        return size
 
     def seal(self, plaintext: bytes, final: bool = False) -> bytes:
         """Any amount of plaintext as one or more chunks."""

@@ -90,7 +90,8 @@ def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
                          on_fragment_end=fragment_end)
     for _, kind, item in capture_events(frames, blocks):
         (muxer.add_video if kind == 0 else muxer.add_audio)(item)
-    muxer.close()  # its last fragment is journaled; the sealer is never closed
+    muxer.close()
+    sealer.wait_durable()  # its last fragment is journaled; the sealer is never closed
     return fragments
 
 
@@ -268,6 +269,7 @@ def test_a_cut_voice_note_is_kept_aside_without_declaring_anything(
                            codecs={"audio": "flac"}, context={"kind": "voice_note"})
     sealer.write(b"flac" * 1000)
     sealer.end_fragment(FragmentInfo(0, 0, 4000, total_audio_samples=4608))
+    sealer.wait_durable()
     before = sealer.path.read_bytes()
 
     assert recover_pending(tmp_path) == []

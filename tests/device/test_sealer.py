@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ def test_each_journal_line_vouches_for_durable_bytes_and_says_what_they_hold(
 
     def fragment_end(fragment: FragmentInfo) -> None:
         tap.on_fragment_end(fragment)
+        sealer.wait_durable()  # end_fragment itself waits only for the fragment before
         snapshots.append((fragment, journal_lines(journal)[-1], sealer.path.read_bytes()))
 
     muxer = SegmentMuxer(tap, width=WIDTH, height=HEIGHT, fps=FPS,
@@ -110,6 +112,7 @@ def test_end_fragment_without_content_still_makes_the_bytes_durable(
     sealer = SegmentSealer(tmp_path, "plain.cseg", archive.public_raw)
     sealer.write(b"x" * 70_000)  # more than one chunk
     sealer.end_fragment()
+    sealer.wait_durable()
     header, line = journal_lines(sealer.journal)
     assert header["context"] == {}
     assert line["content"] is None and line["stored_size"] == os.path.getsize(sealer.path)
@@ -145,3 +148,58 @@ def test_sealing_never_overwrites_media(archive: ArchiveSecretKey, tmp_path: Pat
         sealer.close()
     assert (tmp_path / "media" / NAME).read_bytes() == b"earlier evidence"
     assert sealer.path.exists()  # the new file stays in pending/, not lost
+
+
+class FailingMedium(SegmentSealer):
+    """A medium that refuses every write once ``full`` is set, as a full card does."""
+
+    full = False
+
+    def _emit(self, stored: list) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super()._emit(stored)
+
+
+def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = FailingMedium(tmp_path, NAME, archive.public_raw)
+    sealer.write(b"a" * 100_000)
+    sealer.end_fragment()
+    sealer.wait_durable()
+    sealer.full = True
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(100):  # the writer's failure shows at the caller's next step
+            sealer.write(b"b" * 100_000)
+            sealer.end_fragment()
+    with pytest.raises(OSError, match="No space"):
+        sealer.close()
+    # What reached the medium stays, journaled, for recovery to seal.
+    header, line = journal_lines(sealer.journal)
+    assert line["plaintext_size"] == 100_000
+    assert decrypt_segment(sealer.path.read_bytes(), archive).plaintext[:100_000] == (
+        b"a" * 100_000)
+
+
+class SlowFlush(SegmentSealer):
+    """A medium whose flush takes 0.2 s."""
+
+    def _flush(self, items: list) -> None:
+        time.sleep(0.2)
+        super()._flush(items)
+
+
+def test_end_fragment_holds_the_caller_until_the_fragment_before_is_durable(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = SlowFlush(tmp_path, NAME, archive.public_raw)
+    for number in range(4):
+        sealer.write(bytes([number]) * 80_000)
+        sealer.end_fragment()
+        journaled = [line["fragment"] for line in journal_lines(sealer.journal)[1:]]
+        # Never more than the fragment just ended waits for the medium.
+        assert journaled[: number] == list(range(number)), journaled
+    sealer.wait_durable()
+    assert [line["fragment"] for line in journal_lines(sealer.journal)[1:]] == [0, 1, 2, 3]
+    assert sealer.close().plaintext_size == 320_000
