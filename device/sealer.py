@@ -257,7 +257,6 @@ class SegmentSealer:
     def write(self, data: bytes) -> int:
         self._raise_failure()
         view = memoryview(data).cast("B")
-        self._plain.update(view)
         self.plaintext_size += len(view)
         # Whole chunks are sealed straight from the caller's bytes; only the
         # rest waits in the buffer (no copying in and shifting out).
@@ -305,6 +304,7 @@ class SegmentSealer:
                     final: bool = False) -> None:
         buffer = self._free.get()  # waits while the writer is behind
         self._raise_failure()
+        self._plain.update(plaintext)  # every byte passes here once, in order
         size = self._encryptor.seal_chunk_into(plaintext, buffer, final)
         self._writer.put(_Chunk(buffer, size))
 
