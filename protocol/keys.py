@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -42,23 +43,43 @@ def verification_key(public_hex: str) -> SSlibKey:
     return SSlibKey(fingerprint(raw), "ed25519", "ed25519", {"public": public_hex})
 
 
-def _load_private(pem: bytes, kind: type, name: str) -> object:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as e:
-        raise ProtocolError("not a PEM private key") from e
-    if not isinstance(key, kind):
-        raise ProtocolError(f"not an {name} private key")
-    return key
+class _PrivateKey:
+    """What both private keys share: made fresh, kept as PKCS#8 PEM, a raw public half.
 
+    A subclass is a frozen dataclass with one field, ``private``, and names
+    its algorithm; the PEM it loads must be of that algorithm.
+    """
 
-def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    _algorithm: ClassVar[type[Ed25519PrivateKey] | type[X25519PrivateKey]]
+    _algorithm_name: ClassVar[str]
+    private: Ed25519PrivateKey | X25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Self:
+        return cls(cls._algorithm.generate())
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> Self:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as e:
+            raise ProtocolError("not a PEM private key") from e
+        if not isinstance(key, cls._algorithm):
+            raise ProtocolError(f"not an {cls._algorithm_name} private key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+
+    @property
+    def public_raw(self) -> bytes:
+        return raw_public(self.private.public_key())
 
 
 @dataclass(frozen=True)
-class SigningKey:
+class SigningKey(_PrivateKey):
     """An Ed25519 private key with its key id; signs DSSE envelopes.
 
     >>> key = SigningKey.generate()
@@ -66,22 +87,9 @@ class SigningKey:
     64
     """
 
+    _algorithm = Ed25519PrivateKey
+    _algorithm_name = "Ed25519"
     private: Ed25519PrivateKey
-
-    @classmethod
-    def generate(cls) -> SigningKey:
-        return cls(Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_pem(cls, pem: bytes) -> SigningKey:
-        return cls(_load_private(pem, Ed25519PrivateKey, "Ed25519"))  # type: ignore[arg-type]
-
-    def to_pem(self) -> bytes:
-        return _private_pem(self.private)
-
-    @property
-    def public_raw(self) -> bytes:
-        return raw_public(self.private.public_key())
 
     @property
     def public_hex(self) -> str:
@@ -99,25 +107,12 @@ class SigningKey:
 
 
 @dataclass(frozen=True)
-class ArchiveSecretKey:
+class ArchiveSecretKey(_PrivateKey):
     """The archive's X25519 private key: the only key that decrypts segments."""
 
+    _algorithm = X25519PrivateKey
+    _algorithm_name = "X25519"
     private: X25519PrivateKey
-
-    @classmethod
-    def generate(cls) -> ArchiveSecretKey:
-        return cls(X25519PrivateKey.generate())
-
-    @classmethod
-    def from_pem(cls, pem: bytes) -> ArchiveSecretKey:
-        return cls(_load_private(pem, X25519PrivateKey, "X25519"))  # type: ignore[arg-type]
-
-    def to_pem(self) -> bytes:
-        return _private_pem(self.private)
-
-    @property
-    def public_raw(self) -> bytes:
-        return raw_public(self.private.public_key())
 
     @property
     def fingerprint(self) -> str:
