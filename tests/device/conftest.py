@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
+from device.muxer import FragmentInfo
 from hardware.frames import AudioBlock, VideoFrame
 
 WIDTH, HEIGHT, FPS = 320, 180, 15
@@ -124,3 +125,36 @@ def pcm() -> np.ndarray:
     t = np.arange(int(8.5 * AUDIO_RATE)) / AUDIO_RATE
     tone = 6000 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 800, t.size)
     return np.clip(tone, -32768, 32767).astype(np.int16)
+
+
+@dataclass
+class StrictSink:
+    """The muxer's sink in tests: keeps what it is given; notes any call a stream writer
+    must not make (seek, tell, seekable and flush are there so a writer would find them)."""
+
+    data: bytearray = field(default_factory=bytearray)
+    forbidden_calls: list[str] = field(default_factory=list)
+    fragment_ends: list[FragmentInfo] = field(default_factory=list)
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def on_fragment_end(self, fragment: FragmentInfo) -> None:
+        assert fragment.end_offset == len(self.data)  # signalled after its last byte
+        self.fragment_ends.append(fragment)
+
+    def seek(self, *args: object) -> int:
+        self.forbidden_calls.append("seek")
+        return 0
+
+    def tell(self) -> int:
+        self.forbidden_calls.append("tell")
+        return len(self.data)
+
+    def seekable(self) -> bool:
+        self.forbidden_calls.append("seekable")
+        return True
+
+    def flush(self) -> None:
+        self.forbidden_calls.append("flush")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from device.muxer import (
-    FragmentInfo,
     Segmenter,
     SegmentMuxer,
     SegmentSummary,
@@ -28,6 +27,7 @@ from tests.device.conftest import (
     HEIGHT,
     WIDTH,
     EncodedClip,
+    StrictSink,
     audio_blocks,
     read_counter,
 )
@@ -36,38 +36,8 @@ VIDEO = {"width": WIDTH, "height": HEIGHT, "fps": FPS}
 
 
 @dataclass
-class RecordingSink:
-    """A sink that keeps what it is given and notes any call a stream writer must not make."""
-
-    data: bytearray = field(default_factory=bytearray)
-    forbidden_calls: list[str] = field(default_factory=list)
-    fragment_ends: list[FragmentInfo] = field(default_factory=list)
-    signalled_before_close: int = 0
-
-    def write(self, chunk: bytes) -> int:
-        self.data += chunk
-        return len(chunk)
-
-    def on_fragment_end(self, fragment: FragmentInfo) -> None:
-        # The signal must come after the fragment's last byte has reached the sink.
-        assert fragment.end_offset == len(self.data)
-        self.fragment_ends.append(fragment)
-
-    # Present on purpose, so a muxer that looked for them would find and call them.
-    def seek(self, *args: object) -> int:
-        self.forbidden_calls.append("seek")
-        return 0
-
-    def tell(self) -> int:
-        self.forbidden_calls.append("tell")
-        return len(self.data)
-
-    def seekable(self) -> bool:
-        self.forbidden_calls.append("seekable")
-        return True
-
-    def flush(self) -> None:
-        self.forbidden_calls.append("flush")
+class RecordingSink(StrictSink):
+    signalled_before_close: int = 0  # fragment ends signalled before close()
 
 
 @dataclass

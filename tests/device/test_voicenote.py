@@ -6,7 +6,6 @@ import doctest
 import io
 import json
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -15,7 +14,6 @@ import pytest
 
 import device.voicenote
 from daemon.export import export_store
-from device.muxer import FragmentInfo
 from device.voicenote import VoiceNoteSummary, VoiceNoteWriter, seal_voice_note
 from hardware.frames import AudioBlock
 from protocol.entries import Interruption, RecordStart, RecordStop, Resume, VoiceNote
@@ -23,6 +21,7 @@ from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import decrypt_segment
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import OFFICER, Unit
+from tests.device.conftest import StrictSink
 from tests.device.test_vad import _sim_capture, espeak_speech
 
 RATE = 48_000
@@ -41,38 +40,6 @@ def spoken_note() -> np.ndarray:
     """Half a second of quiet, an espeak-ng sentence, half a second of quiet."""
     quiet = np.zeros(RATE // 2, np.int16)
     return np.concatenate([quiet, espeak_speech(), quiet])
-
-
-@dataclass
-class StrictSink:
-    """Keeps what it is given; notes any call a stream writer must not make."""
-
-    data: bytearray = field(default_factory=bytearray)
-    forbidden_calls: list[str] = field(default_factory=list)
-    fragments: list[FragmentInfo] = field(default_factory=list)
-
-    def write(self, chunk: bytes) -> int:
-        self.data += chunk
-        return len(chunk)
-
-    def on_fragment_end(self, fragment: FragmentInfo) -> None:
-        assert fragment.end_offset == len(self.data)  # signalled after its last byte
-        self.fragments.append(fragment)
-
-    def seek(self, *args: object) -> int:
-        self.forbidden_calls.append("seek")
-        return 0
-
-    def tell(self) -> int:
-        self.forbidden_calls.append("tell")
-        return len(self.data)
-
-    def seekable(self) -> bool:
-        self.forbidden_calls.append("seekable")
-        return True
-
-    def flush(self) -> None:
-        self.forbidden_calls.append("flush")
 
 
 def decode(mp4: bytes) -> np.ndarray:
@@ -196,11 +163,11 @@ def test_fragments_are_at_most_a_second_and_the_sink_is_only_appended_to() -> No
     pcm = spoken_note()
     sink, summary = write_note(pcm)
     assert sink.forbidden_calls == []
-    assert summary.fragments == len(sink.fragments) >= 4
-    assert all(f.audio_samples <= RATE for f in sink.fragments)  # <= 1 s each
-    assert sum(f.audio_samples for f in sink.fragments) == len(pcm)
-    assert [f.index for f in sink.fragments] == list(range(len(sink.fragments)))
-    last = sink.fragments[-1]
+    assert summary.fragments == len(sink.fragment_ends) >= 4
+    assert all(f.audio_samples <= RATE for f in sink.fragment_ends)  # <= 1 s each
+    assert sum(f.audio_samples for f in sink.fragment_ends) == len(pcm)
+    assert [f.index for f in sink.fragment_ends] == list(range(len(sink.fragment_ends)))
+    last = sink.fragment_ends[-1]
     assert last.total_audio_samples == len(pcm)
     assert last.first_sample_us == FIRST_US
     assert last.last_sample_us == FIRST_US + round((len(pcm) - 1) * 1_000_000 / RATE)
@@ -211,7 +178,7 @@ def test_fragments_are_at_most_a_second_and_the_sink_is_only_appended_to() -> No
 def test_a_power_cut_keeps_every_sample_before_the_last_fragment_end() -> None:
     pcm = spoken_note()
     sink, _ = write_note(pcm)
-    for fragment in sink.fragments[:3]:
+    for fragment in sink.fragment_ends[:3]:
         prefix = decode(bytes(sink.data[: fragment.end_offset]))
         assert len(prefix) == fragment.total_audio_samples
         assert np.array_equal(prefix, pcm[: len(prefix)])
