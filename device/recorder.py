@@ -24,6 +24,8 @@ blocks capture::
 
 Every stop that is not the officer's normal stop is an ``interruption`` with
 its reason — a full capture queue (``other``, detected by ``queue_overflow``),
+frames or audio the camera or microphone itself lost (``camera_fault`` /
+``mic_fault``, detected by ``frame_index`` / ``audio_overflow``),
 low battery, full storage, a power cut or crash found at the next start, or
 one the officer declares — and the next start prompts for a voice note.
 """
@@ -85,6 +87,7 @@ MENU_SECONDS = 3.0  # after the last press, a choice made with the function butt
 EXEMPTION_MEMO_SECONDS = 20.0
 CAMERA_TIMEOUT_S = 1.0  # no frame for this long while recording: a camera fault
 MIC_TIMEOUT_S = 1.0  # no audio for this long while recording: a microphone fault
+AUDIO_FOLLOWS_ON_US = 1_000  # a block this close to the last one's end follows on
 
 
 class State(StrEnum):
@@ -132,9 +135,13 @@ class _Interrupt:
 
 @dataclass
 class _Overflow:
+    """Capture lost before the mux thread saw it: end the span, declare the gap."""
+
     cut_us: int
     dropped_frames: int
     dropped_samples: int
+    reason: str = "other"
+    detected_by: str = "queue_overflow"  # our capture queue; or the source's own loss
 
 
 @dataclass
@@ -223,7 +230,8 @@ class RecorderStats:
     bytes_sealed: int = 0
     dropped_frames: int = 0
     dropped_samples: int = 0
-    overflows: int = 0
+    overflows: int = 0  # of the capture queue
+    source_losses: int = 0  # capture the camera or microphone itself lost
     refused_transitions: int = 0
     prompts: int = 0
     voice_notes: int = 0
@@ -270,6 +278,8 @@ class Recorder:
         self._route_lock = threading.RLock()  # state changes vs. capture routing
         self._prerecord = PreRecordBuffer(config.pre_record_seconds, config.pre_record_audio)
         self._overflow: _Overflow | None = None
+        self._last_frame_index: int | None = None  # to see the camera skip frames
+        self._mic_overflows = 0  # the microphone's count of lost blocks, as last read
         self._memo: _Memo | None = None
         self._menu: _FunctionMenu | None = None
         self._interrupt_reason: str | None = None  # armed by the officer (function button)
@@ -725,15 +735,20 @@ class Recorder:
     def _route(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
         end_memo = False
         with self._route_lock:
+            loss = self._source_loss(item)
             if isinstance(item, AudioBlock):
                 if self._mic_watch.seen(item.end_us):
                     log.warning("microphone delivers again: audio resumes")
+                    loss = None  # the silence is declared already (mic_fault)
             elif self._camera_watch.seen(at_us):
                 log.warning("camera delivers again: video resumes")
+                loss = None  # the silence is declared already (camera_fault)
                 if self.state == State.RECORDING:
                     self._capture_q.put(_CameraBack())
                     assert self.camera is not None
                     self.camera.request_keyframe()
+            if loss is not None and self.state == State.RECORDING:
+                self._declare_source_loss(loss)
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
@@ -747,6 +762,50 @@ class Recorder:
                 self._queue_capture(item, at_us)
         if end_memo:
             self._end_memo()
+
+    def _source_loss(self, item: VideoFrame | AudioBlock) -> _Overflow | None:
+        """What the source itself lost just before ``item``, as a gap to declare.
+
+        The camera numbers frames by capture time, so a frame it skipped (sensor,
+        encoder or its own queue) shows as a jump in the index; the microphone
+        counts the blocks it could not deliver. Either is capture that no
+        segment will hold: never a silent hole.
+        """
+        if isinstance(item, VideoFrame):
+            last, self._last_frame_index = self._last_frame_index, item.index
+            if last is None or item.index <= last + 1:
+                return None
+            lost = item.index - last - 1
+            period_us = 1_000_000 // self.config.fps
+            return _Overflow(item.timestamp_us - lost * period_us, lost, 0,
+                             reason="camera_fault", detected_by="frame_index")
+        assert self.microphone is not None
+        if self.microphone.overflows == self._mic_overflows:
+            return None
+        # Blocks queued before the loss still follow on; the first that does not
+        # (its clock anchored afresh) is where the audio was lost.
+        previous_end_us = self._mic_watch.last_us
+        jump_us = item.timestamp_us - previous_end_us
+        if abs(jump_us) <= AUDIO_FOLLOWS_ON_US:
+            return None
+        self._mic_overflows = self.microphone.overflows
+        lost = max(0, jump_us * item.rate // 1_000_000)
+        return _Overflow(previous_end_us, 0, lost, reason="mic_fault",
+                         detected_by="audio_overflow")
+
+    def _declare_source_loss(self, loss: _Overflow) -> None:
+        """Close the span at the loss, like an overflow of our own queue."""
+        self.stats.source_losses += 1
+        self.stats.dropped_frames += loss.dropped_frames
+        self.stats.dropped_samples += loss.dropped_samples
+        log.error("%s lost capture (%s): %d frames, about %d samples; the gap will be declared",
+                  "camera" if loss.reason == "camera_fault" else "microphone",
+                  loss.detected_by, loss.dropped_frames, loss.dropped_samples)
+        if self._overflow is None:
+            self._overflow = loss
+        else:  # already ending the span: the gap only grows
+            self._overflow.dropped_frames += loss.dropped_frames
+            self._overflow.dropped_samples += loss.dropped_samples
 
     def _queue_capture(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
         if self._overflow is not None:
@@ -904,7 +963,7 @@ class Recorder:
 
     def _declare_overflow(self, rec: _Recording, overflow: _Overflow) -> None:
         cut = self.append(Interruption(
-            reason="other", detected_by="queue_overflow",
+            reason=overflow.reason, detected_by=overflow.detected_by,
             cut_utc_ns=overflow.cut_us * 1000 + rec.utc_offset_ns, recording=rec.seq))
         self.append(Resume(interruption=cut.entry.seq, recording=rec.seq))
         log.error("declared a gap: %d frames and %d samples dropped", overflow.dropped_frames,
@@ -958,6 +1017,7 @@ class Recorder:
             "recording": self.recording, "segments_sealed": s.segments_sealed,
             "bytes_sealed": s.bytes_sealed, "dropped_frames": s.dropped_frames,
             "dropped_samples": s.dropped_samples, "overflows": s.overflows,
+            "source_losses": s.source_losses,
             "refused_transitions": s.refused_transitions,
             "press_to_frame_ms": s.press_to_frame_ms[-1] if s.press_to_frame_ms else None,
             "capture_queue": self._capture_q.qsize(), "seal_queue": self._seal_q.qsize(),

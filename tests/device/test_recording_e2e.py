@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from device.recorder import State
+from daemon.export import export_store
+from device.recorder import Recorder, State
 from device.sealer import SegmentSealer
 from tests.conftest import Unit
 from tests.device.simrun import (
@@ -205,6 +207,70 @@ def test_slow_disk_is_a_declared_fault_not_a_silent_drop(unit: Unit):
     assert cuts, report.findings
     assert all(g.declared for g in report.gaps) and report.gaps
     assert not report.errors, report.errors  # declared, so intact (though unexplained)
+
+
+def small_buffers(recorder: Recorder, *, frames: int | None = None,
+                  blocks: int | None = None) -> None:
+    """Give the recorder a camera or microphone that buffers only a few items."""
+    hw = recorder.hardware
+    camera, microphone = hw.camera, hw.microphone
+    if frames is not None:
+        hw.camera = lambda **settings: camera(queue_frames=frames, **settings)
+    if blocks is not None:
+        hw.microphone = lambda config, backend=None: microphone(
+            replace(config, queue_blocks=blocks), backend)
+
+
+def stall_capture(recorder: Recorder, seconds: float) -> None:
+    """The agent starved for a moment: nothing reads the camera or the microphone."""
+    with recorder._route_lock:
+        time.sleep(seconds)
+
+
+def exported_frame_indices(unit: Unit, out: Path) -> list[list[int]]:
+    """Each exported segment's frame indices, in ledger order."""
+    files = [r.out for r in export_store(unit.store, unit.trust, unit.archive, out)]
+    return [decode([f])[0] for f in files if f is not None]
+
+
+@pytest.mark.parametrize("source", ["camera", "microphone"])
+def test_capture_a_source_itself_loses_is_a_declared_gap(unit: Unit, tmp_path: Path,
+                                                         source: str):
+    """Frames the camera skips or audio the microphone drops never hide inside a segment."""
+    with recorder_on_sim(unit, segment_seconds=1) as recorder:
+        if source == "camera":
+            small_buffers(recorder, frames=1)
+        else:
+            small_buffers(recorder, blocks=2)
+        recorder.start()
+        recorder.start_recording("button")
+        time.sleep(2)
+        stall_capture(recorder, 0.6)  # shorter than the silence that is a fault
+        time.sleep(2)
+        recorder.stop_recording("button")
+        assert recorder.wait_idle(30)
+    assert recorder.stats.source_losses >= 1
+    reason, detected_by = (("camera_fault", "frame_index") if source == "camera"
+                           else ("mic_fault", "audio_overflow"))
+    entries = [e.entry for e in unit.entries()]
+    [cut] = [e.body for e in entries if e.kind == "interruption"]
+    assert (cut.reason, cut.detected_by) == (reason, detected_by)
+    segments = [e.body for e in entries if e.kind == "segment"]
+    assert {s.span for s in segments} == {0, 1}
+    for s in segments:
+        if s.span == 0 and source == "camera":  # the span ends at the first lost frame
+            assert s.last_capture_utc_ns < cut.cut_utc_ns
+        elif s.span == 0:  # video may go on a moment; the audio stops at the loss
+            audio_end_ns = s.first_capture_utc_ns + s.audio_samples * 10**9 // s.audio_rate
+            assert audio_end_ns <= cut.cut_utc_ns + 25_000_000
+        else:
+            assert s.first_capture_utc_ns >= cut.cut_utc_ns
+    report = unit.verify()
+    assert all(g.declared for g in report.gaps)
+    assert not report.errors, report.errors
+    # From the outside: no segment holds a jump in the frame index.
+    for indices in exported_frame_indices(unit, tmp_path / "export"):
+        assert indices == list(range(indices[0], indices[0] + len(indices)))
 
 
 def test_illegal_transitions_are_refused_not_fatal(unit: Unit):
