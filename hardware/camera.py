@@ -15,16 +15,15 @@ as a jump in ``VideoFrame.index`` - exactly as a dropped sensor frame would.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hardware.frames import VideoFrame
+from hardware.source import CaptureSource
 
 if TYPE_CHECKING:
     from hardware.board import CameraSettings
@@ -82,7 +81,7 @@ class CameraConfig:
         return epoch_us + index * 1_000_000 // self.fps
 
 
-class Camera(ABC):
+class Camera(CaptureSource[VideoFrame]):
     """A source of encoded video frames. Subclasses feed :meth:`_deliver`.
 
     ``epoch_us`` anchors the frame index (frame periods since the epoch); by default
@@ -90,29 +89,19 @@ class Camera(ABC):
     continues the count and time without capture shows as a jump.
     """
 
+    _kind = "camera"
+
     def __init__(self, config: CameraConfig, *, epoch_us: int | None = None) -> None:
         self.config = config
         self.epoch_us = monotonic_us() if epoch_us is None else epoch_us
-        self._queue: queue.Queue[VideoFrame | None] = queue.Queue(config.queue_frames)
-        self._lock = threading.Lock()
-        self._active = False
-        self._closed = False
+        super().__init__(config.queue_frames)
         self._last_index: int | None = None
         self._dropped = 0
         self._overflowed = 0
         self._delivered = 0
         self._officer_id = config.officer_id
 
-    # -- the public vocabulary -------------------------------------------------
-
-    @property
-    def is_active(self) -> bool:
-        """True while the camera is capturing."""
-        return self._active
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    # -- the public vocabulary (and start/stop/close/read from CaptureSource) ---
 
     @property
     def dropped_frames(self) -> int:
@@ -133,62 +122,13 @@ class Camera(ABC):
         self._officer_id = value
         self._overlay_changed()
 
-    def start(self) -> None:
-        """Start capturing. Frames arrive through :meth:`read` / :meth:`frames`."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("camera is closed")
-            if self._active:
-                return
-            # Frames left from an earlier run stay readable; the stop marker does not.
-            self._drain_markers()
-            # A gap between runs is a stop, not a loss: don't count it as dropped.
-            self._last_index = None
-            self._start()
-            self._active = True
-
-    def stop(self) -> None:
-        """Stop capturing; frames already captured stay readable."""
-        with self._lock:
-            if not self._active:
-                return
-            self._active = False
-            self._stop()
-            self._put_marker()
-
-    def close(self) -> None:
-        """Stop and release the device. Safe to call twice."""
-        self.stop()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._close()
-
     def request_keyframe(self) -> None:
         """Make the next frame an IDR (e.g. at the start of a segment)."""
         self._request_keyframe()
 
-    def read(self, timeout: float | None = None) -> VideoFrame | None:
-        """The next frame, or None on timeout or when the camera has stopped."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        return item
-
     def frames(self, timeout: float = 1.0) -> Iterator[VideoFrame]:
         """Iterate over frames until the camera stops (or ``timeout`` passes with none)."""
-        while True:
-            frame = self.read(timeout)
-            if frame is None:
-                return
-            yield frame
-
-    def __enter__(self) -> Camera:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._items(timeout)
 
     def __repr__(self) -> str:
         c = self.config
@@ -211,31 +151,9 @@ class Camera(ABC):
         else:
             self._delivered += 1
 
-    def _put_marker(self) -> None:
-        # A None wakes a reader blocked in read() when the camera stops.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-
-    def _drain_markers(self) -> None:
-        kept = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                kept.append(item)
-        for item in kept:
-            self._queue.put_nowait(item)
-
-    @abstractmethod
-    def _start(self) -> None: ...
-
-    @abstractmethod
-    def _stop(self) -> None: ...
-
-    def _close(self) -> None:
-        return None  # nothing to release by default
+    def _prepare(self) -> None:
+        # A gap between runs is a stop, not a loss: don't count it as dropped.
+        self._last_index = None
 
     @abstractmethod
     def _request_keyframe(self) -> None: ...

@@ -19,10 +19,7 @@ Backends: :class:`SoundDeviceMicrophone` (PortAudio, the default) and
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import threading
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +28,7 @@ import numpy as np
 
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock
+from hardware.source import CaptureSource
 
 if TYPE_CHECKING:
     from hardware.board import AudioSettings
@@ -137,21 +135,16 @@ class SampleClock:
         return stamp
 
 
-class Microphone(ABC):
+class Microphone(CaptureSource[AudioBlock]):
     """A source of :class:`AudioBlock`. Subclasses call :meth:`_deliver`."""
+
+    _kind = "microphone"
 
     def __init__(self, config: MicrophoneConfig | None = None) -> None:
         self.config = config or MicrophoneConfig()
-        self._queue: queue.Queue[AudioBlock | None] = queue.Queue(self.config.queue_blocks)
-        self._lock = threading.Lock()
-        self._active = False
-        self._closed = False
+        super().__init__(self.config.queue_blocks)
         self.clock = self._new_clock()
         self.overflows = 0  # blocks lost: by the device or by a full queue
-
-    @property
-    def is_active(self) -> bool:
-        return self._active
 
     @property
     def resyncs(self) -> int:
@@ -161,51 +154,8 @@ class Microphone(ABC):
     def rate(self) -> int:
         return self.config.rate
 
-    def start(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("microphone is closed")
-            if self._active:
-                return
-            self.clock = self._new_clock()
-            self._start()
-            self._active = True
-
-    def stop(self) -> None:
-        with self._lock:
-            if not self._active:
-                return
-            self._active = False
-            self._stop()
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)  # wake a blocked reader
-
-    def close(self) -> None:
-        self.stop()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._close()
-
-    def read(self, timeout: float | None = None) -> AudioBlock | None:
-        """The next block, or None on timeout or once stopped."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
     def blocks(self, timeout: float = 1.0) -> Iterator[AudioBlock]:
-        while True:
-            block = self.read(timeout)
-            if block is None:
-                return
-            yield block
-
-    def __enter__(self) -> Microphone:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._items(timeout)
 
     def _new_clock(self) -> SampleClock:
         return SampleClock(self.config.rate, self.config.resync_us)
@@ -220,14 +170,8 @@ class Microphone(ABC):
                 self.overflows += 1
                 self.clock.break_continuity()
 
-    @abstractmethod
-    def _start(self) -> None: ...
-
-    @abstractmethod
-    def _stop(self) -> None: ...
-
-    def _close(self) -> None:
-        return None  # nothing to release by default
+    def _prepare(self) -> None:
+        self.clock = self._new_clock()  # each run anchors its timestamps afresh
 
 
 def _capture_time_us(now_us: int, adc_time: float, current_time: float, stream_s: float) -> int:
