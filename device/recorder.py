@@ -152,6 +152,13 @@ class _CameraFault:
 
 
 @dataclass
+class _Barrier:
+    """Passed once everything queued before it is muxed and sealed (``wait_idle``)."""
+
+    passed: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class _CameraBack:
     pass
 
@@ -289,8 +296,6 @@ class Recorder:
         self._utc_offset_ns = self._current_offset_ns()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._idle = threading.Event()  # the pipeline has sealed everything queued
-        self._idle.set()
         self._battery = BatteryWatch(config.battery_low_minutes, config.battery_critical_minutes)
         self._storage_watch = StorageWatch(
             reserve_bytes=config.storage_reserve_bytes + voice_note_reserve_bytes(
@@ -361,8 +366,19 @@ class Recorder:
         return self.state != State.SHUTTING_DOWN and all(t.is_alive() for t in self._threads)
 
     def wait_idle(self, timeout: float = 30) -> bool:
-        """Wait until everything queued is sealed (tests, shutdown)."""
-        return self._idle.wait(timeout)
+        """Wait until everything captured so far is muxed and sealed (tests, shutdown).
+
+        A barrier goes through both queues behind what is already in them; when
+        the seal thread reaches it, all before it is sealed and in the ledger.
+        """
+        if not all(t.is_alive() for t in self._threads) or not self._threads:
+            return True  # no pipeline running: nothing is in flight
+        barrier = _Barrier()
+        try:
+            self._capture_q.put(barrier, timeout=timeout)
+        except queue.Full:
+            return False
+        return barrier.passed.wait(timeout)
 
     def recover_cut(self) -> None:
         """After a power cut or crash: seal the cut segment, declare the cut.
@@ -463,7 +479,6 @@ class Recorder:
                 watch.rearm()
             frames, blocks = self._prerecord.drain()
             self.recording = seq
-            self._idle.clear()
             self._capture_q.put(_Start(seq, span, index, offset, frames, blocks, press_us))
         self._signal("recording_started", red=True)
         log.info("recording %d span %d started (%d pre-record frames)", seq, span, len(frames))
@@ -872,6 +887,8 @@ class Recorder:
                             segmenter.add_video(buffered)
                         else:
                             segmenter.add_audio(buffered)
+                elif isinstance(item, _Barrier):
+                    self._submit(item.passed.set)  # behind every seal this loop asked for
                 elif rec is None:
                     continue
                 elif isinstance(item, _CameraFault):
@@ -958,8 +975,6 @@ class Recorder:
                 self.stats.last_error = f"seal: {e}"
                 log.exception("seal thread")
                 self._signal("error")
-            if self._seal_q.empty() and self._capture_q.empty() and self.state != State.RECORDING:
-                self._idle.set()
 
     def _declare_overflow(self, rec: _Recording, overflow: _Overflow) -> None:
         cut = self.append(Interruption(

@@ -210,6 +210,9 @@ def recorded(unit: Unit):
         time.sleep(3)
         recorder.stop_recording("button")
         assert recorder.wait_idle(30)
+        # Idle means sealed: the stop is the ledger's last word, nothing comes after.
+        assert unit.entries()[-1].entry.kind == "record_stop"
+        assert not list((unit.store / "pending").iterdir())
         yield recorder
 
 
