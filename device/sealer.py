@@ -387,20 +387,23 @@ class SegmentSealer:
         :meth:`release_journal`, which the caller calls once the ``segment``
         entry is appended: a cut in between is then recovered too.
         """
-        self._raise_failure()
-        self._seal_chunk(self._buffer, final=True)
-        self._buffer = bytearray()
-        # Whole and durable: say so before moving it, so a cut from here on (or a
-        # refused move) leaves a file that recovery seals whole, not cut short.
-        self._writer.put(_Durable({"sealed": True, "plaintext_size": self.plaintext_size,
-                                   "plaintext_sha256": self._plain.hexdigest()}))
+        if self._fd < 0:
+            raise ValueError(f"{self.file}: sealer already closed")
         try:
+            self._raise_failure()
+            self._seal_chunk(self._buffer, final=True)
+            self._buffer = bytearray()
+            # Whole and durable: say so before moving it, so a cut from here on (or a
+            # refused move) leaves a file that recovery seals whole, not cut short.
+            self._writer.put(_Durable({"sealed": True, "plaintext_size": self.plaintext_size,
+                                       "plaintext_sha256": self._plain.hexdigest()}))
+        finally:  # after a failure too: the threads end and the files close
             self._writer.finish()  # after it has handed the sealed line over
             self._flusher.finish()
-            self._raise_failure()
-        finally:
             os.close(self._fd)
             os.close(self._journal_fd)
+            self._fd = self._journal_fd = -1
+        self._raise_failure()
         media = self.store / MEDIA_DIR
         media.mkdir(exist_ok=True)
         os.link(self.path, media / self.file)  # fails rather than overwrite evidence

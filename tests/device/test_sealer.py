@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -174,6 +175,9 @@ def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
             sealer.write(b"b" * 100_000)
             sealer.end_fragment()
     with pytest.raises(OSError, match="No space"):
+        sealer.close()
+    assert not [t for t in threading.enumerate() if t.name.endswith(NAME)]  # no thread left
+    with pytest.raises(ValueError, match="already closed"):
         sealer.close()
     # What reached the medium stays, journaled, for recovery to seal.
     header, line = journal_lines(sealer.journal)
