@@ -302,8 +302,11 @@ class SegmentSealer:
 
     def _seal_chunk(self, plaintext: bytes | bytearray | memoryview,
                     final: bool = False) -> None:
-        buffer = self._free.get()  # waits while the writer is behind
         self._raise_failure()
+        buffer = self._free.get()  # waits while the writer is behind
+        if self._failure is not None:  # it failed meanwhile: the buffer goes back
+            self._free.put(buffer)
+            self._raise_failure()
         self._plain.update(plaintext)  # every byte passes here once, in order
         size = self._encryptor.seal_chunk_into(plaintext, buffer, final)
         self._writer.put(_Chunk(buffer, size))
@@ -326,29 +329,32 @@ class SegmentSealer:
     def _write(self, items: list[_Chunk | _Durable]) -> None:
         """The writer's step: chunks out in order, hashed; a fragment's end on to the flusher."""
         chunks: list[_Chunk] = []
-        try:
-            for item in items:
-                if isinstance(item, _Chunk):
-                    chunks.append(item)
-                    continue
-                self._emit_chunks(chunks)
-                chunks = []
-                self._flusher.put(_Durable({  # only once its bytes are written
+        for item in items:
+            if isinstance(item, _Chunk):
+                chunks.append(item)
+                continue
+            self._emit_chunks(chunks)
+            chunks = []
+            if self._failure is None:  # only once its bytes are written
+                self._flusher.put(_Durable({
                     **item.record, "stored_size": self.size,
                     "stored_sha256": self._stored.copy().hexdigest()}))
-            self._emit_chunks(chunks)
-        finally:  # the buffers go back even after a failure: the caller must not wait
-            for chunk in chunks:
-                self._free.put(chunk.buffer)
+        self._emit_chunks(chunks)
 
     def _emit_chunks(self, chunks: list[_Chunk]) -> None:
+        """Write and hash these chunks, then give their buffers back, whatever happens.
+
+        A failure is recorded, not raised: every buffer must go back, or the
+        caller would wait for one for ever.
+        """
         try:
-            if self._failure is None:
+            if chunks and self._failure is None:
                 self._emit([memoryview(c.buffer)[:c.size] for c in chunks])
+        except BaseException as failure:  # noqa: BLE001 - handed to the caller
+            self._fail(failure)
         finally:
             for chunk in chunks:
                 self._free.put(chunk.buffer)
-            chunks.clear()
 
     def _emit(self, stored: list[bytes | memoryview]) -> None:
         _writev_fully(self._fd, stored)

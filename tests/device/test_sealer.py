@@ -162,6 +162,7 @@ class FailingMedium(SegmentSealer):
         super()._emit(stored)
 
 
+@pytest.mark.timeout(60)
 def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
     archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
@@ -174,6 +175,9 @@ def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
         for _ in range(100):  # the writer's failure shows at the caller's next step
             sealer.write(b"b" * 100_000)
             sealer.end_fragment()
+    for _ in range(20):  # each call says so at once; none waits for a buffer for ever
+        with pytest.raises(OSError, match="No space"):
+            sealer.write(b"c" * 70_000)
     with pytest.raises(OSError, match="No space"):
         sealer.close()
     assert not [t for t in threading.enumerate() if t.name.endswith(NAME)]  # no thread left
