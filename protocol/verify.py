@@ -108,6 +108,7 @@ class InterruptionReport:
     resumed_by: int | None = None
     voice_note: int | None = None
     explained: bool = False
+    detected_by: str = ""  # what noticed it, as the device said
 
 
 @dataclass
@@ -349,7 +350,8 @@ class _LedgerCheck:
             case Segment():
                 self.segment(seq, body)
             case Interruption():
-                rep = InterruptionReport(seq, body.reason, body.cut_utc_ns, body.recording)
+                rep = InterruptionReport(seq, body.reason, body.cut_utc_ns, body.recording,
+                                         detected_by=body.detected_by)
                 self.interruptions[seq] = rep
                 self.report.interruptions.append(rep)
                 rec = self.recordings.get(body.recording) if body.recording is not None else None

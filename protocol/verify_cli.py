@@ -111,8 +111,8 @@ def render(store: Path, report: ContinuityReport) -> str:
     if report.interruptions:
         lines.append("interruptions:")
         lines += _table(
-            ["seq", "reason", "cut at (UTC)", "resumed by", "voice note"],
-            [[str(i.seq), i.reason, _utc(i.cut_utc_ns), str(i.resumed_by or "-"),
+            ["seq", "reason", "detected by", "cut at (UTC)", "resumed by", "voice note"],
+            [[str(i.seq), i.reason, i.detected_by, _utc(i.cut_utc_ns), str(i.resumed_by or "-"),
               str(i.voice_note) if i.explained else "MISSING"] for i in report.interruptions])
     for name in ("exemptions", "markers", "overdue"):
         items = getattr(report, name)

@@ -266,6 +266,7 @@ def test_capture_a_source_itself_loses_is_a_declared_gap(unit: Unit, tmp_path: P
         else:
             assert s.first_capture_utc_ns >= cut.cut_utc_ns
     report = unit.verify()
+    assert [(i.reason, i.detected_by) for i in report.interruptions] == [(reason, detected_by)]
     assert all(g.declared for g in report.gaps)
     assert not report.errors, report.errors
     # From the outside: no segment holds a jump in the frame index.
