@@ -371,7 +371,7 @@ class Recorder:
         A barrier goes through both queues behind what is already in them; when
         the seal thread reaches it, all before it is sealed and in the ledger.
         """
-        if not all(t.is_alive() for t in self._threads) or not self._threads:
+        if not self._threads or not all(t.is_alive() for t in self._threads):
             return True  # no pipeline running: nothing is in flight
         barrier = _Barrier()
         try:

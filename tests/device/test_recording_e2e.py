@@ -180,7 +180,7 @@ class SlowSealer(SegmentSealer):
 
     slow_until = 0.0
 
-    def _emit(self, stored: bytes) -> None:
+    def _emit(self, stored: list) -> None:
         if time.monotonic() < self.slow_until:
             time.sleep(3)
         super()._emit(stored)
