@@ -6,8 +6,8 @@
 The figure: random "MP4" bytes go into :class:`device.sealer.SegmentSealer`
 exactly as the recorder's seal thread gives them: ``write()`` calls of
 ``--write-kib`` (PyAV's AVIO buffer is 32 KiB), ``end_fragment()`` every
-``--fragment-kib`` (encrypt the open chunk, fdatasync, journal the fragment if
-this sealer version journals), ``close()`` every ``--segment-mib`` (final chunk,
+``--fragment-kib`` (encrypt the open chunk, fdatasync, journal the fragment),
+``close()`` every ``--segment-mib`` (final chunk,
 fsync, move into media/). The store is a temporary directory under
 ``$BENCH_DIR`` (default: the system's temp dir; on this machine a real disk,
 so every fdatasync reaches the device).
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
-import inspect
 import json
 import os
 import pstats
@@ -72,7 +71,6 @@ class Workload:
 
 
 def seal_pass(work: Workload, store: Path, archive_public: bytes, run: int) -> None:
-    takes_info = len(inspect.signature(SegmentSealer.end_fragment).parameters) > 1
     for s in range(work.segments):
         sealer = SegmentSealer(store, f"r{run:06d}-{s:05d}.cseg", archive_public)
         offset = 0
@@ -82,10 +80,8 @@ def seal_pass(work: Workload, store: Path, archive_public: bytes, run: int) -> N
                 piece = work.pieces[f * work.writes + w]
                 sealer.write(piece)
                 offset += len(piece)
-            if takes_info:  # the muxer's description of the fragment, as the recorder gives it
-                sealer.end_fragment(FragmentInfo(f, start, offset))
-            else:
-                sealer.end_fragment()
+            # the muxer's description of the fragment, as the recorder gives it
+            sealer.end_fragment(FragmentInfo(f, start, offset))
         sealer.close()
 
 
