@@ -243,7 +243,9 @@ class SegmentSealer:
             "opened_monotonic_ns": time.monotonic_ns(), "context": self.context,
         }])
         fsync_dir(pending)
-        # How many fragments are journaled, or what failed.
+        # The flusher's side: how far the page cache is dropped, how many
+        # fragments are journaled, or what failed.
+        self._dropped_to = 0
         self._durable = threading.Condition()
         self._durable_fragments = 0
         self._failure: BaseException | None = None
@@ -375,7 +377,11 @@ class SegmentSealer:
         (os.fsync if sealed else os.fdatasync)(self._fd)
         # The device never reads its footage back: let the kernel reuse these
         # pages (cheaper than fresh ones) rather than fill memory with them.
-        os.posix_fadvise(self._fd, 0, records[-1]["stored_size"], os.POSIX_FADV_DONTNEED)
+        durable = records[-1]["stored_size"]
+        if durable > self._dropped_to:  # (a length of 0 would mean "to the end")
+            os.posix_fadvise(self._fd, self._dropped_to, durable - self._dropped_to,
+                             os.POSIX_FADV_DONTNEED)
+            self._dropped_to = durable
         now = time.monotonic_ns()
         self._journal_lines([{**r, "written_monotonic_ns": now} for r in records])
         with self._durable:
