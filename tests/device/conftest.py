@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -158,3 +159,13 @@ class StrictSink:
 
     def flush(self) -> None:
         self.forbidden_calls.append("flush")
+
+
+def wait_for(condition, timeout: float = 2.0) -> bool:
+    """True once ``condition()`` holds, polling for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()

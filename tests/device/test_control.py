@@ -26,6 +26,7 @@ from device.control import (
     ControlServer,
     dispatch,
 )
+from tests.device.conftest import wait_for
 
 PROMPT_S = 0.5  # what "does not delay another client" means here
 
@@ -107,15 +108,6 @@ def read_reply(sock: socket.socket) -> dict | None:
 def exchange(sock: socket.socket, line: bytes) -> dict | None:
     sock.sendall(line)
     return read_reply(sock)
-
-
-def wait_for(condition, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def test_round_trip_on_one_reused_connection(server: ControlServer, path: Path) -> None:

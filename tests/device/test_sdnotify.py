@@ -7,7 +7,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
+from tests.device.conftest import wait_for
 
 
 @dataclass
@@ -145,15 +145,6 @@ class Health:
             if self.raise_instead:
                 raise RuntimeError("health check itself broke")
             return self.ok
-
-
-def wait_for(condition, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 @pytest.mark.parametrize("failure", ["returns_false", "raises"])
