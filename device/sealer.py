@@ -62,6 +62,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,8 +228,6 @@ class SegmentSealer:
         pending.mkdir(parents=True, exist_ok=True)
         self.path = pending / file
         self.journal = journal_path(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         # The caller's side: the plaintext, its hash, the chunk being filled.
         self._plain = hashlib.sha256()
         self._buffer = bytearray()
@@ -237,12 +236,19 @@ class SegmentSealer:
         # The writer's side: the stored bytes and their hash.
         self._stored = hashlib.sha256()
         self.size = 0
-        self._emit([self._encryptor.header])
-        self._journal_lines([{
-            "journal": JOURNAL_FORMAT, "file": file, "codecs": self.codecs,
-            "opened_monotonic_ns": time.monotonic_ns(), "context": self.context,
-        }])
-        fsync_dir(pending)
+        with ExitStack() as opened:  # a medium that fails here leaves no file open
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            opened.callback(os.close, self._fd)
+            self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                       0o644)
+            opened.callback(os.close, self._journal_fd)
+            self._emit([self._encryptor.header])
+            self._journal_lines([{
+                "journal": JOURNAL_FORMAT, "file": file, "codecs": self.codecs,
+                "opened_monotonic_ns": time.monotonic_ns(), "context": self.context,
+            }])
+            fsync_dir(pending)
+            opened.pop_all()  # open for good: close() closes them
         # The flusher's side: how far the page cache is dropped, how many
         # fragments are journaled, or what failed.
         self._dropped_to = 0

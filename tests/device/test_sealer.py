@@ -190,6 +190,19 @@ def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
         b"a" * 100_000)
 
 
+def test_a_medium_that_fails_at_open_leaves_no_file_open(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    (tmp_path / "pending").mkdir()
+    (tmp_path / "pending" / (NAME + ".journal")).write_text("")  # the journal cannot be made
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(FileExistsError):
+            SegmentSealer(tmp_path, NAME, archive.public_raw)
+        (tmp_path / "pending" / NAME).unlink()  # the data file it made; to try again
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 class SlowFlush(SegmentSealer):
     """A medium whose flush takes 0.2 s."""
 
