@@ -32,6 +32,8 @@ one the officer declares — and the next start prompts for a voice note.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import heapq
 import logging
 import queue
@@ -42,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from device.config import RecorderConfig
 from device.ledger import LedgerWriter, boot_id, fsync_dir
@@ -80,6 +82,7 @@ from protocol.envelope import SignedEntry
 from protocol.trust import TrustFile
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CLOCK_JUMP_NS = 1_000_000_000  # a wall-clock step larger than this is a signed time_sync
 OFFICER_REASONS = ("weather", "location_change", "other")  # what an officer may declare
@@ -164,6 +167,11 @@ class _CameraBack:
 
 
 @dataclass
+class _SegmentBreak:
+    """The medium refused the open segment (the seal thread declared it): go on in a new file."""
+
+
+@dataclass
 class _MicFault:
     """No audio for MIC_TIMEOUT_S: video goes on; the silence is declared."""
 
@@ -239,6 +247,7 @@ class RecorderStats:
     dropped_samples: int = 0
     overflows: int = 0  # of the capture queue
     source_losses: int = 0  # capture the camera or microphone itself lost
+    seal_failures: int = 0  # segments the medium refused to go on writing
     refused_transitions: int = 0
     prompts: int = 0
     voice_notes: int = 0
@@ -285,6 +294,8 @@ class Recorder:
         self._route_lock = threading.RLock()  # state changes vs. capture routing
         self._prerecord = PreRecordBuffer(config.pre_record_seconds, config.pre_record_audio)
         self._overflow: _Overflow | None = None
+        self._break_segment = False  # set by the seal thread when the medium refuses a file
+        self._refused_from_start = False  # the last file sealed or refused had nothing durable
         self._last_frame_index: int | None = None  # to see the camera skip frames
         self._mic_overflows = 0  # the microphone's count of lost blocks, as last read
         self._memo: _Memo | None = None
@@ -479,6 +490,7 @@ class Recorder:
                 watch.rearm()
             frames, blocks = self._prerecord.drain()
             self.recording = seq
+            self._break_segment = False  # for a recording that has ended
             self._capture_q.put(_Start(seq, span, index, offset, frames, blocks, press_us))
         self._signal("recording_started", red=True)
         log.info("recording %d span %d started (%d pre-record frames)", seq, span, len(frames))
@@ -823,6 +835,15 @@ class Recorder:
             self._overflow.dropped_samples += loss.dropped_samples
 
     def _queue_capture(self, item: VideoFrame | AudioBlock, at_us: int) -> None:
+        if self._break_segment:
+            try:
+                self._capture_q.put_nowait(_SegmentBreak())
+            except queue.Full:
+                pass  # with the next item, then
+            else:
+                self._break_segment = False
+                assert self.camera is not None
+                self.camera.request_keyframe()
         if self._overflow is not None:
             if self._capture_q.qsize() > self._capture_q.maxsize // 2:
                 self._count_drop(self._overflow, item)
@@ -902,6 +923,14 @@ class Recorder:
                     # The span goes on (video without sound); the silence is said.
                     self._submit(lambda r=rec, m=item: self._declare_fault(
                         r, "mic_fault", "mic_watchdog", m.cut_us))
+                elif isinstance(item, _SegmentBreak):
+                    # Declared already, in the ledger's order, by the seal thread.
+                    if audio_only is not None:
+                        audio_only.close()
+                        audio_only = _AudioSpan(self, rec)
+                    elif segmenter is not None:
+                        segmenter.close()
+                        segmenter = self._new_span(rec)
                 elif isinstance(item, _CameraBack):
                     if audio_only is not None:
                         video_from_us = audio_only.close() or 0
@@ -976,6 +1005,53 @@ class Recorder:
                 log.exception("seal thread")
                 self._signal("error")
 
+    def _seal_failed(self, sink: _QueuedSink, failure: Exception) -> None:
+        """The medium refused to go on writing a segment: keep what is durable, declare the rest.
+
+        Runs on the seal thread, so the entries land in the ledger's order: the
+        segment's durable fragments (``recovered``), then the interruption and
+        its resume, then the segments after it. Nothing is deleted: bytes the
+        journal cannot vouch for are kept aside in ``pending/``.
+
+        Recording goes on at once in a new file (from the next keyframe), so
+        only about a fragment and a keyframe interval is lost — unless the file
+        before was refused from its start too: then the new file waits for the
+        segment's natural end, so a dead medium fails once per segment, not
+        once per keyframe.
+        """
+        from device.recovery import recover_file, release_journal
+
+        self.stats.seal_failures += 1
+        self.stats.last_error = f"seal {sink.file}: {failure}"
+        log.error("the medium refused %s (%s); its durable part is kept, the rest declared",
+                  sink.file, failure)
+        self._signal("error")
+        sink.abandon()
+        try:
+            recovered = recover_file(self.store, sink.file)
+        except Exception:  # left in pending/ for the next start's recovery
+            log.exception("%s: could not be recovered now", sink.file)
+            recovered = None
+        rec = sink.rec
+        cut_utc_ns = None
+        if recovered is not None and recovered.segment is not None:
+            self.append(recovered.segment)
+            release_journal(self.store, recovered)
+            self.stats.segments_sealed += 1
+            self.stats.bytes_sealed += recovered.segment.media.size
+            cut_utc_ns = recovered.last_capture_utc_ns
+        if cut_utc_ns is None:  # nothing durable: the loss starts with the file
+            cut_utc_ns = (sink.first_capture_us or monotonic_us()) * 1000 + rec.utc_offset_ns
+        full = getattr(failure, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        self._declare_fault(rec, "storage_full" if full else "other", "storage_write",
+                            (cut_utc_ns - rec.utc_offset_ns) // 1000)
+        durable = recovered is not None and recovered.segment is not None
+        retry, self._refused_from_start = durable or not self._refused_from_start, not durable
+        if retry:
+            with self._route_lock:
+                if self.recording == rec.seq:
+                    self._break_segment = True
+
     def _declare_overflow(self, rec: _Recording, overflow: _Overflow) -> None:
         cut = self.append(Interruption(
             reason=overflow.reason, detected_by=overflow.detected_by,
@@ -1032,7 +1108,7 @@ class Recorder:
             "recording": self.recording, "segments_sealed": s.segments_sealed,
             "bytes_sealed": s.bytes_sealed, "dropped_frames": s.dropped_frames,
             "dropped_samples": s.dropped_samples, "overflows": s.overflows,
-            "source_losses": s.source_losses,
+            "source_losses": s.source_losses, "seal_failures": s.seal_failures,
             "refused_transitions": s.refused_transitions,
             "press_to_frame_ms": s.press_to_frame_ms[-1] if s.press_to_frame_ms else None,
             "capture_queue": self._capture_q.qsize(), "seal_queue": self._seal_q.qsize(),
@@ -1113,14 +1189,38 @@ class _SealQueue:
 
 
 class _QueuedSink:
-    """The muxer's sink for one segment: bytes go, in order, to the seal thread."""
+    """The muxer's sink for one segment: bytes go, in order, to the seal thread.
+
+    A sealing step the medium refuses ends the file's sealing: the recorder
+    seals what is durable and declares the rest (``Recorder._seal_failed``);
+    later steps for this file are let go.
+    """
 
     def __init__(self, recorder: Recorder, rec: _Recording, file: str, index: int,
                  codecs: dict[str, str] | None = None):
         self.recorder, self.file, self.rec, self.index = recorder, file, rec, index
         self.span = rec.span
         self._sealer: SegmentSealer | None = None
-        recorder._submit(lambda: self._open(codecs))
+        self._failed = False
+        self.first_capture_us: int | None = None  # as the muxer's fragments tell it
+        recorder._submit(lambda: self._step(lambda: self._open(codecs)))
+
+    def _step(self, step: Callable[[], _T]) -> _T | None:
+        """One sealing step, on the seal thread; after a refusal, none (None)."""
+        if self._failed:
+            return None
+        try:
+            return step()
+        except Exception as failure:  # noqa: BLE001 - the recorder declares it
+            self._failed = True
+            self.recorder._seal_failed(self, failure)
+            return None
+
+    def abandon(self) -> None:
+        """End a refused file's sealer: its threads stop, its files close, nothing moves."""
+        if self._sealer is not None:
+            with contextlib.suppress(Exception):  # the failure is being declared already
+                self._sealer.close()
 
     def _open(self, codecs: dict[str, str] | None) -> None:
         r = self.recorder
@@ -1133,13 +1233,16 @@ class _QueuedSink:
 
     def write(self, data: bytes) -> int:
         chunk = bytes(data)
-        self.recorder._submit(lambda: self._sealer.write(chunk),  # type: ignore[union-attr]
-                              len(chunk))
+        self.recorder._submit(
+            lambda: self._step(lambda: self._sealer.write(chunk)),  # type: ignore[union-attr]
+            len(chunk))
         return len(chunk)
 
     def end_fragment(self, info: FragmentInfo) -> None:
-        assert self._sealer is not None
-        self._sealer.end_fragment(info)
+        """Runs on the seal thread: the fragment is complete; make it durable."""
+        if self.first_capture_us is None:
+            self.first_capture_us = info.first_frame_us or info.first_sample_us
+        self._step(lambda: self._sealer.end_fragment(info))  # type: ignore[union-attr]
 
     def seal(self, summary: SegmentSummary) -> None:
         """Runs on the seal thread: close the file, then append its segment entry."""
@@ -1157,10 +1260,12 @@ class _QueuedSink:
 
     def _seal(self, first_us: int, last_us: int, frames: int, samples: int,
               period_ns: int) -> None:
-        assert self._sealer is not None
         # The journal stays until the entry is appended: a cut in between must
         # still find the sealed file and give it its entry at the next start.
-        media = self._sealer.close(keep_journal=True)
+        media = self._step(lambda: self._sealer.close(keep_journal=True))  # type: ignore[union-attr]
+        if media is None:  # refused: declared instead
+            return
+        assert self._sealer is not None
         r, offset = self.recorder, self.rec.utc_offset_ns
         r.append(Segment(
             recording=self.rec.seq, span=self.span, index=self.index, media=media,
@@ -1168,6 +1273,7 @@ class _QueuedSink:
             last_capture_utc_ns=last_us * 1000 + offset, frame_period_ns=period_ns,
             frames=frames, audio_samples=samples, audio_rate=r.config.audio_rate))
         self._sealer.release_journal()
+        r._refused_from_start = False
         r.stats.segments_sealed += 1
         r.stats.bytes_sealed += media.size
 

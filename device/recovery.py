@@ -534,3 +534,18 @@ def recover_pending(store: Path, ledger: Path | None = None) -> list[RecoveredSe
     """
     store = Path(store)
     return _Recovery(store, ledger or store / LEDGER_NAME).run()
+
+
+def recover_file(store: Path, file: str, ledger: Path | None = None) -> RecoveredSegment | None:
+    """The same for one file of ``pending/``, while the device runs.
+
+    For a file the medium refused to go on writing (the recorder's seal
+    thread calls this once the file's sealer is closed): its durable
+    fragments are sealed ``recovered``, the rest is kept aside. None if the
+    file was never created.
+    """
+    store = Path(store)
+    pending = store / PENDING_DIR / file
+    if not pending.exists() and not journal_path(pending).exists():
+        return None
+    return _Recovery(store, ledger or store / LEDGER_NAME).recover(file)

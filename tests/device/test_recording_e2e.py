@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,6 +211,115 @@ def test_slow_disk_is_a_declared_fault_not_a_silent_drop(unit: Unit):
     assert cuts, report.findings
     assert all(g.declared for g in report.gaps) and report.gaps
     assert not report.errors, report.errors  # declared, so intact (though unexplained)
+
+
+def failing_sealer(refused: Callable[[str], bool], after_fragments: int,
+                   error: int) -> type[SegmentSealer]:
+    """A medium that refuses writes to the ``refused`` files once ``after_fragments``
+    of them are durable. The error comes where a real one does: the writer's write.
+    """
+
+    class FailingSealer(SegmentSealer):
+        def _emit(self, stored: list) -> None:
+            if (refused(self.file) and hasattr(self, "_durable")
+                    and self._durable_fragments >= after_fragments):
+                raise OSError(error, os.strerror(error))
+            super()._emit(stored)
+
+    return FailingSealer
+
+
+def segment_index(file: str) -> int:
+    return int(file.split("-")[1].split(".")[0])
+
+
+@pytest.mark.parametrize("error, reason", [(errno.EIO, "other"),
+                                           (errno.ENOSPC, "storage_full")])
+def test_a_medium_that_refuses_a_segment_loses_only_what_it_refused(
+        unit: Unit, tmp_path: Path, error: int, reason: str):
+    """The durable part is sealed, the loss declared, and recording goes on in a new file."""
+    with recorder_on_sim(unit, segment_seconds=10) as recorder:
+        recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 0,
+                                               after_fragments=2, error=error)
+        recorder.start()
+        seq = recorder.start_recording("button")
+        time.sleep(7)
+        recorder.stop_recording("button")
+        assert recorder.wait_idle(30)
+        assert recorder.status()["seal_failures"] == 1
+    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    assert [e.kind for e in entries if e.kind in ("segment", "interruption", "resume")][:4] == [
+        "segment", "interruption", "resume", "segment"]
+    [cut] = [e.body for e in entries if e.kind == "interruption"]
+    assert (cut.reason, cut.detected_by) == (reason, "storage_write")
+    refused, after = [e.body for e in entries if e.kind == "segment"][:2]
+    # What was durable before the error is sealed, marked recovered...
+    assert refused.recovered and refused.index == 0 and refused.frames > 0
+    assert refused.last_capture_utc_ns <= cut.cut_utc_ns
+    # ...and the recording goes on in a fresh file at once, not at the segment's end
+    # (which was 10 s away): only about a fragment and a keyframe interval is lost.
+    assert 0 < after.first_capture_utc_ns - refused.last_capture_utc_ns < 3e9
+    report = unit.verify()
+    assert not report.errors, report.errors
+    assert len(report.gaps) == 1 and report.gaps[0].declared
+    assert report.gaps[0].interruption is not None
+    # Nothing is deleted: the bytes the medium refused to vouch for stay aside,
+    # no journal is left behind, and the failed sealer's threads are gone.
+    pending = sorted(p.name for p in (unit.store / "pending").iterdir())
+    assert all(".tail-" in name and not name.endswith(".journal") for name in pending), pending
+    assert not [t.name for t in threading.enumerate()
+                if t.name.startswith(("write r", "flush r"))]
+    # From the outside: the sealed part plays, its frames in order and none missing.
+    [out] = [r.out for r in export_store(unit.store, unit.trust, unit.archive, tmp_path)
+             if r.file == refused.media.file]
+    indices = decode([out])[0]
+    assert len(indices) == refused.frames
+    assert indices == list(range(indices[0], indices[0] + len(indices)))
+
+
+def test_a_file_refused_from_its_start_is_kept_aside_and_recording_goes_on(unit: Unit):
+    with recorder_on_sim(unit, segment_seconds=4) as recorder:
+        recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 1,
+                                               after_fragments=0, error=errno.EIO)
+        recorder.start()
+        seq = recorder.start_recording("button")
+        time.sleep(8)
+        recorder.stop_recording("button")
+        assert recorder.wait_idle(30)
+    assert recorder.stats.seal_failures == 1
+    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    [cut] = [e.body for e in entries if e.kind == "interruption"]
+    assert (cut.reason, cut.detected_by) == ("other", "storage_write")
+    assert [s.index for s in (e.body for e in entries if e.kind == "segment")][:2] == [0, 2]
+    report = unit.verify()
+    assert not report.errors, report.errors
+    # At once in a new file, not at the refused segment's end 4 s later.
+    [gap] = [g for g in report.gaps if g.recording == seq]
+    assert gap.declared and gap.seconds < 3
+    aside = sorted(p.name for p in (unit.store / "pending").iterdir())
+    assert [n.split(".tail-")[0] for n in aside] == [f"r{seq:06d}-00001.cseg"] * 2, aside
+
+
+def test_a_dead_medium_fails_once_per_segment_not_once_per_keyframe(unit: Unit):
+    with recorder_on_sim(unit, segment_seconds=6) as recorder:
+        recorder.sealer_class = failing_sealer(lambda f: True, after_fragments=0,
+                                               error=errno.EIO)
+        recorder.start()
+        seq = recorder.start_recording("button")
+        time.sleep(8)
+        recorder.stop_recording("button")
+        assert recorder.wait_idle(30)
+        assert recorder.healthy()
+    # Refused at once, retried at once and refused again, then only at the
+    # segment's end (6 s): two or three, where retrying at every keyframe would
+    # make one every second or two.
+    assert 2 <= recorder.stats.seal_failures <= 3
+    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    cuts = [e.body for e in entries if e.kind == "interruption"]
+    assert len(cuts) == recorder.stats.seal_failures
+    assert all(c.detected_by == "storage_write" for c in cuts)
+    report = unit.verify()
+    assert not report.errors, report.errors
 
 
 def small_buffers(recorder: Recorder, *, frames: int | None = None,
