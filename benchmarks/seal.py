@@ -26,7 +26,10 @@ crypto (per fragment: its bytes written and fdatasync'd, then a journal line
 written and fdatasync'd); ``serial_limit``, the limit and the I/O floor done one
 after the other (1 / (1/limit + 1/io_floor)); and ``pipeline_limit``, the two
 perfectly overlapped (the slower of them). The sealer overlaps them on three
-threads (docs/adr/0004), so it lands between the last two. If the ratio is
+threads (docs/adr/0004), so it lands between the last two. ``bare_pipeline``
+is the same work in the barest form of that design, written here for the
+purpose (:func:`bare_pass`): what this machine allows at all, and so how much
+of the difference is the sealer's own. If the ratio is
 below 0.8 the caller's thread is profiled (cProfile, one pass) and the top
 costs are printed and put in the JSON. The last line is JSON: figure, limit,
 ratio (MB/s).
@@ -40,9 +43,11 @@ import hashlib
 import json
 import os
 import pstats
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,6 +129,79 @@ def io_pass(work: Workload, folder: Path, run: int) -> None:
         os.close(journal)
 
 
+def bare_pass(work: Workload, folder: Path, run: int) -> None:
+    """The sealer's work in the barest pipeline: nothing but the work and the waits.
+
+    The caller hashes 64 KiB views of the plaintext and encrypts them into
+    eight reused buffers; a writer thread hashes and writes them; a flusher
+    thread fdatasyncs each fragment, drops its pages, then writes and
+    fdatasyncs a journal line. The caller waits, as the sealer does, for the
+    fragment before the one it ends to be durable. Left out, compared with
+    the sealer: chunks assembled from the muxer's writes, journal contents,
+    the header and final chunk, moving the file, error handling.
+    """
+    aead = ChaCha20Poly1305(os.urandom(32))
+    view = memoryview(work.plaintext)
+    fragment = len(view) // work.fragments
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(8):
+        free.put(bytearray(MAX_CHUNK_PLAINTEXT + 16))
+    to_write: queue.Queue = queue.Queue()
+    to_flush: queue.Queue = queue.Queue()
+    durable = threading.Semaphore(0)
+    stored = hashlib.sha256()
+
+    def writer() -> None:
+        while (item := to_write.get()) is not None:
+            if isinstance(item, tuple):
+                to_flush.put(item)
+                continue
+            stored.update(item)
+            os.write(item_fd[0], item)
+            free.put(item.obj)
+        to_flush.put(None)
+
+    def flusher() -> None:
+        while (item := to_flush.get()) is not None:
+            fd, journal = item
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.write(journal, JOURNAL_LINE)
+            os.fdatasync(journal)
+            durable.release()
+
+    item_fd = [-1]
+    threads = [threading.Thread(target=writer, daemon=True),
+               threading.Thread(target=flusher, daemon=True)]
+    for t in threads:
+        t.start()
+    for s in range(work.segments):
+        fd = os.open(folder / f"b-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        journal = os.open(folder / f"b-{run}-{s}.journal",
+                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        item_fd[0] = fd  # the writer is idle here: the last segment is all durable
+        plain, counter = hashlib.sha256(), 0
+        for f in range(work.fragments):
+            end = (f + 1) * fragment
+            for start in range(f * fragment, end, MAX_CHUNK_PLAINTEXT):
+                chunk = view[start:min(start + MAX_CHUNK_PLAINTEXT, end)]
+                stored_chunk = memoryview(free.get())[:len(chunk) + 16]
+                plain.update(chunk)
+                aead.encrypt_into(counter.to_bytes(12, "big"), chunk, b"", stored_chunk)
+                counter += 1
+                to_write.put(stored_chunk)
+            to_write.put((fd, journal))
+            if f:
+                durable.acquire()  # the fragment before is durable
+        durable.acquire()  # and the last one
+        os.fsync(fd)
+        os.close(fd)
+        os.close(journal)
+    to_write.put(None)
+    for t in threads:
+        t.join()
+
+
 def best_mbps(n: int, size: int, fn: Callable[[int], None],
               cleanup: Callable[[], None] = lambda: None) -> float:
     times = []
@@ -172,11 +250,13 @@ def main() -> None:
     archive_public = ArchiveSecretKey.generate().public_raw
     result: dict = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        store, io_dir = Path(tmp) / "store", Path(tmp) / "io"
-        fresh(store)(), fresh(io_dir)()
+        store, io_dir, bare_dir = Path(tmp) / "store", Path(tmp) / "io", Path(tmp) / "bare"
+        fresh(store)(), fresh(io_dir)(), fresh(bare_dir)()
         limit = best_mbps(args.runs, work.size, lambda run: limit_pass(work, archive_public))
         figure = best_mbps(args.runs, work.size,
                            lambda run: seal_pass(work, store, archive_public, run), fresh(store))
+        bare = best_mbps(args.runs, work.size, lambda run: bare_pass(work, bare_dir, run),
+                         fresh(bare_dir))
         io_floor = best_mbps(args.runs, work.size, lambda run: io_pass(work, io_dir, run),
                              fresh(io_dir))
         shm = Path("/dev/shm")
@@ -200,6 +280,8 @@ def main() -> None:
                   "tmpfs_ratio": round(tmpfs / limit, 3) if tmpfs else None,
                   "io_floor": round(io_floor, 1), "serial_limit": round(serial, 1),
                   "ratio_vs_serial_limit": round(figure / serial, 3),
+                  "bare_pipeline": round(bare, 1), "bare_ratio": round(bare / limit, 3),
+                  "ratio_vs_bare_pipeline": round(figure / bare, 3),
                   "pipeline_limit": round(min(limit, io_floor), 1),
                   "ratio_vs_pipeline_limit": round(figure / min(limit, io_floor), 3)}
         if figure / limit < 0.8 and not args.no_profile:
