@@ -143,11 +143,11 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
     aead = ChaCha20Poly1305(os.urandom(32))
     view = memoryview(work.plaintext)
     fragment = len(view) // work.fragments
-    free: queue.Queue[bytearray] = queue.Queue()
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
     for _ in range(8):
         free.put(bytearray(MAX_CHUNK_PLAINTEXT + 16))
-    to_write: queue.Queue = queue.Queue()
-    to_flush: queue.Queue = queue.Queue()
+    to_write: queue.SimpleQueue = queue.SimpleQueue()
+    to_flush: queue.SimpleQueue = queue.SimpleQueue()
     durable = threading.Semaphore(0)
     stored = hashlib.sha256()
 
