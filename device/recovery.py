@@ -24,6 +24,11 @@ header) is moved aside whole to ``.tail-<ns>``, with its journal; the cut is
 still reported (``segment`` is None) so the recorder can declare it. A file
 whose journal says it was sealed whole (final chunk durable) but that never
 reached ``media/`` is moved there whole, and its entry says ``recovered: false``.
+A file whose recording the ledger shows going on after it (a later segment,
+or its ``record_stop``) is one the medium refused while recording, declared
+then (``device/recorder.py``) and not recoverable at once: it is moved aside
+whole and nothing is returned for it, since an entry now would come after
+later ones.
 
 A journal whose file has already left ``pending/`` means the cut came after
 sealing (``close(keep_journal=True)``) or after an earlier recovery, but maybe
@@ -46,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -55,7 +61,7 @@ from typing import Any
 
 from device.ledger import fsync_dir
 from device.sealer import JOURNAL_FORMAT, JOURNAL_SUFFIX, PENDING_DIR, journal_path
-from protocol.entries import Interruption, MediaFile, Segment
+from protocol.entries import Interruption, MediaFile, RecordStop, Segment
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
 from protocol.segment_crypto import (
@@ -242,17 +248,31 @@ def release_journal(store: Path, recovered: RecoveredSegment) -> None:
         fsync_dir(path.parent)
 
 
-def _media_files_in_ledger(ledger: Path) -> set[str]:
-    """Every media file an entry of the ledger seals (segments, voice notes, memos)."""
-    files: set[str] = set()
+@dataclass
+class _LedgerFacts:
+    """What recovery needs to know of the ledger."""
+
+    files: set[str] = field(default_factory=set)  # every media file an entry seals
+    # Per recording: the highest segment index entered, or inf once stopped.
+    reached: dict[int, float] = field(default_factory=dict)
+
+
+def _read_ledger(ledger: Path) -> _LedgerFacts:
+    facts = _LedgerFacts()
     if ledger.exists():
         for line in split_lines(ledger.read_bytes()):
             try:
                 entry = parse_line(line).entry
             except ProtocolError:
                 continue  # a line torn by the cut is no entry
-            files.update(media.file for media in entry.media())
-    return files
+            facts.files.update(media.file for media in entry.media())
+            body = entry.body
+            if isinstance(body, Segment):
+                facts.reached[body.recording] = max(facts.reached.get(body.recording, -1),
+                                                    body.index)
+            elif isinstance(body, RecordStop):
+                facts.reached[body.recording] = math.inf
+    return facts
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -282,12 +302,23 @@ class _Recovery:
         self.store, self.ledger = Path(store), ledger
         self.pending = self.store / PENDING_DIR
         self.media = self.store / MEDIA_DIR
-        self._in_ledger: set[str] | None = None
+        self._facts: _LedgerFacts | None = None
+
+    @property
+    def facts(self) -> _LedgerFacts:
+        if self._facts is None:
+            self._facts = _read_ledger(self.ledger)
+        return self._facts
 
     def in_ledger(self, file: str) -> bool:
-        if self._in_ledger is None:
-            self._in_ledger = _media_files_in_ledger(self.ledger)
-        return file in self._in_ledger
+        return file in self.facts.files
+
+    def went_on_after(self, context: dict[str, Any]) -> bool:
+        """The ledger holds a later segment of this file's recording, or its record_stop."""
+        recording, index = _int(context, "recording"), _int(context, "index")
+        if recording is None or index is None:
+            return False
+        return self.facts.reached.get(recording, -1) > index
 
     def run(self) -> list[RecoveredSegment]:
         if not self.pending.is_dir():
@@ -318,8 +349,15 @@ class _Recovery:
 
     def _recover_cut_file(self, name: str, path: Path, journal_file: Path,
                           journal: _Journal) -> RecoveredSegment | None:
-        data = path.read_bytes()
         context = self._context(name, journal)
+        if self.went_on_after(context):
+            # Refused by the medium while recording, its loss declared then, and not
+            # recoverable at once: sealed now, its entry would come after later ones.
+            # Nothing to declare either: it was declared when it happened.
+            log.warning("%s: its recording went on after it; kept aside", name)
+            self._set_aside(name, path, journal_file, journal, context)
+            return None
+        data = path.read_bytes()
         sealed = journal.finished if (journal.finished or {}).get("sealed") else None
         if sealed and (sealed.get("stored_size"), sealed.get("stored_sha256")) == (
                 len(data), hashlib.sha256(data).hexdigest()):

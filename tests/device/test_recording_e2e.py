@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import device.recovery
 from daemon.export import export_store
 from device.recorder import Recorder, State
 from device.sealer import SegmentSealer
@@ -320,6 +321,34 @@ def test_a_dead_medium_fails_once_per_segment_not_once_per_keyframe(unit: Unit):
     assert all(c.detected_by == "storage_write" for c in cuts)
     report = unit.verify()
     assert not report.errors, report.errors
+
+
+def test_a_refused_file_recovery_cannot_seal_at_once_is_kept_aside_not_sealed_late(
+        unit: Unit, monkeypatch: pytest.MonkeyPatch):
+    def refuse(store: Path, file: str) -> None:
+        raise OSError(errno.EIO, "the medium refuses the recovery too")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(device.recovery, "recover_file", refuse)
+        with recorder_on_sim(unit, segment_seconds=2) as recorder:
+            recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 1,
+                                                   after_fragments=1, error=errno.EIO)
+            recorder.start()
+            seq = recorder.start_recording("button")
+            time.sleep(6)
+            recorder.stop_recording("button")
+            assert recorder.wait_idle(30)
+    refused = f"r{seq:06d}-00001.cseg"
+    assert (unit.store / "pending" / refused).exists()  # left for the next start
+    with recorder_on_sim(unit) as recorder:
+        recorder.start()  # its recovery finds the file after later segments and the stop
+    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    assert [e.body.index for e in entries if e.kind == "segment"][:2] == [0, 2]
+    assert [e.body.detected_by for e in entries if e.kind == "interruption"] == ["storage_write"]
+    report = unit.verify()
+    assert not report.errors, report.errors
+    aside = sorted(p.name for p in (unit.store / "pending").iterdir())
+    assert [n.split(".tail-")[0] for n in aside] == [refused] * 2, aside
 
 
 def small_buffers(recorder: Recorder, *, frames: int | None = None,
