@@ -91,6 +91,7 @@ EXEMPTION_MEMO_SECONDS = 20.0
 CAMERA_TIMEOUT_S = 1.0  # no frame for this long while recording: a camera fault
 MIC_TIMEOUT_S = 1.0  # no audio for this long while recording: a microphone fault
 AUDIO_FOLLOWS_ON_US = 1_000  # a block this close to the last one's end follows on
+ENDING_WAIT_S = 0.5  # how long a stop waits for capture from before it still on its way
 
 
 class State(StrEnum):
@@ -179,6 +180,22 @@ class _MicFault:
 
 
 _END = object()
+
+
+@dataclass
+class _Ending:
+    """A stop or interruption decided at ``cut_us`` (capture clock), not yet queued.
+
+    Capture from before the cut that is still on its way (a busy moment, a
+    source's own buffer) is the recording's, not the pre-record buffer's:
+    routing goes on by capture time until every running source has delivered
+    from after the cut, or ``deadline`` (monotonic s) passes.
+    """
+
+    item: _Stop | _Interrupt
+    cut_us: int
+    deadline: float
+    waiting: set[type] = field(default_factory=lambda: {VideoFrame, AudioBlock})
 
 
 @dataclass
@@ -294,6 +311,7 @@ class Recorder:
         self._route_lock = threading.RLock()  # state changes vs. capture routing
         self._prerecord = PreRecordBuffer(config.pre_record_seconds, config.pre_record_audio)
         self._overflow: _Overflow | None = None
+        self._ending: _Ending | None = None  # a stop waiting for capture from before it
         self._break_segment = False  # set by the seal thread when the medium refuses a file
         self._refused_from_start = False  # the last file sealed or refused had nothing durable
         self._last_frame_index: int | None = None  # to see the camera skip frames
@@ -361,6 +379,7 @@ class Recorder:
         """Stop any recording (sealing it), then stop capture and the threads."""
         if self.state == State.RECORDING:
             self.stop_recording(trigger)
+        self._settle_ending()
         if not self._transition(State.SHUTTING_DOWN):
             return
         self._capture_q.put(_END)
@@ -384,6 +403,7 @@ class Recorder:
         """
         if not self._threads or not all(t.is_alive() for t in self._threads):
             return True  # no pipeline running: nothing is in flight
+        self._settle_ending()
         barrier = _Barrier()
         try:
             self._capture_q.put(barrier, timeout=timeout)
@@ -485,6 +505,7 @@ class Recorder:
             self._next_phase = 0
         offset = self._utc_offset_ns
         with self._route_lock:
+            self._finish_ending()  # a stop pressed a moment ago goes first
             self._transition(State.RECORDING)
             for watch in (self._camera_watch, self._mic_watch):
                 watch.rearm()
@@ -499,13 +520,15 @@ class Recorder:
         return seq
 
     def stop_recording(self, trigger: str) -> None:
+        """End the recording at this moment's capture time (``record_stop`` once sealed)."""
+        cut_us = monotonic_us()
         if self.state != State.RECORDING:
             self._refuse(State.STANDBY)
             return
         self._end_memo()
         with self._route_lock:
             self._transition(State.STANDBY)
-            self._capture_q.put(_Stop(trigger))
+            self._begin_ending(_Stop(trigger), cut_us)
             self.recording = None
         self._signal("recording_stopped", red=False)
 
@@ -513,10 +536,11 @@ class Recorder:
         """Stop capture for a reason: the recording stays open, the next press resumes it."""
         if self.state != State.RECORDING:
             return
+        cut = _Interrupt(reason, detected_by, monotonic_us())
         self._end_memo()
         with self._route_lock:
             self._transition(State.STANDBY)
-            self._capture_q.put(_Interrupt(reason, detected_by, monotonic_us()))
+            self._begin_ending(cut, cut.cut_us)
             self.recording = None
         self._signal("recording_stopped", red=False)
         log.warning("recording interrupted: %s (%s)", reason, detected_by)
@@ -683,6 +707,9 @@ class Recorder:
         last_overdue_check = 0.0
         while not self._stopping.wait(0.5):
             try:
+                with self._route_lock:
+                    if self._ending is not None and time.monotonic() >= self._ending.deadline:
+                        self._finish_ending()  # a source that never caught up
                 self._check_clock()
                 self._check_sources()
                 self._check_battery()
@@ -774,21 +801,65 @@ class Recorder:
                     self._capture_q.put(_CameraBack())
                     assert self.camera is not None
                     self.camera.request_keyframe()
-            if loss is not None and self.state == State.RECORDING:
+            recording = self._is_recordings(item)
+            if loss is not None and recording:
                 self._declare_source_loss(loss)
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
                 end_memo = item.end_us - memo.started_us >= memo.max_us
-            if self.state != State.RECORDING:
-                if isinstance(item, VideoFrame):
-                    self._prerecord.add_video(item)
-                else:
-                    self._prerecord.add_audio(item)
-            else:
+            if recording:
                 self._queue_capture(item, at_us)
+            elif isinstance(item, VideoFrame):
+                self._prerecord.add_video(item)
+            else:
+                self._prerecord.add_audio(item)
         if end_memo:
             self._end_memo()
+
+    def _is_recordings(self, item: VideoFrame | AudioBlock) -> bool:
+        """Whether ``item`` goes to the recording: while recording, or captured before
+        the stop being ended (an audio block by its first sample)."""
+        if self.state == State.RECORDING:
+            return True
+        ending = self._ending
+        if ending is None:
+            return False
+        if item.timestamp_us < ending.cut_us:
+            return True
+        ending.waiting.discard(type(item))
+        if not ending.waiting:
+            self._finish_ending()
+        return False
+
+    def _begin_ending(self, item: _Stop | _Interrupt, cut_us: int) -> None:
+        """Under the route lock, on leaving ``recording``: end the span at ``cut_us``."""
+        self._finish_ending()  # (none is pending while recording; to be sure)
+        ending = _Ending(item, cut_us, time.monotonic() + ENDING_WAIT_S)
+        # A source declared silent is not waited for.
+        for kind, watch in ((VideoFrame, self._camera_watch), (AudioBlock, self._mic_watch)):
+            if watch.faulted:
+                ending.waiting.discard(kind)
+        self._ending = ending
+        if not ending.waiting:
+            self._finish_ending()
+
+    def _finish_ending(self) -> None:
+        """Under the route lock: queue the pending stop behind the capture it waited for."""
+        if self._ending is not None:
+            self._capture_q.put(self._ending.item)
+            self._ending = None
+
+    def _settle_ending(self) -> None:
+        """Return once a pending stop is queued: its sources caught up, or its deadline passed."""
+        while True:
+            with self._route_lock:
+                if self._ending is None:
+                    return
+                if time.monotonic() >= self._ending.deadline:
+                    self._finish_ending()
+                    return
+            time.sleep(0.01)
 
     def _source_loss(self, item: VideoFrame | AudioBlock) -> _Overflow | None:
         """What the source itself lost just before ``item``, as a gap to declare.

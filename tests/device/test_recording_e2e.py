@@ -20,6 +20,7 @@ import device.recovery
 from daemon.export import export_store
 from device.recorder import Recorder, State
 from device.sealer import SegmentSealer
+from hardware.camera import monotonic_us
 from tests.conftest import Unit
 from tests.device.simrun import (
     custody,
@@ -349,6 +350,37 @@ def test_a_refused_file_recovery_cannot_seal_at_once_is_kept_aside_not_sealed_la
     assert not report.errors, report.errors
     aside = sorted(p.name for p in (unit.store / "pending").iterdir())
     assert [n.split(".tail-")[0] for n in aside] == [refused] * 2, aside
+
+
+@pytest.mark.parametrize("late", ["microphone", "camera"])
+def test_capture_still_on_its_way_at_the_stop_belongs_to_the_recording(unit: Unit, late: str):
+    """A recording ends at the press's capture time, not when routing gets there."""
+    with recorder_on_sim(unit, segment_seconds=10) as recorder:
+        recorder.start()
+        source = recorder.microphone if late == "microphone" else recorder.camera
+        read, hold_until = source.read, [0.0]
+
+        def busy_read(timeout: float | None = None):  # the agent busy for a moment
+            time.sleep(max(0.0, hold_until[0] - time.monotonic()))
+            return read(timeout=timeout)
+
+        source.read = busy_read
+        seq = recorder.start_recording("button")
+        time.sleep(3)
+        hold_until[0] = time.monotonic() + 0.4
+        time.sleep(0.3)  # the loop is held, the source's queue filling
+        press_us = monotonic_us()
+        recorder.stop_recording("button")
+        assert recorder.wait_idle(30)
+        press_ns = press_us * 1000 + recorder._utc_offset_ns  # on the segments' UTC clock
+    [segment] = [e.entry.body for e in unit.entries() if e.entry.kind == "segment"
+                 and e.entry.body.recording == seq]
+    audio_end_ns = segment.first_capture_utc_ns + segment.audio_samples * 10**9 // 48_000
+    video_end_ns = segment.last_capture_utc_ns + segment.frame_period_ns
+    # Both reach the press: neither loses the 0.3 s before it that was on its way.
+    for end_ns, step_ns in ((audio_end_ns, 20_000_000), (video_end_ns, segment.frame_period_ns)):
+        assert press_ns - step_ns <= end_ns <= press_ns + step_ns
+    assert not unit.verify().errors
 
 
 def small_buffers(recorder: Recorder, *, frames: int | None = None,
