@@ -235,6 +235,21 @@ def segment_index(file: str) -> int:
     return int(file.split("-")[1].split(".")[0])
 
 
+def record_for(recorder: Recorder, seconds: float) -> int:
+    """Start the recorder, record ``seconds``, stop, and wait until all is sealed."""
+    recorder.start()
+    seq = recorder.start_recording("button")
+    time.sleep(seconds)
+    recorder.stop_recording("button")
+    assert recorder.wait_idle(30)
+    return seq
+
+
+def recording_entries(unit: Unit, seq: int) -> list:
+    """The ledger's entries about recording ``seq``, in order."""
+    return [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+
+
 @pytest.mark.parametrize("error, reason", [(errno.EIO, "other"),
                                            (errno.ENOSPC, "storage_full")])
 def test_a_medium_that_refuses_a_segment_loses_only_what_it_refused(
@@ -243,13 +258,9 @@ def test_a_medium_that_refuses_a_segment_loses_only_what_it_refused(
     with recorder_on_sim(unit, segment_seconds=10) as recorder:
         recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 0,
                                                after_fragments=2, error=error)
-        recorder.start()
-        seq = recorder.start_recording("button")
-        time.sleep(7)
-        recorder.stop_recording("button")
-        assert recorder.wait_idle(30)
+        seq = record_for(recorder, 7)
         assert recorder.status()["seal_failures"] == 1
-    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    entries = recording_entries(unit, seq)
     assert [e.kind for e in entries if e.kind in ("segment", "interruption", "resume")][:4] == [
         "segment", "interruption", "resume", "segment"]
     [cut] = [e.body for e in entries if e.kind == "interruption"]
@@ -283,13 +294,9 @@ def test_a_file_refused_from_its_start_is_kept_aside_and_recording_goes_on(unit:
     with recorder_on_sim(unit, segment_seconds=4) as recorder:
         recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 1,
                                                after_fragments=0, error=errno.EIO)
-        recorder.start()
-        seq = recorder.start_recording("button")
-        time.sleep(8)
-        recorder.stop_recording("button")
-        assert recorder.wait_idle(30)
+        seq = record_for(recorder, 8)
     assert recorder.stats.seal_failures == 1
-    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    entries = recording_entries(unit, seq)
     [cut] = [e.body for e in entries if e.kind == "interruption"]
     assert (cut.reason, cut.detected_by) == ("other", "storage_write")
     assert [s.index for s in (e.body for e in entries if e.kind == "segment")][:2] == [0, 2]
@@ -306,17 +313,13 @@ def test_a_dead_medium_fails_once_per_segment_not_once_per_keyframe(unit: Unit):
     with recorder_on_sim(unit, segment_seconds=6) as recorder:
         recorder.sealer_class = failing_sealer(lambda f: True, after_fragments=0,
                                                error=errno.EIO)
-        recorder.start()
-        seq = recorder.start_recording("button")
-        time.sleep(8)
-        recorder.stop_recording("button")
-        assert recorder.wait_idle(30)
+        seq = record_for(recorder, 8)
         assert recorder.healthy()
     # Refused at once, retried at once and refused again, then only at the
     # segment's end (6 s): two or three, where retrying at every keyframe would
     # make one every second or two.
     assert 2 <= recorder.stats.seal_failures <= 3
-    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    entries = recording_entries(unit, seq)
     cuts = [e.body for e in entries if e.kind == "interruption"]
     assert len(cuts) == recorder.stats.seal_failures
     assert all(c.detected_by == "storage_write" for c in cuts)
@@ -334,16 +337,12 @@ def test_a_refused_file_recovery_cannot_seal_at_once_is_kept_aside_not_sealed_la
         with recorder_on_sim(unit, segment_seconds=2) as recorder:
             recorder.sealer_class = failing_sealer(lambda f: segment_index(f) == 1,
                                                    after_fragments=1, error=errno.EIO)
-            recorder.start()
-            seq = recorder.start_recording("button")
-            time.sleep(6)
-            recorder.stop_recording("button")
-            assert recorder.wait_idle(30)
+            seq = record_for(recorder, 6)
     refused = f"r{seq:06d}-00001.cseg"
     assert (unit.store / "pending" / refused).exists()  # left for the next start
     with recorder_on_sim(unit) as recorder:
         recorder.start()  # its recovery finds the file after later segments and the stop
-    entries = [e.entry for e in unit.entries() if getattr(e.entry.body, "recording", None) == seq]
+    entries = recording_entries(unit, seq)
     assert [e.body.index for e in entries if e.kind == "segment"][:2] == [0, 2]
     assert [e.body.detected_by for e in entries if e.kind == "interruption"] == ["storage_write"]
     report = unit.verify()
