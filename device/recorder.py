@@ -801,7 +801,7 @@ class Recorder:
                     self._capture_q.put(_CameraBack())
                     assert self.camera is not None
                     self.camera.request_keyframe()
-            recording = self._is_recordings(item)
+            recording = self._belongs_to_recording(item)
             if loss is not None and recording:
                 self._declare_source_loss(loss)
             memo = self._memo
@@ -817,7 +817,7 @@ class Recorder:
         if end_memo:
             self._end_memo()
 
-    def _is_recordings(self, item: VideoFrame | AudioBlock) -> bool:
+    def _belongs_to_recording(self, item: VideoFrame | AudioBlock) -> bool:
         """Whether ``item`` goes to the recording: while recording, or captured before
         the stop being ended (an audio block by its first sample)."""
         if self.state == State.RECORDING:
