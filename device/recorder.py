@@ -1103,20 +1103,18 @@ class Recorder:
         except Exception:  # left in pending/ for the next start's recovery
             log.exception("%s: could not be recovered now", sink.file)
             recovered = None
-        rec = sink.rec
-        cut_utc_ns = None
+        rec, durable = sink.rec, False
+        cut_us = sink.first_capture_us or monotonic_us()  # nothing durable: from the file's start
         if recovered is not None and recovered.segment is not None:
             self.append(recovered.segment)
             release_journal(self.store, recovered)
             self.stats.segments_sealed += 1
             self.stats.bytes_sealed += recovered.segment.media.size
-            cut_utc_ns = recovered.last_capture_utc_ns
-        if cut_utc_ns is None:  # nothing durable: the loss starts with the file
-            cut_utc_ns = (sink.first_capture_us or monotonic_us()) * 1000 + rec.utc_offset_ns
+            durable = True
+            if recovered.last_capture_utc_ns is not None:  # from the last sealed capture
+                cut_us = (recovered.last_capture_utc_ns - rec.utc_offset_ns) // 1000
         full = getattr(failure, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-        self._declare_fault(rec, "storage_full" if full else "other", "storage_write",
-                            (cut_utc_ns - rec.utc_offset_ns) // 1000)
-        durable = recovered is not None and recovered.segment is not None
+        self._declare_fault(rec, "storage_full" if full else "other", "storage_write", cut_us)
         retry, self._refused_from_start = durable or not self._refused_from_start, not durable
         if retry:
             with self._route_lock:

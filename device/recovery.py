@@ -351,9 +351,8 @@ class _Recovery:
                           journal: _Journal) -> RecoveredSegment | None:
         context = self._context(name, journal)
         if self.went_on_after(context):
-            # Refused by the medium while recording, its loss declared then, and not
+            # Refused by the medium while recording and declared then, but not
             # recoverable at once: sealed now, its entry would come after later ones.
-            # Nothing to declare either: it was declared when it happened.
             log.warning("%s: its recording went on after it; kept aside", name)
             self._set_aside(name, path, journal_file, journal, context)
             return None
