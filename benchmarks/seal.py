@@ -149,16 +149,18 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
     to_write: queue.SimpleQueue = queue.SimpleQueue()
     to_flush: queue.SimpleQueue = queue.SimpleQueue()
     durable = threading.Semaphore(0)
-    stored = hashlib.sha256()
 
     def writer() -> None:
+        fd, stored = -1, hashlib.sha256()
         while (item := to_write.get()) is not None:
-            if isinstance(item, tuple):
+            if isinstance(item, int):  # the next segment's file
+                fd, stored = item, hashlib.sha256()
+            elif isinstance(item, tuple):  # a fragment's end
                 to_flush.put(item)
-                continue
-            stored.update(item)
-            os.write(item_fd[0], item)
-            free.put(item.obj)
+            else:
+                stored.update(item)
+                os.write(fd, item)
+                free.put(item.obj)
         to_flush.put(None)
 
     def flusher() -> None:
@@ -170,7 +172,6 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
             os.fdatasync(journal)
             durable.release()
 
-    item_fd = [-1]
     threads = [threading.Thread(target=writer, daemon=True),
                threading.Thread(target=flusher, daemon=True)]
     for t in threads:
@@ -179,7 +180,7 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
         fd = os.open(folder / f"b-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         journal = os.open(folder / f"b-{run}-{s}.journal",
                           os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        item_fd[0] = fd  # the writer is idle here: the last segment is all durable
+        to_write.put(fd)
         plain, counter = hashlib.sha256(), 0
         for f in range(work.fragments):
             end = (f + 1) * fragment
