@@ -223,6 +223,7 @@ def failing_sealer(refused: Callable[[str], bool], after_fragments: int,
 
     class FailingSealer(SegmentSealer):
         def _emit(self, stored: list) -> None:
+            # (The header is written while opening, before the count exists.)
             if (refused(self.file) and hasattr(self, "_durable")
                     and self._durable_fragments >= after_fragments):
                 raise OSError(error, os.strerror(error))
