@@ -6,7 +6,7 @@
 The figure: random "MP4" bytes go into :class:`device.sealer.SegmentSealer`
 exactly as the recorder's seal thread gives them: ``write()`` calls of
 ``--write-kib`` (PyAV's AVIO buffer is 32 KiB), ``end_fragment()`` every
-``--fragment-kib`` (encrypt the open chunk, fdatasync, journal the fragment),
+``--fragment-kib`` (encrypt the open chunk, mark the fragment, fsync),
 ``close()`` every ``--segment-mib`` (final chunk,
 fsync, move into media/). The store is a temporary directory under
 ``$BENCH_DIR`` (default: the system's temp dir; on this machine a real disk,
@@ -22,8 +22,8 @@ inherent). No file I/O. Both best of three.
 Because the limit leaves out the disk, more numbers say where the difference
 goes: the same sealer into ``/dev/shm`` (tmpfs: writes are memory copies and
 fdatasync returns at once); ``io_floor``, what the medium must do without the
-crypto (per fragment: its bytes written and fdatasync'd, then a journal line
-written and fdatasync'd); ``serial_limit``, the limit and the I/O floor done one
+crypto (per fragment: its bytes written, its mark set, one fsync);
+``serial_limit``, the limit and the I/O floor done one
 after the other (1 / (1/limit + 1/io_floor)); and ``pipeline_limit``, the two
 perfectly overlapped (the slower of them). The sealer overlaps them on three
 threads (docs/adr/0004), so it lands between the last two. ``bare_pipeline``
@@ -55,7 +55,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from device.muxer import FragmentInfo
-from device.sealer import SegmentSealer
+from device.sealer import FRAGMENT_MARKS, SegmentSealer
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT, SegmentEncryptor
 
@@ -103,30 +103,29 @@ def limit_pass(work: Workload, archive_public: bytes) -> None:
         plain.digest(), stored.digest()
 
 
-JOURNAL_LINE = b"{" + b"x" * 400 + b"}\n"  # about a journal line's length
+MARK = b"{" + b"x" * 400 + b"}\n"  # about a fragment mark's length
 
 
 def io_pass(work: Workload, folder: Path, run: int) -> None:
     """The medium's share alone: what sealing must make durable, without the crypto.
 
-    Per fragment: the bytes written and fdatasync'd, then a journal line
-    written and fdatasync'd (the sealer's durability rule, two flushes).
+    Per fragment: the bytes written, a mark set on the file (an extended
+    attribute, taking turns between two), then one fsync (the sealer's
+    durability rule).
     """
     fragment = work.plaintext[: len(work.plaintext) // work.fragments]
     for s in range(work.segments):
         fd = os.open(folder / f"io-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        journal = os.open(folder / f"io-{run}-{s}.journal",
-                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        for _ in range(work.fragments):
+        for f in range(work.fragments):
             view = memoryview(fragment)
             while view:
                 view = view[os.write(fd, view):]
-            os.fdatasync(fd)
-            os.write(journal, JOURNAL_LINE)
-            os.fdatasync(journal)
-        os.fsync(fd)
+            os.setxattr(fd, FRAGMENT_MARKS[f % 2], MARK)
+            os.fsync(fd)
         os.close(fd)
-        os.close(journal)
+
+
+FRAGMENT_END = object()  # in the bare pipeline's writer queue
 
 
 def bare_pass(work: Workload, folder: Path, run: int) -> None:
@@ -134,11 +133,12 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
 
     The caller hashes 64 KiB views of the plaintext and encrypts them into
     eight reused buffers; a writer thread hashes and writes them; a flusher
-    thread fdatasyncs each fragment, drops its pages, then writes and
-    fdatasyncs a journal line. The caller waits, as the sealer does, for the
+    thread marks each fragment, fsyncs the file once and drops its pages.
+    The caller waits, as the sealer does, for the
     fragment before the one it ends to be durable. Left out, compared with
-    the sealer: chunks assembled from the muxer's writes, journal contents,
-    the header and final chunk, moving the file, error handling.
+    the sealer: chunks assembled from the muxer's writes, the marks'
+    contents, the journal file, the header and final chunk, moving the file,
+    error handling.
     """
     aead = ChaCha20Poly1305(os.urandom(32))
     view = memoryview(work.plaintext)
@@ -155,8 +155,8 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
         while (item := to_write.get()) is not None:
             if isinstance(item, int):  # the next segment's file
                 fd, stored = item, hashlib.sha256()
-            elif isinstance(item, tuple):  # a fragment's end
-                to_flush.put(item)
+            elif item is FRAGMENT_END:
+                to_flush.put(fd)
             else:
                 stored.update(item)
                 os.write(fd, item)
@@ -164,12 +164,12 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
         to_flush.put(None)
 
     def flusher() -> None:
+        flushes = 0
         while (item := to_flush.get()) is not None:
-            fd, journal = item
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.write(journal, JOURNAL_LINE)
-            os.fdatasync(journal)
+            os.setxattr(item, FRAGMENT_MARKS[flushes % 2], MARK)
+            flushes += 1
+            os.fsync(item)
+            os.posix_fadvise(item, 0, 0, os.POSIX_FADV_DONTNEED)
             durable.release()
 
     threads = [threading.Thread(target=writer, daemon=True),
@@ -178,8 +178,6 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
         t.start()
     for s in range(work.segments):
         fd = os.open(folder / f"b-{run}-{s}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        journal = os.open(folder / f"b-{run}-{s}.journal",
-                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         to_write.put(fd)
         plain, counter = hashlib.sha256(), 0
         for f in range(work.fragments):
@@ -191,13 +189,11 @@ def bare_pass(work: Workload, folder: Path, run: int) -> None:
                 aead.encrypt_into(counter.to_bytes(12, "big"), chunk, b"", stored_chunk)
                 counter += 1
                 to_write.put(stored_chunk)
-            to_write.put((fd, journal))
+            to_write.put(FRAGMENT_END)
             if f:
                 durable.acquire()  # the fragment before is durable
         durable.acquire()  # and the last one
-        os.fsync(fd)
         os.close(fd)
-        os.close(journal)
     to_write.put(None)
     for t in threads:
         t.join()

@@ -28,6 +28,7 @@ from device.ledger import LedgerWriter, entry_clock
 from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
+from device.sealer import check_store_keeps_marks
 from hardware.factory import HardwareFactory, make_factory
 from protocol.keys import SigningKey
 from protocol.store_reader import StoreError, read_trust
@@ -47,6 +48,7 @@ class RecorderAgent:
 
     def __init__(self, config: RecorderConfig):
         self.config = config
+        check_store_keeps_marks(config.store)  # before anything is recorded there
         self.key = SigningKey.from_pem(config.key_file.read_bytes())
         self.trust = read_trust(config.trust_file)
         self.archive_public = bytes.fromhex(

@@ -1,17 +1,20 @@
 """Recovering the segments a power cut (or crash) left unsealed in ``pending/``.
 
-At every fragment end the sealer makes the fragment's chunk durable and then
-journals, in plaintext metadata beside the file, how many bytes that is (with
-their SHA-256) and what the segment holds up to there (``device/sealer.py``,
-"The journal"). The device cannot decrypt its own footage; the journal is all
-it needs. At the next start, before recording again, the recorder calls
-:func:`recover_pending`, which for each ``pending/<file>.cseg``:
+At every fragment end the sealer marks the segment file, in plaintext
+metadata (an extended attribute), with how many bytes the fragment ends at
+(with their SHA-256) and what the segment holds up to there, and makes bytes
+and mark durable with one fsync; the file's context is in its journal beside
+it (``device/sealer.py``, "The journal"). The device cannot decrypt its own
+footage; journal and marks are all it needs. At the next start, before
+recording again, the recorder calls :func:`recover_pending`, which for each
+``pending/<file>.cseg``:
 
-1. finds the last journaled fragment whose bytes are all on the medium: its
+1. finds the newest fragment mark whose bytes are all on the medium: its
    ``stored_size`` is within the file's whole chunks and the file's first
-   ``stored_size`` bytes hash to its ``stored_sha256``;
+   ``stored_size`` bytes hash to its ``stored_sha256`` (a cut can leave a
+   mark on the medium without all its bytes; then the other mark serves);
 2. moves every byte beyond it (a chunk torn by the cut, a fragment never
-   journaled) into ``pending/<file>.tail-<ns>``: nothing is deleted;
+   marked) into ``pending/<file>.tail-<ns>``: nothing is deleted;
 3. truncates the file to that size (it then has no final chunk:
    ``decrypt_segment`` says ``complete=False``, which export accepts because
    the entry says ``recovered``), moves it into ``media/`` (never over an
@@ -19,7 +22,7 @@ it needs. At the next start, before recording again, the recorder calls
 4. returns a :class:`RecoveredSegment`: the ``segment`` body to append
    (``recovered: true``) and the best known time of the cut.
 
-A file with no whole journaled fragment (cut in its first second, or a bare
+A file with no whole marked fragment (cut in its first second, or a bare
 header) is moved aside whole to ``.tail-<ns>``, with its journal; the cut is
 still reported (``segment`` is None) so the recorder can declare it. A file
 whose journal says it was sealed whole (final chunk durable) but that never
@@ -60,7 +63,14 @@ from pathlib import Path
 from typing import Any
 
 from device.ledger import fsync_dir
-from device.sealer import JOURNAL_FORMAT, JOURNAL_SUFFIX, PENDING_DIR, journal_path
+from device.sealer import (
+    JOURNAL_FORMAT,
+    JOURNAL_SUFFIX,
+    PENDING_DIR,
+    clear_fragment_marks,
+    journal_path,
+    read_fragment_marks,
+)
 from protocol.entries import Interruption, MediaFile, RecordStop, Segment
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
@@ -110,7 +120,7 @@ class RecoveredSegment:
 
 @dataclass
 class _Journal:
-    """A journal as read back: its first line and the lines after it."""
+    """A journal as read back: its first line, its later lines, the file's fragment marks."""
 
     header: dict[str, Any]
     fragments: list[dict[str, Any]] = field(default_factory=list)
@@ -122,6 +132,18 @@ class _Journal:
         context = self.header.get("context")
         return context if isinstance(context, dict) else {}
 
+    def note_written(self, record: dict[str, Any]) -> None:
+        written = _int(record, "written_monotonic_ns") or _int(record, "opened_monotonic_ns")
+        if written is not None:
+            self.last_written_monotonic_ns = max(self.last_written_monotonic_ns or 0, written)
+
+    def add_marks(self, segment_path: Path) -> None:
+        """Take in the fragment marks of the segment file (in pending/ or media/)."""
+        for mark in read_fragment_marks(segment_path):
+            if _int(mark, "stored_size") is not None:
+                self.note_written(mark)
+                self.fragments.append(mark)
+
 
 def _int(record: dict[str, Any], key: str) -> int | None:
     value = record.get(key)
@@ -129,7 +151,10 @@ def _int(record: dict[str, Any], key: str) -> int | None:
 
 
 def read_journal(path: Path) -> _Journal:
-    """Parse a journal; a last line cut short (no ``\\n``) or unreadable is ignored."""
+    """Parse a journal file; a last line cut short (no ``\\n``) or unreadable is ignored.
+
+    Its fragment records are the segment file's marks (:meth:`_Journal.add_marks`).
+    """
     journal = _Journal(header={})
     if not path.exists():
         return journal
@@ -142,10 +167,7 @@ def read_journal(path: Path) -> _Journal:
             continue
         if not isinstance(record, dict):
             continue
-        written = _int(record, "written_monotonic_ns") or _int(record, "opened_monotonic_ns")
-        if written is not None:
-            journal.last_written_monotonic_ns = max(journal.last_written_monotonic_ns or 0,
-                                                    written)
+        journal.note_written(record)
         if record.get("journal") == JOURNAL_FORMAT:
             journal.header = record
         elif record.get("sealed") is True or record.get("recovered") is True:
@@ -185,7 +207,7 @@ def whole_chunks_size(data: bytes) -> int:
 
 
 def _last_whole_fragment(data: bytes, fragments: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The last journaled fragment, with content, whose bytes are all in ``data`` unchanged."""
+    """The newest fragment record, with content, whose bytes are all in ``data`` unchanged."""
     whole = whole_chunks_size(data)
     digest, hashed, best = hashlib.sha256(), 0, None
     for record in sorted(fragments, key=lambda r: r["stored_size"]):
@@ -195,8 +217,10 @@ def _last_whole_fragment(data: bytes, fragments: list[dict[str, Any]]) -> dict[s
         digest.update(data[hashed:size])
         hashed = size
         if digest.copy().hexdigest() != record.get("stored_sha256"):
-            # Bytes the journal vouched for have changed: nothing from here on is kept.
-            log.error("stored bytes before offset %d differ from the journal", size)
+            # Not what the mark names: bytes it was written for never all reached the
+            # medium (or changed since). Nothing from here on is kept.
+            log.warning("stored bytes before offset %d differ from fragment %s's mark", size,
+                        record.get("fragment"))
             break
         if isinstance(record.get("content"), dict):
             best = record
@@ -241,7 +265,9 @@ def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:
 
 
 def release_journal(store: Path, recovered: RecoveredSegment) -> None:
-    """The entries for ``recovered`` are appended: its journal is no longer needed."""
+    """The entries for ``recovered`` are appended: its journal and marks are no longer needed."""
+    if recovered.segment is not None:
+        clear_fragment_marks(Path(store) / MEDIA_DIR / recovered.file)
     if recovered.journal is not None:
         path = Path(store) / PENDING_DIR / recovered.journal
         path.unlink(missing_ok=True)
@@ -342,6 +368,7 @@ class _Recovery:
         journal_file = journal_path(path)
         journal = read_journal(journal_file)
         if path.exists():
+            journal.add_marks(path)
             return self._recover_cut_file(name, path, journal_file, journal)
         return self._recover_moved_file(name, journal_file, journal)
 
@@ -454,8 +481,9 @@ class _Recovery:
                             journal: _Journal) -> RecoveredSegment | None:
         finished = journal.finished
         media_file = (finished or {}).get("media_file") or name
-        if self.in_ledger(media_file):
-            journal_file.unlink(missing_ok=True)  # the entry is the record now
+        if self.in_ledger(media_file):  # the entry is the record now
+            clear_fragment_marks(self.media / media_file)
+            journal_file.unlink(missing_ok=True)
             fsync_dir(self.pending)
             return None
         media_path = self.media / media_file
@@ -463,6 +491,7 @@ class _Recovery:
         if not media_path.exists() or not all(k in context for k in _CONTEXT_KEYS):
             log.error("%s: journal without its file or context; left as it is", name)
             return None
+        journal.add_marks(media_path)
         data = media_path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if finished is None or (finished.get("stored_size"), finished.get("stored_sha256")) != (

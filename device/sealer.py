@@ -16,10 +16,10 @@ The journal
 The device cannot decrypt its own footage, so after a power cut it could not
 tell what the surviving bytes hold. Everything needed to write the
 ``segment`` entry of a cut file is therefore kept, in plaintext metadata
-(never media), beside it in ``pending/<file>.journal``: one JSON object per
-line, each line fdatasync'd before the next step.
+(never media), in two places:
 
-- Line 1, written when the file is opened::
+- ``pending/<file>.journal``, one JSON object per line, each fdatasync'd.
+  Line 1, written when the file is opened::
 
     {"journal": "custody-journal/1", "file": "r000012-00003.cseg",
      "codecs": {"video": "h264", "audio": "flac"}, "opened_monotonic_ns": 81234567890,
@@ -27,9 +27,15 @@ line, each line fdatasync'd before the next step.
                  "frame_period_ns": 100000000, "audio_rate": 48000}}
 
   ``context`` is the caller's, as given (any JSON object); recovery reads the
-  keys shown.
-- One line per fragment, written only *after* the fragment's chunk is on the
-  medium (fdatasync'd), so a line never claims bytes that are not durable::
+  keys shown. ``close()`` adds a ``{"sealed": true, …}`` line (final sizes
+  and hashes) once the final chunk is durable, *before* moving the file into
+  ``media/``.
+- The *fragment marks*: two extended attributes of the segment file itself,
+  ``user.custody.fragment.a`` and ``.b`` (:data:`FRAGMENT_MARKS`). At each
+  fragment end the flusher writes the fragment's record into one of them,
+  then fsyncs the file once, which makes the fragment's bytes and its record
+  durable together: one flush per fragment, where a journal line would
+  need a second (docs/adr/0005)::
 
     {"fragment": 4, "stored_size": 401326, "stored_sha256": "…",
      "plaintext_size": 401004, "plaintext_sha256": "…", "written_monotonic_ns": ...,
@@ -40,16 +46,25 @@ line, each line fdatasync'd before the next step.
   chunks); ``content`` is the whole segment up to there (the muxer's
   :class:`~device.muxer.FragmentInfo` totals; capture times in µs on the
   monotonic capture clock), or null if the caller gave none.
-  ``written_monotonic_ns`` is when the line was written, on the same clock.
-- ``close()`` adds a ``{"sealed": true, …}`` line (final sizes and hashes) once
-  the final chunk is durable, *before* moving the file into ``media/``, then
-  removes the journal once the file is there. ``close(keep_journal=True)``
-  leaves it until :meth:`SegmentSealer.release_journal`, which the caller calls
-  after appending the ``segment`` entry: only then is a cut between sealing
-  and the entry recoverable (without the journal the device no longer knows
-  what the sealed file holds, and the file is left without an entry).
+  ``written_monotonic_ns`` is when the mark was written, on the same clock.
 
-A line cut short by a power cut has no ``\\n`` and is ignored. Recovery:
+  The kernel may write a mark out before the bytes it names (a metadata
+  commit of its own), so a mark alone proves nothing: recovery keeps the
+  newest mark whose ``stored_size`` bytes are in the file and hash to its
+  ``stored_sha256``. The two marks take turns, one per flush, so while one
+  is being rewritten the other still names the last fragment made durable:
+  a cut loses at most the fragment being flushed and the one in flight.
+
+The journal file and the marks go once the ``segment`` entry is appended:
+``close()`` removes them once the file is in ``media/``, or
+``close(keep_journal=True)`` leaves them until
+:meth:`SegmentSealer.release_journal`, which the caller calls after
+appending the entry: only then is a cut between sealing and the entry
+recoverable (without them the device no longer knows what the sealed file
+holds, and the file is left without an entry). The store's filesystem must
+keep extended attributes (ext4 does; :func:`check_store_keeps_marks`).
+
+A journal line cut short by a power cut has no ``\\n`` and is ignored. Recovery:
 :mod:`device.recovery` and ``docs/recovery.md``.
 """
 
@@ -62,7 +77,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +98,8 @@ if TYPE_CHECKING:  # the muxer (and PyAV) are not needed to seal bytes
 PENDING_DIR = "pending"
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = "custody-journal/1"
+# The two extended attributes that take turns holding the last fragment's record.
+FRAGMENT_MARKS = ("user.custody.fragment.a", "user.custody.fragment.b")
 
 
 def journal_path(segment_path: Path) -> Path:
@@ -92,6 +109,45 @@ def journal_path(segment_path: Path) -> Path:
     'r000001-00000.cseg.journal'
     """
     return segment_path.with_name(segment_path.name + JOURNAL_SUFFIX)
+
+
+def read_fragment_marks(segment_path: Path) -> list[dict[str, Any]]:
+    """The fragment records a segment file carries, oldest first (unreadable ones left out).
+
+    A mark names bytes that may not have reached the medium: check them
+    against the file before trusting it (:mod:`device.recovery` does).
+    """
+    marks = []
+    for name in FRAGMENT_MARKS:
+        try:
+            record = json.loads(os.getxattr(segment_path, name))
+        except (OSError, ValueError):  # absent (ENODATA), or torn: no mark
+            continue
+        if isinstance(record, dict) and isinstance(record.get("fragment"), int):
+            marks.append(record)
+    return sorted(marks, key=lambda r: r["fragment"])
+
+
+def clear_fragment_marks(segment_path: Path) -> None:
+    """Remove a sealed file's marks: its ``segment`` entry is the record now."""
+    for name in FRAGMENT_MARKS:
+        with suppress(OSError):  # not there (ENODATA), or the file is gone
+            os.removexattr(segment_path, name)
+
+
+def check_store_keeps_marks(store: Path) -> None:
+    """Raise :class:`OSError` naming ``store`` if its filesystem keeps no extended attributes."""
+    probe = Path(store) / f".custody-marks-probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        os.setxattr(probe, FRAGMENT_MARKS[0], b"{}")
+    except OSError as e:
+        raise OSError(e.errno, f"{store}: its filesystem does not keep extended attributes "
+                      f"(user.*), which the sealer's fragment marks need; use ext4 or "
+                      f"another filesystem that does ({e.strerror})") from e
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def fragment_content(fragment: FragmentInfo) -> dict[str, int | None]:
@@ -194,10 +250,10 @@ class SegmentSealer:
 
     Three steps overlap, each on a thread: the caller's hashes the plaintext
     and encrypts it into one of a few reused buffers; a writer writes the
-    stored bytes and hashes them; a flusher makes each finished fragment
-    durable (fdatasync) and only then journals it. So the medium's flush of
+    stored bytes and hashes them; a flusher marks each finished fragment and
+    makes bytes and mark durable with one fsync. So the medium's flush of
     one fragment overlaps the work on the next. :meth:`end_fragment` returns
-    once the fragment *before* is durable and journaled; :meth:`wait_durable`
+    once the fragment *before* is durable and marked; :meth:`wait_durable`
     waits for the last one too.
 
     >>> import tempfile
@@ -210,7 +266,9 @@ class SegmentSealer:
     >>> sealer.write(b"moof+mdat bytes")
     15
     >>> sealer.end_fragment()   # the muxer's FragmentInfo, when there is one
-    >>> sealer.wait_durable()   # on the medium and journaled
+    >>> sealer.wait_durable()   # on the medium and marked
+    >>> read_fragment_marks(sealer.path)[-1]["plaintext_size"]
+    15
     >>> sealer.close().plaintext_size
     15
     >>> sealer.journal.exists()
@@ -249,9 +307,10 @@ class SegmentSealer:
             }])
             fsync_dir(pending)
             opened.pop_all()  # open for good: close() closes them
-        # The flusher's side: how far the page cache is dropped, how many
-        # fragments are journaled, or what failed.
+        # The flusher's side: how far the page cache is dropped, which mark is
+        # next, how many fragments are durable, or what failed.
         self._dropped_to = 0
+        self._flushes = 0
         self._durable = threading.Condition()
         self._durable_fragments = 0
         self._failure: BaseException | None = None
@@ -285,10 +344,10 @@ class SegmentSealer:
         return len(data)
 
     def end_fragment(self, content: FragmentInfo | None = None) -> None:
-        """A whole fragment has been written: make it durable, then journal it.
+        """A whole fragment has been written: mark it and make it durable.
 
         ``content`` is the muxer's :class:`~device.muxer.FragmentInfo` for this
-        fragment; without it the journal cannot say what the bytes hold and a
+        fragment; without it the mark cannot say what the bytes hold and a
         cut file is kept aside rather than sealed. Returns once the fragment
         before this one is durable: at most one finished fragment is ever
         waiting for the medium (in real time, for milliseconds of the next
@@ -306,8 +365,13 @@ class SegmentSealer:
         self.fragments += 1
         self._wait_for(self.fragments - 1)
 
+    @property
+    def durable_fragments(self) -> int:
+        """How many of the fragments ended so far are on the medium and marked."""
+        return self._durable_fragments
+
     def wait_durable(self) -> None:
-        """Return once every fragment ended so far is on the medium and journaled."""
+        """Return once every fragment ended so far is on the medium and marked."""
         self._wait_for(self.fragments)
 
     def _seal_chunk(self, plaintext: bytes | bytearray | memoryview,
@@ -373,16 +437,22 @@ class SegmentSealer:
             self.size += len(part)
 
     def _flush(self, items: list[_Durable]) -> None:
-        """The flusher's step: one flush makes these fragments durable; then journal them.
+        """The flusher's step: mark the last fragment, then one fsync makes it all durable.
 
         The writer hands a fragment's end over only once its bytes are written,
-        so the flush covers every byte the journal lines claim.
+        so the fsync covers every byte the mark claims. The marks take turns,
+        so the other one still names the fragment the last fsync made durable.
+        A ``sealed`` record goes to the journal file once its fsync is done.
         """
         if self._failure is not None:
             return
         records = [item.record for item in items]
-        sealed = any(r.get("sealed") for r in records)
-        (os.fsync if sealed else os.fdatasync)(self._fd)
+        fragments = [r for r in records if "fragment" in r]
+        if fragments:
+            mark = {**fragments[-1], "written_monotonic_ns": time.monotonic_ns()}
+            os.setxattr(self._fd, FRAGMENT_MARKS[self._flushes % 2], _json_line(mark))
+            self._flushes += 1
+        os.fsync(self._fd)  # not fdatasync: the mark is metadata
         # The device never reads its footage back: let the kernel reuse these
         # pages (cheaper than fresh ones) rather than fill memory with them.
         durable = records[-1]["stored_size"]
@@ -390,10 +460,12 @@ class SegmentSealer:
             os.posix_fadvise(self._fd, self._dropped_to, durable - self._dropped_to,
                              os.POSIX_FADV_DONTNEED)
             self._dropped_to = durable
-        now = time.monotonic_ns()
-        self._journal_lines([{**r, "written_monotonic_ns": now} for r in records])
+        finished = [r for r in records if "fragment" not in r]
+        if finished:
+            now = time.monotonic_ns()
+            self._journal_lines([{**r, "written_monotonic_ns": now} for r in finished])
         with self._durable:
-            self._durable_fragments += sum("fragment" in r for r in records)
+            self._durable_fragments += len(fragments)
             self._durable.notify_all()
 
     def _journal_lines(self, records: list[dict[str, Any]]) -> None:
@@ -440,6 +512,7 @@ class SegmentSealer:
         )
 
     def release_journal(self) -> None:
-        """Remove the journal: the ``segment`` entry is now the record of this file."""
+        """Remove journal and marks: the ``segment`` entry is now the record of this file."""
+        clear_fragment_marks(self.store / MEDIA_DIR / self.file)
         self.journal.unlink(missing_ok=True)
         fsync_dir(self.journal.parent)

@@ -18,10 +18,12 @@ import pytest
 
 import device.recovery
 from daemon.export import export_store
+from daemon.provision import device_key_path
 from device.recorder import Recorder, State
 from device.sealer import SegmentSealer
 from hardware.camera import monotonic_us
-from tests.conftest import Unit
+from protocol.store_reader import TRUST_NAME
+from tests.conftest import DEVICE, Unit
 from tests.device.simrun import (
     custody,
     decode,
@@ -176,6 +178,35 @@ def test_recorder_config_errors_name_the_key(tmp_path: Path):
     config.write_text('segment_secnds = 5\n')
     r = custody("recorder", "--config", config)
     assert r.returncode == 2 and "segment_secnds" in r.stderr and "segment_seconds" in r.stderr
+
+
+@pytest.fixture
+def store_without_xattrs(tmp_path: Path):
+    """A folder on a ramfs, a filesystem that keeps no extended attributes."""
+    folder = tmp_path / "ramfs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "ramfs", "custody-test", folder],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a ramfs needs root: {mounted.stderr.strip()}")
+    try:
+        yield folder / "store"
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_a_store_that_cannot_keep_fragment_marks_is_refused_at_start(
+    unit: Unit, store_without_xattrs: Path, tmp_path: Path
+):
+    config = tmp_path / "recorder.toml"
+    config.write_text(f'device_id = "{DEVICE}"\nstore = "{store_without_xattrs}"\n'
+                      f'key_file = "{device_key_path(unit.keys, DEVICE)}"\n'
+                      f'trust_file = "{unit.keys / TRUST_NAME}"\n'
+                      f'control_socket = "{tmp_path / "control.sock"}"\nhardware = "sim"\n')
+    r = custody("recorder", "--config", config, timeout=30)  # it must not start at all
+    assert r.returncode == 2, r.stderr
+    assert str(store_without_xattrs) in r.stderr and "extended attributes" in r.stderr
+    assert not list(store_without_xattrs.rglob("*"))  # nothing was recorded there
 
 
 # --- in-process: the pipeline under a slow disk ----------------------------------------

@@ -2,7 +2,8 @@
 
 A segment is written the device's way (SegmentMuxer into a journaled
 SegmentSealer) and then cut: by SIGKILL of the process writing it, or by
-truncating its file at a random byte. Recovery must seal every whole fragment
+truncating its file at a random byte, with the fragment marks a cut there can
+leave. Recovery must seal every whole fragment
 and nothing else, say exactly what the sealed file holds, delete nothing and
 never overwrite media/.
 """
@@ -36,7 +37,7 @@ from device.recovery import (
     last_boot_id,
     recover_pending,
 )
-from device.sealer import SegmentSealer
+from device.sealer import FRAGMENT_MARKS, SegmentSealer, read_fragment_marks
 from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart, Segment
 from protocol.keys import ArchiveSecretKey
@@ -75,15 +76,21 @@ def capture_events(frames: list[VideoFrame], blocks: list[AudioBlock]) -> list[t
 
 
 def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
-                   blocks: list[AudioBlock], name: str = NAME,
-                   ctx: dict | None = None) -> list[FragmentInfo]:
-    """A segment written the device's way and never sealed: as a cut right after it leaves it."""
+                   blocks: list[AudioBlock], name: str = NAME, ctx: dict | None = None,
+                   marks: list[dict] | None = None) -> list[FragmentInfo]:
+    """A segment written the device's way and never sealed: as a cut right after it leaves it.
+
+    ``marks``, if given, receives every fragment's mark (the file keeps the last two).
+    """
     sealer = SegmentSealer(store, name, archive_public, context=ctx or context())
     fragments: list[FragmentInfo] = []
 
     def fragment_end(fragment: FragmentInfo) -> None:
         sealer.end_fragment(fragment)
         fragments.append(fragment)
+        if marks is not None:
+            sealer.wait_durable()
+            marks.append(read_fragment_marks(sealer.path)[-1])
 
     muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
                          origin_us=min(frames[0].timestamp_us, blocks[0].timestamp_us),
@@ -91,8 +98,17 @@ def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
     for _, kind, item in capture_events(frames, blocks):
         (muxer.add_video if kind == 0 else muxer.add_audio)(item)
     muxer.close()
-    sealer.wait_durable()  # its last fragment is journaled; the sealer is never closed
+    sealer.wait_durable()  # its last fragment is marked; the sealer is never closed
     return fragments
+
+
+def set_marks(path: Path, marks: list[dict]) -> None:
+    """Give a file exactly these fragment marks, each in the slot its turn gave it."""
+    for name in FRAGMENT_MARKS:
+        if name in os.listxattr(path):
+            os.removexattr(path, name)
+    for mark in marks:
+        os.setxattr(path, FRAGMENT_MARKS[mark["fragment"] % 2], json.dumps(mark).encode())
 
 
 @dataclass
@@ -147,20 +163,20 @@ def pending_files(store: Path) -> dict[str, bytes]:
 # --- cuts at random byte offsets ---------------------------------------------------------
 
 
-def test_a_cut_at_any_byte_keeps_exactly_the_whole_journaled_fragments(
+def test_a_cut_at_any_byte_keeps_exactly_the_whole_marked_fragments(
     clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     frames = clip.frames(jitter_us=800)[: 5 * FPS]
     blocks = audio_blocks(pcm[: 5 * AUDIO_RATE], CAPTURE_EPOCH_US)
     pristine = tmp_path / "pristine"
-    fragments = write_unsealed(pristine, archive.public_raw, frames, blocks)
+    marks: list[dict] = []
+    fragments = write_unsealed(pristine, archive.public_raw, frames, blocks, marks=marks)
     written = (pristine / "pending" / NAME).read_bytes()
-    journal = (pristine / "pending" / (NAME + ".journal")).read_bytes()
     layout = read_layout(written)
-    assert len(fragments) >= 5 and len(layout.chunk_ends) > len(fragments)  # big keyframes
+    assert len(fragments) == len(marks) >= 5 and len(layout.chunk_ends) > len(fragments)
+    assert read_fragment_marks(pristine / "pending" / NAME) == marks[-2:]
 
-    lines = [json.loads(line) for line in journal.splitlines()]
-    fragment_ends = {line["stored_size"] for line in lines[1:]}
+    fragment_ends = [mark["stored_size"] for mark in marks]
     # A chunk that ends inside a fragment (a keyframe larger than a chunk): whole chunks,
     # but not a whole fragment. These must not be kept.
     inner_chunk_ends = [end for end in layout.chunk_ends if end not in fragment_ends]
@@ -168,21 +184,24 @@ def test_a_cut_at_any_byte_keeps_exactly_the_whole_journaled_fragments(
     rng = np.random.default_rng(5)
     cases = [(int(offset), bool(i % 2))
              for i, offset in enumerate(rng.integers(HEADER_SIZE, len(written), 8))]
-    cases += [(end + extra, False) for end in inner_chunk_ends[:3] for extra in (0, 1)]
-    cases += [(len(written), True), (len(written), False), (sorted(fragment_ends)[2], False)]
-    for trial, (offset, torn_journal) in enumerate(cases):
+    cases += [(end + extra, ahead) for end in inner_chunk_ends[:3] for extra in (0, 1)
+              for ahead in (False, True)]
+    cases += [(len(written), False), (fragment_ends[2], False), (fragment_ends[2], True),
+              (fragment_ends[0] - 1, True)]
+    for trial, (offset, mark_ahead) in enumerate(cases):
         store = tmp_path / f"cut-{trial}"
         shutil.copytree(pristine, store)
         cut = written[:offset]
         (store / "pending" / NAME).write_bytes(cut)
-        journaled = lines
-        if torn_journal:  # the journal's own last line cut short too
-            torn = journal[: journal.rfind(b"\n", 0, len(journal) - 1) + 7]
-            (store / "pending" / (NAME + ".journal")).write_bytes(torn)
-            journaled = lines[:-1]
-        # The oracle: the last journaled fragment whose chunks are all within the cut.
+        # The marks a cut here leaves: the last two whose bytes all reached the medium,
+        # or (mark_ahead) the last such and the next, whose mark reached the medium
+        # before its bytes did.
+        durable = [m for m in marks if m["stored_size"] <= offset]
+        left = durable[-1:] + marks[len(durable):len(durable) + 1] if mark_ahead else durable[-2:]
+        set_marks(store / "pending" / NAME, left)
+        # The oracle: the last mark whose chunks are all within the cut.
         whole = read_layout(cut).whole_size
-        expected = [line for line in journaled[1:] if line["stored_size"] <= whole]
+        expected = [mark for mark in marks if mark["stored_size"] <= whole]
 
         [result] = recover_pending(store)
 
@@ -193,7 +212,7 @@ def test_a_cut_at_any_byte_keeps_exactly_the_whole_journaled_fragments(
             continue
         check_recovered(result, store, archive, frames, pcm)
         kept = (store / "media" / result.file).read_bytes()
-        assert len(kept) == expected[-1]["stored_size"]
+        assert len(kept) == expected[-1]["stored_size"], (trial, offset, mark_ahead)
         assert result.segment.frames == expected[-1]["content"]["frames"]
         assert result.segment.audio_samples == expected[-1]["content"]["audio_samples"]
         # Nothing deleted: the kept file and the tail are the cut file, byte for byte.
@@ -202,24 +221,24 @@ def test_a_cut_at_any_byte_keeps_exactly_the_whole_journaled_fragments(
         assert not (store / "pending" / NAME).exists()
 
 
-def test_bytes_changed_after_they_were_journaled_are_not_sealed_but_kept_aside(
+def test_bytes_changed_after_they_were_marked_are_not_sealed_but_kept_aside(
     clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     frames = clip.frames()[: 4 * FPS]
+    marks: list[dict] = []
     write_unsealed(tmp_path, archive.public_raw, frames,
-                   audio_blocks(pcm[: 4 * AUDIO_RATE], CAPTURE_EPOCH_US))
+                   audio_blocks(pcm[: 4 * AUDIO_RATE], CAPTURE_EPOCH_US), marks=marks)
     pending = tmp_path / "pending" / NAME
-    journal = [json.loads(line) for line in pending.with_name(NAME + ".journal").open()]
-    third_end = journal[3]["stored_size"]  # the end of fragment 2
+    before_last = marks[-2]["stored_size"]  # the end of the fragment before the last
     damaged = bytearray(pending.read_bytes())
-    damaged[third_end + 100] ^= 0x01  # a bit flipped inside fragment 3 (a failing medium)
+    damaged[before_last + 100] ^= 0x01  # a bit flipped inside the last fragment (a failing medium)
     pending.write_bytes(damaged)
 
     [result] = recover_pending(tmp_path)
 
     check_recovered(result, tmp_path, archive, frames, pcm)  # decrypts: every chunk authentic
-    assert result.segment is not None and result.segment.media.size == third_end
-    assert (tmp_path / "pending" / result.tail_file).read_bytes() == damaged[third_end:]
+    assert result.segment is not None and result.segment.media.size == before_last
+    assert (tmp_path / "pending" / result.tail_file).read_bytes() == damaged[before_last:]
 
 
 def test_a_pending_file_with_only_a_header_is_kept_aside_and_its_cut_reported(

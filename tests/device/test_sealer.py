@@ -1,4 +1,4 @@
-"""The sealer's journal: what it vouches for must be on the medium and be what it says."""
+"""The sealer's journal and fragment marks: what they vouch for must be on the medium."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from device.muxer import FragmentInfo, SegmentMuxer
-from device.sealer import SegmentSealer, fragment_content, journal_path
+from device.sealer import (
+    FRAGMENT_MARKS,
+    SegmentSealer,
+    fragment_content,
+    journal_path,
+    read_fragment_marks,
+)
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import decrypt_segment
 from tests.device.conftest import (
@@ -56,18 +62,22 @@ class PlaintextTap:
         self.checked.append(fragment)
 
 
-def test_each_journal_line_vouches_for_durable_bytes_and_says_what_they_hold(
+def newest_mark(sealer: SegmentSealer) -> dict:
+    return read_fragment_marks(sealer.path)[-1]
+
+
+def test_each_fragment_mark_vouches_for_durable_bytes_and_says_what_they_hold(
     clip: EncodedClip, pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=CONTEXT)
     tap = PlaintextTap(sealer)
     journal = journal_path(sealer.path)
-    snapshots: list[tuple[FragmentInfo, dict, bytes]] = []  # journal line, file as on disk
+    snapshots: list[tuple[FragmentInfo, dict, bytes]] = []  # newest mark, file as on disk
 
     def fragment_end(fragment: FragmentInfo) -> None:
         tap.on_fragment_end(fragment)
         sealer.wait_durable()  # end_fragment itself waits only for the fragment before
-        snapshots.append((fragment, journal_lines(journal)[-1], sealer.path.read_bytes()))
+        snapshots.append((fragment, newest_mark(sealer), sealer.path.read_bytes()))
 
     muxer = SegmentMuxer(tap, width=WIDTH, height=HEIGHT, fps=FPS,
                          origin_us=CAPTURE_EPOCH_US, on_fragment_end=fragment_end)
@@ -78,14 +88,14 @@ def test_each_journal_line_vouches_for_durable_bytes_and_says_what_they_hold(
         (muxer.add_video if kind == 0 else muxer.add_audio)(item)
     summary = muxer.close()
 
-    header = journal_lines(journal)[0]
+    assert journal_lines(journal) == [header := journal_lines(journal)[0]]  # marks, not lines
     assert header["journal"] == "custody-journal/1" and header["file"] == NAME
     assert header["context"] == CONTEXT
     assert header["codecs"] == {"video": "h264", "audio": "flac"}
     assert len(snapshots) == summary.fragments >= 4
     for number, (fragment, line, on_disk) in enumerate(snapshots):
         assert line["fragment"] == number
-        # The line is written after the chunk: the file holds exactly the bytes it names...
+        # The mark is made durable with the chunk: the file holds exactly the bytes it names...
         assert line["stored_size"] == len(on_disk)
         assert line["stored_sha256"] == hashlib.sha256(on_disk).hexdigest()
         # ...which decrypt, without a final chunk, to the MP4 up to this fragment's end.
@@ -99,9 +109,13 @@ def test_each_journal_line_vouches_for_durable_bytes_and_says_what_they_hold(
     assert (last["frames"], last["audio_samples"]) == (summary.frames, summary.audio_samples)
     assert last["last_frame_us"] == summary.last_frame_timestamp_us
 
+    # The two marks take turns: the one before the newest is still there.
+    assert [m["fragment"] for m in read_fragment_marks(sealer.path)] == [
+        summary.fragments - 2, summary.fragments - 1]
     media = sealer.close()
-    # Sealed and in media/: the segment entry is the record now, the journal goes.
+    # Sealed and in media/: the segment entry is the record now, journal and marks go.
     assert not journal.exists() and not sealer.path.exists()
+    assert not [a for a in os.listxattr(tmp_path / "media" / NAME) if a in FRAGMENT_MARKS]
     stored = (tmp_path / "media" / NAME).read_bytes()
     assert (media.size, media.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
     assert decrypt_segment(stored, archive).complete
@@ -114,7 +128,7 @@ def test_end_fragment_without_content_still_makes_the_bytes_durable(
     sealer.write(b"x" * 70_000)  # more than one chunk
     sealer.end_fragment()
     sealer.wait_durable()
-    header, line = journal_lines(sealer.journal)
+    [header], line = journal_lines(sealer.journal), newest_mark(sealer)
     assert header["context"] == {}
     assert line["content"] is None and line["stored_size"] == os.path.getsize(sealer.path)
     assert decrypt_segment(sealer.path.read_bytes(), archive).plaintext == b"x" * 70_000
@@ -134,9 +148,11 @@ def test_keep_journal_marks_it_sealed_until_released(
     assert (sealed["stored_size"], sealed["stored_sha256"]) == (media.size, media.sha256)
     assert (sealed["plaintext_size"], sealed["plaintext_sha256"]) == (
         media.plaintext_size, media.plaintext_sha256)
+    assert read_fragment_marks(tmp_path / "media" / NAME)[-1]["fragment"] == 0
     sealer.release_journal()
     assert not sealer.journal.exists()
     assert os.listdir(tmp_path / "pending") == []
+    assert read_fragment_marks(tmp_path / "media" / NAME) == []
 
 
 def test_sealing_never_overwrites_media(archive: ArchiveSecretKey, tmp_path: Path) -> None:
@@ -183,8 +199,8 @@ def test_a_failing_medium_reaches_the_caller_and_nothing_hangs_or_goes(
     assert not [t for t in threading.enumerate() if t.name.endswith(NAME)]  # no thread left
     with pytest.raises(ValueError, match="already closed"):
         sealer.close()
-    # What reached the medium stays, journaled, for recovery to seal.
-    header, line = journal_lines(sealer.journal)
+    # What reached the medium stays, marked, for recovery to seal.
+    line = newest_mark(sealer)
     assert line["plaintext_size"] == 100_000
     assert decrypt_segment(sealer.path.read_bytes(), archive).plaintext[:100_000] == (
         b"a" * 100_000)
@@ -218,9 +234,9 @@ def test_end_fragment_holds_the_caller_until_the_fragment_before_is_durable(
     for number in range(4):
         sealer.write(bytes([number]) * 80_000)
         sealer.end_fragment()
-        journaled = [line["fragment"] for line in journal_lines(sealer.journal)[1:]]
         # Never more than the fragment just ended waits for the medium.
-        assert journaled[: number] == list(range(number)), journaled
+        assert sealer.durable_fragments >= number, (number, sealer.durable_fragments)
     sealer.wait_durable()
-    assert [line["fragment"] for line in journal_lines(sealer.journal)[1:]] == [0, 1, 2, 3]
+    assert sealer.durable_fragments == 4
+    assert [mark["fragment"] for mark in read_fragment_marks(sealer.path)] == [2, 3]
     assert sealer.close().plaintext_size == 320_000
