@@ -543,7 +543,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("device_id", _device_id, "letters, digits, . _ -; required for a recorder",
                 "The device's stable id (its serial), as in its ledger"),
         Setting("store", _path, "path; required for a recorder",
-                "The evidence folder: the ledger and sealed segments", "path"),
+                "The evidence folder: the ledger and sealed segments; on a filesystem that keeps "
+                "extended attributes (ext4 does)", "path"),
         Setting("key_file", _path, "path; required for a recorder",
                 "The device's Ed25519 private key (PEM)", "path"),
         Setting("trust_file", _path, "path; required for a recorder",
