@@ -1,11 +1,12 @@
 """Benchmark: sealing throughput of ``SegmentSealer`` against the crypto limit.
 
     .venv/bin/python benchmarks/seal.py [--mib 256] [--segment-mib 32] [--fragment-kib 1024]
-                                        [--write-kib 32] [--no-profile]
+                                        [--write-kib 64] [--no-profile]
 
 The figure: random "MP4" bytes go into :class:`device.sealer.SegmentSealer`
 exactly as the recorder's seal thread gives them: ``write()`` calls of
-``--write-kib`` (PyAV's AVIO buffer is 32 KiB), ``end_fragment()`` every
+``--write-kib`` (the muxer's writes: FFmpeg's AVIO buffer, which it sizes
+to one 64 KiB encryption chunk), ``end_fragment()`` every
 ``--fragment-kib`` (encrypt the open chunk, mark the fragment, fsync),
 ``close()`` every ``--segment-mib`` (final chunk,
 fsync, move into media/). The store is a temporary directory under
@@ -238,7 +239,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256, help="bytes sealed per pass")
     parser.add_argument("--segment-mib", type=int, default=32)
     parser.add_argument("--fragment-kib", type=int, default=1024)
-    parser.add_argument("--write-kib", type=int, default=32)
+    parser.add_argument("--write-kib", type=int, default=MAX_CHUNK_PLAINTEXT >> 10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()

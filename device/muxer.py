@@ -81,6 +81,7 @@ import av
 import numpy as np
 
 from hardware.frames import AudioBlock, VideoFrame
+from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT
 
 VIDEO_CLOCK_HZ = 90_000  # MPEG's 90 kHz: exact for 24, 25, 30, 60 and 30000/1001 fps
 MAX_FRAGMENT_US = 1_000_000
@@ -548,6 +549,10 @@ class SegmentMuxer:
             self._spotter,
             mode="w",
             format="mp4",
+            # FFmpeg hands its output over in writes of this size (and a shorter one
+            # at each fragment end): one encryption chunk each, which the sealer
+            # seals straight from the bytes given instead of assembling chunks.
+            buffer_size=MAX_CHUNK_PLAINTEXT,
             container_options={
                 "movflags": "empty_moov+default_base_moof+frag_keyframe",
                 "frag_duration": str(self.fragment_trigger_us),
