@@ -70,6 +70,7 @@ A journal line cut short by a power cut has no ``\\n`` and is ignored. Recovery:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -138,14 +139,16 @@ def clear_fragment_marks(segment_path: Path) -> None:
 def check_store_keeps_marks(store: Path) -> None:
     """Raise :class:`OSError` naming ``store`` if its filesystem keeps no extended attributes."""
     probe = Path(store) / f".custody-marks-probe-{os.getpid()}"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.touch()  # a store that cannot be written to fails here, naming the probe
     try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch()
         os.setxattr(probe, FRAGMENT_MARKS[0], b"{}")
     except OSError as e:
+        if e.errno != errno.ENOTSUP:
+            raise
         raise OSError(e.errno, f"{store}: its filesystem does not keep extended attributes "
                       f"(user.*), which the sealer's fragment marks need; use ext4 or "
-                      f"another filesystem that does ({e.strerror})") from e
+                      f"another filesystem that does") from e
     finally:
         probe.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,41 @@ def test_end_fragment_holds_the_caller_until_the_fragment_before_is_durable(
     before, last = (mark["fragment"] for mark in read_fragment_marks(sealer.path))
     assert last == 3 and before in (1, 2)
     assert sealer.close().plaintext_size == 320_000
+
+
+class LateFlusher(SegmentSealer):
+    """A flusher 0.2 s late back to its queue after each flush, so fragments pile up."""
+
+    def __init__(self, *args, **kwargs):
+        # Per flush: the fragments it made durable, and the marks the file had after it.
+        self.flushes: list[tuple[list[int], list[int]]] = []
+        super().__init__(*args, **kwargs)
+
+    def _flush(self, items: list) -> None:
+        super()._flush(items)
+        fragments = [i.record["fragment"] for i in items if "fragment" in i.record]
+        if fragments:
+            self.flushes.append(
+                (fragments, [m["fragment"] for m in read_fragment_marks(self.path)]))
+        time.sleep(0.2)
+
+
+def test_the_mark_a_flush_leaves_alone_names_the_last_durable_fragment(
+    archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    sealer = LateFlusher(tmp_path, NAME, archive.public_raw)
+    for number in range(6):
+        sealer.write(bytes([number]) * 80_000)
+        sealer.end_fragment()
+    sealer.wait_durable()
+    lasts = [fragments[-1] for fragments, _ in sealer.flushes]
+    assert any(len(fragments) > 1 for fragments, _ in sealer.flushes)  # one mark for several
+    # Two flushes in a row ended on fragments of the same parity: marks chosen by
+    # fragment number would have rewritten the only durable mark there.
+    assert any(a % 2 == b % 2 for a, b in pairwise(lasts)), sealer.flushes
+    # While a flush is under way a cut may leave its mark naming bytes not on the
+    # medium; the mark it leaves alone must name the fragment the flush before made
+    # durable. So after each flush, both are there.
+    for before, (fragments, marks) in zip([None, *lasts[:-1]], sealer.flushes, strict=True):
+        assert fragments[-1] in marks and (before is None or before in marks), sealer.flushes
+    sealer.close()
