@@ -11,7 +11,7 @@ to one 64 KiB encryption chunk), ``end_fragment()`` every
 ``close()`` every ``--segment-mib`` (final chunk,
 fsync, move into media/). The store is a temporary directory under
 ``$BENCH_DIR`` (default: the system's temp dir; on this machine a real disk,
-so every fdatasync reaches the device).
+so every fsync reaches the device).
 
 The limit, measured in the same run on one core: the work the format itself
 requires of every byte — SHA-256 of the plaintext, ChaCha20-Poly1305 of the
@@ -22,7 +22,7 @@ inherent). No file I/O. Both best of three.
 
 Because the limit leaves out the disk, more numbers say where the difference
 goes: the same sealer into ``/dev/shm`` (tmpfs: writes are memory copies and
-fdatasync returns at once); ``io_floor``, what the medium must do without the
+fsync returns at once); ``io_floor``, what the medium must do without the
 crypto (per fragment: its bytes written, its mark set, one fsync);
 ``serial_limit``, the limit and the I/O floor done one
 after the other (1 / (1/limit + 1/io_floor)); and ``pipeline_limit``, the two

@@ -708,8 +708,7 @@ class Recorder:
         while not self._stopping.wait(0.5):
             try:
                 with self._route_lock:
-                    if self._ending is not None and time.monotonic() >= self._ending.deadline:
-                        self._finish_ending()  # a source that never caught up
+                    self._expire_ending()  # a source that never caught up
                 self._check_clock()
                 self._check_sources()
                 self._check_battery()
@@ -819,7 +818,11 @@ class Recorder:
 
     def _belongs_to_recording(self, item: VideoFrame | AudioBlock) -> bool:
         """Whether ``item`` goes to the recording: while recording, or captured before
-        the stop being ended (an audio block by its first sample)."""
+        the stop being ended (an audio block by its first sample).
+
+        An item from after that stop counts its source as caught up; the last
+        source to catch up queues the stop.
+        """
         if self.state == State.RECORDING:
             return True
         ending = self._ending
@@ -850,14 +853,17 @@ class Recorder:
             self._capture_q.put(self._ending.item)
             self._ending = None
 
+    def _expire_ending(self) -> bool:
+        """Under the route lock: queue a pending stop whose deadline passed; True if none waits."""
+        if self._ending is not None and time.monotonic() >= self._ending.deadline:
+            self._finish_ending()
+        return self._ending is None
+
     def _settle_ending(self) -> None:
         """Return once a pending stop is queued: its sources caught up, or its deadline passed."""
         while True:
             with self._route_lock:
-                if self._ending is None:
-                    return
-                if time.monotonic() >= self._ending.deadline:
-                    self._finish_ending()
+                if self._expire_ending():
                     return
             time.sleep(0.01)
 
@@ -1115,7 +1121,9 @@ class Recorder:
                 cut_us = (recovered.last_capture_utc_ns - rec.utc_offset_ns) // 1000
         full = getattr(failure, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
         self._declare_fault(rec, "storage_full" if full else "other", "storage_write", cut_us)
-        retry, self._refused_from_start = durable or not self._refused_from_start, not durable
+        # A new file at once, unless this one and the one before had nothing durable.
+        retry = durable or not self._refused_from_start
+        self._refused_from_start = not durable
         if retry:
             with self._route_lock:
                 if self.recording == rec.seq:

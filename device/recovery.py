@@ -123,7 +123,7 @@ class _Journal:
     """A journal as read back: its first line, its later lines, the file's fragment marks."""
 
     header: dict[str, Any]
-    fragments: list[dict[str, Any]] = field(default_factory=list)
+    fragments: list[dict[str, Any]] = field(default_factory=list)  # the marks (add_marks)
     finished: dict[str, Any] | None = None  # the last "sealed" or "recovered" line
     last_written_monotonic_ns: int | None = None
 
@@ -172,8 +172,6 @@ def read_journal(path: Path) -> _Journal:
             journal.header = record
         elif record.get("sealed") is True or record.get("recovered") is True:
             journal.finished = record
-        elif _int(record, "stored_size") is not None:
-            journal.fragments.append(record)
     return journal
 
 

@@ -154,7 +154,7 @@ def check_store_keeps_marks(store: Path) -> None:
 
 
 def fragment_content(fragment: FragmentInfo) -> dict[str, int | None]:
-    """The journal's ``content`` of a fragment: the segment up to its end.
+    """A fragment mark's ``content``: the segment up to the fragment's end.
 
     >>> from device.muxer import FragmentInfo
     >>> fragment_content(FragmentInfo(0, 100, 900, total_video_frames=3))["frames"]
@@ -176,7 +176,11 @@ def _json_line(record: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class _Durable:
-    """In a stage's queue: make everything before it durable, then journal ``record``."""
+    """In a stage's queue: make everything before it durable along with ``record``.
+
+    A fragment's record is its mark, set before the flush; a ``sealed`` record
+    is a journal line, written after it.
+    """
 
     record: dict[str, Any]
 

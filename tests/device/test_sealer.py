@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -220,6 +221,14 @@ def test_a_medium_that_fails_at_open_leaves_no_file_open(
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def end_fragments(sealer: SegmentSealer, count: int) -> Iterator[int]:
+    """Write ``count`` fragments of 80 kB into ``sealer``, yielding each number once ended."""
+    for number in range(count):
+        sealer.write(bytes([number]) * 80_000)
+        sealer.end_fragment()
+        yield number
+
+
 class SlowFlush(SegmentSealer):
     """A medium whose flush takes 0.2 s."""
 
@@ -232,9 +241,7 @@ def test_end_fragment_holds_the_caller_until_the_fragment_before_is_durable(
     archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     sealer = SlowFlush(tmp_path, NAME, archive.public_raw)
-    for number in range(4):
-        sealer.write(bytes([number]) * 80_000)
-        sealer.end_fragment()
+    for number in end_fragments(sealer, 4):
         # Never more than the fragment just ended waits for the medium.
         assert sealer.durable_fragments >= number, (number, sealer.durable_fragments)
     sealer.wait_durable()
@@ -267,9 +274,7 @@ def test_the_mark_a_flush_leaves_alone_names_the_last_durable_fragment(
     archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     sealer = LateFlusher(tmp_path, NAME, archive.public_raw)
-    for number in range(6):
-        sealer.write(bytes([number]) * 80_000)
-        sealer.end_fragment()
+    assert list(end_fragments(sealer, 6)) == list(range(6))
     sealer.wait_durable()
     lasts = [fragments[-1] for fragments, _ in sealer.flushes]
     assert any(len(fragments) > 1 for fragments, _ in sealer.flushes)  # one mark for several
