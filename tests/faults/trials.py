@@ -1,0 +1,230 @@
+"""Fault-injection trials: each does to the system what the field does to it,
+then checks the invariants everything rests on.
+
+A trial runs the real recorder agent under ``custody sim`` (a separate process,
+simulated camera and microphone), injects its fault, and judges the result from
+outside: the device's ledger, its media and ``custody verify --json``. It
+returns a :class:`TrialResult`; ``tests/faults/`` runs the short form of each
+kind, ``benchmarks/faults.py --full`` the long form (docs/reliability.md).
+
+The invariants, checked after every trial where they apply:
+
+- no sealed segment is lost: every ``segment`` entry's media file is there and
+  verifies (no ``missing_media`` / hash finding);
+- every cut appears as an interruption (``power_loss``, detected at boot);
+- ``custody verify`` gives the verdict the trial predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.entries import Interruption, Segment
+from protocol.envelope import parse_line, split_lines
+
+SIM_HEAD = ('[device]\nsegment_seconds = 1\nvideo = "320x180@10"\npre_record_seconds = 0\n'
+            'category = "scene"\n')
+# Finding kinds that mean sealed evidence is gone or no longer what was sealed.
+LOSS_KINDS = {"missing_media", "media_hash_mismatch", "media_size_mismatch", "truncated_media"}
+
+
+@dataclass
+class TrialResult:
+    """One fault trial: what was done, and every invariant it broke (none: survived)."""
+
+    kind: str
+    trials: int
+    problems: list[str] = field(default_factory=list)
+    lost: int = 0  # sealed segments lost
+    figures: dict[str, float | int] = field(default_factory=dict)
+
+    @property
+    def survived(self) -> int:
+        return self.trials - min(self.trials, len(self.problems))
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "trials": self.trials, "survived": self.survived,
+                "lost": self.lost, "problems": self.problems, **self.figures}
+
+
+# --- running the device -------------------------------------------------------------
+
+def custody(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def scenario_text(steps: Iterable[tuple[float, str, dict]]) -> str:
+    lines = [SIM_HEAD]
+    for at, do, params in steps:
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in params.items())
+        lines.append(f'\n[[at]]\nt = {at:.3f}\ndo = "{do}"\n{extra}')
+    return "".join(lines)
+
+
+def run_sim(work: Path, steps: list[tuple[float, str, dict]]) -> Path:
+    """Run a scenario; the sim's output folder (device store in ``out/device``)."""
+    (work / "trial.toml").write_text(scenario_text(steps))
+    out = work / "out"
+    r = custody("sim", work / "trial.toml", "--out", out)
+    if r.returncode != 0:
+        log = out / "recorder.log"
+        raise RuntimeError(r.stdout + r.stderr + (log.read_text()[-3000:] if log.exists() else ""))
+    return out
+
+
+def verify(store: Path) -> tuple[int, dict]:
+    r = custody("verify", store, "--json", "--trust", store.parent / "keys" / "trust.json")
+    if not r.stdout:
+        raise RuntimeError(f"custody verify {store}: {r.stderr}")
+    report = json.loads(r.stdout)
+    return r.returncode, report[0] if isinstance(report, list) else report
+
+
+def entries(store: Path) -> list:
+    return [parse_line(line).entry for line in split_lines((store / "ledger.jsonl").read_bytes())]
+
+
+def errors(report: dict) -> list[dict]:
+    return [f for f in report["findings"] if f["severity"] == "error"]
+
+
+def sealed_lost(report: dict) -> int:
+    return sum(f["kind"] in LOSS_KINDS for f in report["findings"])
+
+
+# --- the trials ---------------------------------------------------------------------
+
+def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
+    """The recorder's whole process group SIGKILLed at random instants mid-recording
+    (``power_cut``: nothing gets to seal), power back, the recording resumed.
+
+    Predicted: every cut declared as ``power_loss`` at the next boot, nothing
+    sealed lost, no error finding (the cuts are unexplained: no voice note), and
+    at most one fragment (≤ 1 s) of capture lost per cut."""
+    rng = random.Random(seed)
+    steps, t = [], 0.0
+    for _ in range(trials):
+        steps.append((t, "press_record", {}))
+        t += rng.uniform(0.6, 2.2)
+        steps.append((t, "power_cut", {}))
+        t += 0.2
+        steps.append((t, "power_restore", {}))
+        t += 0.8
+    steps.append((t, "end", {}))
+    out = run_sim(work, steps)
+    store = out / "device"
+    sim = json.loads((out / "sim.json").read_text())
+
+    def ran(do: str) -> list[int]:
+        epoch = sim["epoch_unix_ns"]
+        return [epoch + int(s["ran_at"] * 1e9) for s in sim["steps"] if s["do"] == do]
+
+    presses, kills = ran("press_record"), ran("power_cut")
+    ledger = entries(store)
+    result = TrialResult("hard_kill", trials)
+    losses = []
+    for i, kill_ns in enumerate(kills):
+        boot = f"sim-boot-{i + 2}"  # the boot after cut i
+        declared = [e for e in ledger if isinstance(e.body, Interruption)
+                    and e.time.boot_id == boot and e.body.reason == "power_loss"]
+        if not declared:
+            result.problems.append(f"cut {i}: no power_loss interruption at {boot}")
+        kept = [e.body.last_capture_utc_ns for e in ledger
+                if isinstance(e.body, Segment) and e.body.span == i]
+        # A span cut before its first fragment ended kept nothing: it lost all since the press.
+        loss = (kill_ns - (max(kept) if kept else presses[i])) / 1e9
+        if loss > 1.0:
+            result.problems.append(f"cut {i}: lost {loss:.3f} s of capture")
+        losses.append(loss)
+    code, report = verify(store)
+    result.lost = sealed_lost(report)
+    if errors(report) or code != 3:
+        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+    result.figures["max_loss_s"] = round(max(losses), 3)
+    return result
+
+
+def storage_full(work: Path) -> TrialResult:
+    """The store fills up mid-recording, then space comes back and the officer
+    presses record again. Predicted: a ``storage_full`` interruption, nothing
+    sealed lost, no error finding, exit 3 (no voice note explains it)."""
+    out = run_sim(work, [(0, "press_record", {}), (2.5, "storage_left", {"bytes": 0}),
+                         (4.0, "storage_left", {"bytes": 10**11}), (5.0, "press_record", {}),
+                         (6.5, "press_record", {}), (7.0, "end", {})])
+    store = out / "device"
+    result = TrialResult("storage_full", 1)
+    reasons = [e.body.reason for e in entries(store) if isinstance(e.body, Interruption)]
+    if reasons != ["storage_full"]:
+        result.problems.append(f"interruptions {reasons}, expected one storage_full")
+    code, report = verify(store)
+    result.lost = sealed_lost(report)
+    if errors(report) or code != 3:
+        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+    return result
+
+
+def clock_steps(work: Path, forward_s: float = 3600, back_s: float = -7200) -> TrialResult:
+    """The wall clock stepped forward, then back past where it started, during a
+    recording that a storage interruption then splits into two spans. Predicted:
+    both steps in the ledger as ``time_sync``, nothing sealed lost, no error
+    finding (a step of the wall clock is not overlap or a gap), exit 3."""
+    out = run_sim(work, [(0, "press_record", {}), (1.5, "clock_jump", {"seconds": forward_s}),
+                         (2.5, "clock_jump", {"seconds": back_s}),
+                         (3.5, "storage_left", {"bytes": 0}),
+                         (5.0, "storage_left", {"bytes": 10**11}), (6.0, "press_record", {}),
+                         (7.5, "press_record", {}), (8.0, "end", {})])
+    store = out / "device"
+    result = TrialResult("clock_step", 1)
+    steps = [e for e in entries(store) if e.kind == "time_sync"]
+    if len(steps) != 2:
+        result.problems.append(f"{len(steps)} time_sync entries, expected 2")
+    code, report = verify(store)
+    result.lost = sealed_lost(report)
+    if errors(report) or code != 3:
+        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+    return result
+
+
+def clean_store(work: Path) -> Path:
+    """A short, clean shift (two recordings) to damage."""
+    return run_sim(work, [(0, "press_record", {}), (2.5, "press_marker", {}),
+                          (3.0, "press_record", {}), (4.5, "press_record", {}),
+                          (6.0, "press_record", {}), (6.5, "end", {})]) / "device"
+
+
+def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
+    """One bit flipped at random in a media file or in a ledger line (never a line's
+    newline: a torn last line is its own finding), on a copy of a clean store.
+    Predicted: verify says ``broken`` (exit 1) and names the damaged seq or file."""
+    rng = random.Random(seed)
+    result = TrialResult("bit_flip", trials)
+    base_code, _ = verify(store)
+    if base_code != 0:
+        result.problems.append(f"the clean store does not verify intact (exit {base_code})")
+        return result
+    media = sorted((store / "media").iterdir())
+    for i in range(trials):
+        copy = work / f"flip-{i}" / "device"
+        shutil.copytree(store, copy)
+        shutil.copytree(store.parent / "keys", copy.parent / "keys")
+        target = copy / "ledger.jsonl" if i % 2 else copy / "media" / rng.choice(media).name
+        data = bytearray(target.read_bytes())
+        at = rng.randrange(len(data))
+        while data[at] == 0x0A:
+            at = rng.randrange(len(data))
+        data[at] ^= 1 << rng.randrange(8)
+        target.write_bytes(bytes(data))
+        code, report = verify(copy)
+        if code != 1 or report["verdict"] != "broken":
+            result.problems.append(f"flip in {target.name} at byte {at}: exit {code}, "
+                                   f"verdict {report['verdict']}")
+        shutil.rmtree(copy.parent)
+    return result
