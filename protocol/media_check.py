@@ -110,7 +110,8 @@ def check_media(refs: list[tuple[int, MediaFile]], media: Mapping[str, MediaDige
     by_key: dict[bytes, int] = {}
     for seq, ref in refs:
         earlier = by_file.get(ref.file, by_hash.get(ref.sha256, seq))
-        if earlier != seq:
+        replayed = earlier != seq
+        if replayed:
             find(seq, "replayed_media", f"{ref.file}: the same file or bytes as entry "
                  f"{earlier} seals")
         by_file.setdefault(ref.file, seq)
@@ -129,7 +130,7 @@ def check_media(refs: list[tuple[int, MediaFile]], media: Mapping[str, MediaDige
             continue
         key = _ephemeral_key(got.header)
         if key is not None:
-            if key in by_key and by_key[key] != seq:
+            if key in by_key and by_key[key] != seq and not replayed:
                 find(seq, "replayed_media", f"{ref.file} has the same segment header (ephemeral "
                      f"key) as the file entry {by_key[key]} seals")
             by_key.setdefault(key, seq)
