@@ -59,8 +59,13 @@ def decode_json(data: bytes, what: str) -> Any:
                            parse_constant=_no_constant)
     except ProtocolError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        # ValueError: bad JSON, or an integer with more digits than Python converts
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ProtocolError(f"{what}: line {line}: byte {e.start} is not UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"{what}: line {e.lineno}: not JSON ({e.msg})") from e
+    except (ValueError, RecursionError) as e:
+        # ValueError: an integer with more digits than Python converts
         raise ProtocolError(f"{what}: not JSON ({e})") from e
     _check_depth(value, what)
     return value

@@ -17,7 +17,7 @@ from daemon.provision import (
 )
 from device.ledger import LedgerWriter
 from device.sample import record_sample
-from protocol.entries import Body, Entry, EntryTime
+from protocol.entries import Body, Entry, EntryTime, Segment
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.keys import ArchiveSecretKey, SigningKey
 from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
@@ -93,7 +93,8 @@ class Unit:
         out = []
         with self.ledger() as ledger:
             for b in bodies:
-                self.clock.advance_to(getattr(b, "last_capture_utc_ns", 0))
+                if isinstance(b, Segment):
+                    self.clock.advance_to(b.last_capture_utc_ns)
                 out.append(ledger.append(b))
         return out
 
@@ -114,7 +115,7 @@ class Unit:
     def verify(self, receipts: Iterable[object] = ()) -> ContinuityReport:
         contents = read_store(self.store)
         policy = VerificationPolicy(receipts=[*contents.receipts, *receipts])
-        return verify(contents.ledger, contents.media, self.trust, policy)
+        return verify(contents.ledger, contents.media, self.trust, policy, contents.findings)
 
     def receipt(self, last_seq: int | None = None, key: SigningKey | None = None,
                 dock: str = DOCK) -> dict:
