@@ -61,6 +61,14 @@ def test_case(name: str):
         got = [{"recording": g["recording"], "seconds": round(g["seconds"], 3)}
                for g in doc["gaps"]]
         assert got == expected["gaps"]
+    if "between_recordings" in expected:
+        assert [{k: b[k] for k in ("after", "before", "seconds")}
+                for b in doc["between_recordings"]] == expected["between_recordings"]
+    if "clock_sources" in expected:
+        assert [{"seq": c["seq"], "to": c["to"]} for c in doc["clock_sources"]] \
+            == expected["clock_sources"]
+    if "boots" in expected:
+        assert doc["boots"] == expected["boots"]
     if "time_syncs" in expected:
         assert len(doc["time_syncs"]) == expected["time_syncs"]
     trust = case / expected["path"] / "trust.json" if expected["path"] == "archive" \

@@ -266,7 +266,7 @@ def intact_two_recordings(d: Path) -> Expect:
     s.wait(30 * S)
     s.recording(1)
     s.save()
-    return intact()
+    return {**intact(), "between_recordings": [{"after": 2, "before": 6, "seconds": 30.05}]}
 
 
 @case("the device key rotates (key_rotated, signed by the old key); both keys listed")
@@ -372,7 +372,9 @@ def boot_between_recordings(d: Path) -> Expect:
     s.wait(3600 * S)
     s.recording(1)
     s.save()
-    return intact()
+    return {**intact(), "boots": [{"seq": 0, "boot_id": "boot-1"},
+                                  {"seq": 6, "boot_id": "boot-2"}],
+            "between_recordings": [{"after": 2, "before": 6, "seconds": 3600.05}]}
 
 
 @case("a power cut mid-recording: the next boot seals the cut segment (recovered) and "
@@ -404,7 +406,8 @@ def unknown_values(d: Path) -> Expect:
     s.source = "galileo"
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
-    return intact(F("unknown_value", 3), F("unknown_value", 5), F("unknown_value", 7))
+    return {**intact(F("unknown_value", 3), F("unknown_value", 5), F("unknown_value", 7)),
+            "clock_sources": [{"seq": 0, "to": "rtc"}, {"seq": 7, "to": "galileo"}]}
 
 
 @case("an entry kind this verifier does not know: kept, reported as info")
@@ -813,6 +816,20 @@ def replayed_media_same_header(d: Path) -> Expect:
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
     return broken(F("replayed_media", seq))
+
+
+@case("a second entry sealing the same file, both freed against a receipt: the ledger "
+      "alone shows the replay")
+def replayed_media_after_offload(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    first = s.segment(rec, 0)
+    seq = s.segment(rec, 1, media=first.entry.body.media).entry.seq
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.keep_receipt(s.receipt())
+    (d / "store" / "media" / first.entry.body.media.file).unlink()
+    s.save()
+    return broken(F("replayed_media", seq), F("offloaded", seq - 1), F("offloaded", seq))
 
 
 @case("a media file that is a symbolic link out of the store: never read")
