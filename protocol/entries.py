@@ -360,6 +360,10 @@ class KeyRotated(Body):
     new_key: str  # key id
     new_public: str  # Ed25519 public key, hex
 
+    def validate(self, where: str) -> None:
+        _hex64(self.new_key, f"{where}.new_key")
+        _hex64(self.new_public, f"{where}.new_public")
+
 
 @dataclass
 class Overdue(Body):

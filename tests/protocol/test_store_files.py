@@ -147,3 +147,60 @@ def test_absurd_times_are_reported_not_a_traceback(unit: Unit, utc_ns: int):
 
 def test_entries_intact_after_all_that(unit: Unit):
     assert unit.verify().verdict == INTACT
+
+
+# --- no input gives a traceback ----------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from protocol.envelope import ENTRY_PAYLOAD_TYPE, encode_json, sign_payload  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=12)
+
+
+@given(junk=st.binary(max_size=300), where=st.integers(0, 9))
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+def test_any_bytes_in_the_ledger_give_findings_not_a_traceback(unit: Unit, junk: bytes,
+                                                               where: int):
+    lines = unit.lines()
+    ledger = b"\n".join([*lines[:where], junk, *lines[where:]])
+    report = verify_bytes(unit, ledger)
+    assert report.verdict in ("broken", "intact")
+    render(unit.store, report)
+
+
+@given(path=st.lists(st.sampled_from(["body", "time", "media", "statement", "receipt"]),
+                     max_size=3), value=_json, victim=st.integers(0, 50))
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+def test_validly_signed_odd_values_give_findings_not_a_traceback(unit: Unit, path, value,
+                                                                 victim: int):
+    """The device key holder signs anything: still a report, never an exception."""
+    entries = unit.entries()
+    signed = entries[victim % len(entries)]
+    doc = signed.entry.to_dict()
+    target = doc
+    for key in path:
+        if isinstance(target.get(key), dict):
+            target = target[key]
+    keys = sorted(target)
+    target[keys[victim % len(keys)]] = value
+    line = encode_json(sign_payload(encode_json(doc), ENTRY_PAYLOAD_TYPE,
+                                    [unit.device_key.signer()]).to_dict())
+    lines = unit.lines()
+    lines[signed.entry.seq] = line
+    report = verify_bytes(unit, b"\n".join(lines) + b"\n")
+    render(unit.store, report)
+
+
+def verify_bytes(unit: Unit, ledger: bytes):
+    from protocol.verify import verify
+
+    contents = read_store(unit.store)
+    return verify(ledger, contents.media, unit.trust)
