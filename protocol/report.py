@@ -40,8 +40,8 @@ class Gap:
     """A hole between two consecutive segments of one recording.
 
     ``seconds`` = next first capture − previous last capture − the previous
-    segment's period, on the monotonic clock when both entries are of one
-    boot, else on the wall clock (docs/format.md, "Gaps").
+    segment's period, on the wall clock unless it stepped between the two
+    segments of one boot: then on the monotonic clock (docs/format.md, section 8).
     """
 
     recording: int
@@ -54,7 +54,7 @@ class Gap:
     interruption: int | None = None
     voice_note: int | None = None
     explained: bool = False
-    clock: str = "monotonic"  # what it was measured on: "monotonic" or "utc"
+    clock: str = "utc"  # what it was measured on: "utc" or "monotonic"
 
 
 @dataclass

@@ -88,6 +88,10 @@ class VerificationPolicy:
 
     max_gap_frame_periods: float = 1.5  # of the earlier segment's frame (or sample) period
     receipts: Sequence[Any] = ()
+    # How far the wall clock may wander from the monotonic one unannounced: the
+    # device declares (time_sync) every step larger than this, and an entry's two
+    # clock readings are not taken at one instant. Below it the wall clock counts.
+    clock_tolerance_ns: int = 1_000_000_000
 
 
 class ContinuityError(Exception):
@@ -437,13 +441,13 @@ class _LedgerCheck:
         if rec.stop_utc_ns is not None:
             self.find(seq, "segment_after_stop", f"segment of recording {body.recording} after "
                       "its record_stop")
-        if body.last_capture_utc_ns > t.utc_ns:
+        if body.last_capture_utc_ns > t.utc_ns + self.policy.clock_tolerance_ns:
             self.find(seq, "capture_after_signing", f"the segment's last capture is "
                       f"{(body.last_capture_utc_ns - t.utc_ns) / 1e9:.3f} s after its entry "
                       "was signed")
         # Capture times on the monotonic clock of the entry's boot: the wall
-        # clock's offset to it is the entry's own (no step can come between a
-        # segment's capture and its sealing without a time_sync before it).
+        # clock's offset to it is the entry's own (a segment is sealed moments
+        # after its capture, with no room for a step between).
         offset = t.monotonic_ns - t.utc_ns
         first_mono = body.first_capture_utc_ns + offset
         prev = rec._last
@@ -452,10 +456,12 @@ class _LedgerCheck:
             # segment (camera fault) its audio block period, in frame_period_ns.
             period = prev.frame_period_ns
             boot, last_mono = rec._last_end
-            if boot == t.boot_id:
+            step, clock = body.first_capture_utc_ns - prev.last_capture_utc_ns, "utc"
+            if boot == t.boot_id and abs(first_mono - last_mono - step) \
+                    > self.policy.clock_tolerance_ns:
+                # The wall clock stepped between the two: only the monotonic
+                # clock still measures the hole.
                 step, clock = first_mono - last_mono, "monotonic"
-            else:
-                step, clock = body.first_capture_utc_ns - prev.last_capture_utc_ns, "utc"
             if step <= 0:
                 self.find(seq, "overlap", f"segment starts {-step / 1e9:.3f} s before the "
                           "previous one's last capture (duplicated or reordered media)")

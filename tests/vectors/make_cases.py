@@ -110,6 +110,7 @@ class Store:
         self.root, self.device = root, device
         self.key = KEYS[device]
         self.utc, self.mono, self.boot, self.source = utc, 7 * S, boot, "rtc"
+        self.skew = 0  # added to the next entry's wall-clock reading only (read jitter)
         self.entries: list[SignedEntry] = []
         self.lines: list[bytes] = []
         self.capture_end: dict[int, int] = {}  # recording -> last capture
@@ -126,8 +127,9 @@ class Store:
     def entry(self, body: Body, kind: str = "") -> Entry:
         self.wait(STEP)
         prev = self.entries[-1].digest if self.entries else GENESIS_PREV
-        t = EntryTime(utc_ns=self.utc, clock_source=self.source, clock_synced=True,
-                      monotonic_ns=self.mono, boot_id=self.boot)
+        t = EntryTime(utc_ns=self.utc + self.skew, clock_source=self.source,
+                      clock_synced=True, monotonic_ns=self.mono, boot_id=self.boot)
+        self.skew = 0
         return Entry(device=self.device, seq=len(self.entries), prev=prev, time=t, body=body,
                      kind=kind)
 
@@ -514,6 +516,28 @@ def gap_on_monotonic_clock(d: Path) -> Expect:
             "gaps": [{"recording": rec, "seconds": 20.0}], "time_syncs": 1}
 
 
+@case("audio-only segments (camera down: 0 frames, the audio block period of 20.833 us) "
+      "whose entries' two clock readings jitter by milliseconds: no gap")
+def audio_only_with_clock_jitter(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    block = 20_833
+    for i, skew in ((1, 3_000_000), (2, -4_000_000), (3, 7_000_000)):
+        first = s.capture_end[rec] + (PERIOD if i == 1 else block)
+        last = first + 47_999 * block
+        s.capture_end[rec] = last
+        s.wait(max(0, last - s.utc))
+        s.skew = skew
+        s.append(Segment(recording=rec, span=0, index=i, media=s.seal(f"a{i}.cseg"),
+                         first_capture_utc_ns=first, last_capture_utc_ns=last,
+                         frame_period_ns=block, frames=0, audio_samples=48_000,
+                         audio_rate=48_000))
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return {**intact(), "gaps": []}
+
+
 # broken: the chain and signatures
 
 @case("one entry's payload edited (its signature no longer verifies)")
@@ -714,6 +738,21 @@ def undeclared_gap(d: Path) -> Expect:
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
     return {**broken(F("undeclared_gap", seq)), "gaps": [{"recording": rec, "seconds": 2.9}]}
+
+
+@case("the wall clock stepped back 19 s, undeclared, across a 20 s hole: no rollback "
+      "between entries shows, but the monotonic clock measures the hole")
+def undeclared_step_hides_no_gap(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    s.wait(20 * S)
+    s.utc -= 19 * S
+    s.capture_end[rec] -= 19 * S
+    seq = s.segment(rec, 1, after_ns=20 * S + PERIOD).entry.seq
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return {**broken(F("undeclared_gap", seq)), "gaps": [{"recording": rec, "seconds": 20.0}]}
 
 
 @case("a segment that starts before the previous one ends")
