@@ -251,6 +251,18 @@ def read_trust(path: Path) -> TrustFile:
     return read_trust_source(path).trust
 
 
+def read_receipt_file(path: Path) -> KeptReceipt:
+    """A receipt given on the command line: the same rules as one in ``receipts/``."""
+    try:
+        fd = _open_regular(str(path), None, MAX_RECEIPT_BYTES, str(path))
+        return KeptReceipt(str(path), decode_json(_read_bounded(fd, MAX_RECEIPT_BYTES,
+                                                                str(path)), str(path)))
+    except OSError as e:
+        raise StoreError(f"{path}: {e.strerror}") from e
+    except (_Refused, ProtocolError) as e:
+        raise StoreError(f"unreadable receipt: {e}") from e
+
+
 # --- hashing and reading a store -----------------------------------------------------
 
 

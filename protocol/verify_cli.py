@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from protocol.archive_check import ArchiveReport, check_archive
-from protocol.envelope import decode_json
-from protocol.errors import ProtocolError
 from protocol.report import worst
 from protocol.store_reader import (
     StoreError,
     TrustSource,
     find_trust_source,
     locate,
+    read_receipt_file,
     read_store,
 )
 from protocol.verify import (
@@ -47,13 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")
 
 
-def _read_receipt(path: Path) -> KeptReceipt:
-    try:
-        return KeptReceipt(str(path), decode_json(path.read_bytes(), str(path)))
-    except (OSError, ProtocolError) as e:
-        raise StoreError(f"{path}: unreadable receipt ({e})") from e
-
-
 def _verify_store(store: Path, source: TrustSource, extra: list[KeptReceipt],
                   follow: bool) -> ContinuityReport:
     tty = sys.stderr.isatty()
@@ -70,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = find_trust_source(args.path, args.trust)
         location = locate(args.path)
-        extra = [_read_receipt(p) for p in args.receipt]
+        extra = [read_receipt_file(p) for p in args.receipt]
         reports = [(store, _verify_store(store, source, extra, follow=not location.archive))
                    for store in location.stores]
     except StoreError as e:

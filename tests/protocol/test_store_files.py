@@ -204,3 +204,10 @@ def verify_bytes(unit: Unit, ledger: bytes):
 
     contents = read_store(unit.store)
     return verify(ledger, contents.media, unit.trust)
+
+
+def test_a_fifo_given_as_receipt_is_refused_not_waited_on(unit: Unit, tmp_path: Path):
+    fifo = tmp_path / "receipt.json"
+    os.mkfifo(fifo)
+    r = custody_verify(unit.store, "--receipt", fifo)
+    assert r.returncode == 2 and "FIFO" in r.stderr
