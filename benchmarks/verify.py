@@ -48,8 +48,10 @@ def make_store(root: Path, total: int) -> Path:
                       clock) as ledger:
         rec = ledger.append(RecordStart(trigger="button", category="scene", officer="PC-1",
                                         pre_record_seconds=0)).entry.seq
-        t0 = time.time_ns()
-        for i in range(-(-total // SEGMENT)):
+        count = -(-total // SEGMENT)
+        # Captured before it is sealed: no segment may claim capture after its entry.
+        t0 = time.time_ns() - count * 1800 * PERIOD
+        for i in range(count):
             sealer = SegmentSealer(store, f"seg-{i:05d}.cseg", archive)
             sealer.write(block)
             media = sealer.close()

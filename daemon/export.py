@@ -36,7 +36,7 @@ def export_store(store: Path, trust: TrustFile, archive: ArchiveSecretKey,
                  out_dir: Path) -> list[ExportResult]:
     contents = read_store(store)
     report = verify(contents.ledger, contents.media, trust,
-                    VerificationPolicy(receipts=contents.receipts))
+                    VerificationPolicy(receipts=contents.receipts), contents.findings)
     failed = {f.seq: f.message for f in report.errors if f.seq is not None}
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []

@@ -85,13 +85,19 @@ def encode_sample(first_index: int, frames: int, fps: int, width: int = 512,
 def record_sample(ledger: LedgerWriter, store: Path, archive_public: bytes, officer: str,
                   segments: int = 3, seconds: int = 2, fps: int = 10,
                   category: str = "scene") -> list[SignedEntry]:
-    """Append a whole recording — start, markers, sealed segments, stop."""
+    """Append a whole recording — start, markers, sealed segments, stop.
+
+    The sample is made far faster than real time, so its capture lies before
+    its entries, as a pre-record buffer's does: no segment may claim capture
+    after the moment its entry was signed (docs/format.md).
+    """
+    period = 1_000_000_000 // fps
     start = ledger.append(RecordStart(trigger="button", category=category, officer=officer,
-                                      pre_record_seconds=0.0, pre_record_audio=False))
+                                      pre_record_seconds=float(segments * seconds),
+                                      pre_record_audio=True))
     rec = start.entry.seq
     entries = [start, ledger.append(Marker(phase="site", recording=rec))]
-    period = 1_000_000_000 // fps
-    t0 = start.entry.time.utc_ns
+    t0 = start.entry.time.utc_ns - segments * seconds * fps * period
     for i in range(segments):
         first = i * seconds * fps
         sample = encode_sample(first, seconds * fps, fps)

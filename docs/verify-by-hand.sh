@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Check a Custody device store with openssl, sha256sum, base64 and sed only —
-# no Custody code. docs/format.md explains every step.
+# no Custody code. docs/format.md explains every step; its section 10 lists
+# exactly what this checks (signatures by one key, seq, prev, media SHA-256)
+# and what it leaves to `custody verify`. Decrypting: docs/decrypt-by-hand.py.
 #
 #   docs/verify-by-hand.sh STORE DEVICE_PUBLIC_KEY_HEX
 #

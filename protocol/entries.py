@@ -13,6 +13,7 @@ into bytes and signing them is :mod:`protocol.envelope`'s job.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -36,6 +37,11 @@ EXEMPTION_REASONS = ("state_secret", "commercial_secret", "privacy", "emergency"
 MARKER_PHASES = (
     "site", "id_shown_rights_told", "scene", "questioning", "signing", "document_left", "other",
 )
+
+# Every integer of the format fits a signed 64-bit integer (nanoseconds until
+# the year 2262): a reader that holds them as int64 reads the same values, and
+# nothing huge reaches arithmetic or float conversion.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # A media file name is a plain name inside the store's media/ folder: no
@@ -73,10 +79,14 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(f"{where}: expected an integer")
+        if not INT_MIN <= value <= INT_MAX:
+            raise ProtocolError(f"{where}: integer outside the signed 64-bit range")
         return value
     if hint is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ProtocolError(f"{where}: expected a number")
+        if not math.isfinite(value) or abs(value) > INT_MAX:
+            raise ProtocolError(f"{where}: number out of range")
         return value
     if hint in (str, bool):
         if not isinstance(value, hint):
@@ -100,6 +110,15 @@ class Record:
     """A JSON object with typed known fields and preserved unknown ones."""
 
     unrecognized_fields: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
+    # Fields whose values come from a listed set. A value outside it is kept
+    # (a newer device may know more phases or reasons) and reported by the
+    # verifier as info, not refused: see :meth:`unlisted_values`.
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def unlisted_values(self) -> list[tuple[str, str]]:
+        """(field, value) for each listed field whose value is not in its set."""
+        return [(name, getattr(self, name)) for name, allowed in self.LISTED.items()
+                if getattr(self, name) not in allowed]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "") -> Self:
@@ -137,11 +156,6 @@ def _data_fields(cls: type) -> list[dataclasses.Field]:
     ]
 
 
-def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ProtocolError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
-
-
 def _hex64(value: str | None, where: str) -> None:
     if value is not None and not _HEX64.fullmatch(value):
         raise ProtocolError(f"{where}: expected 64 lowercase hex digits")
@@ -159,9 +173,7 @@ class EntryTime(Record):
     clock_synced: bool
     monotonic_ns: int
     boot_id: str
-
-    def validate(self, where: str) -> None:
-        _one_of(self.clock_source, CLOCK_SOURCES, f"{where}.clock_source")
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {"clock_source": CLOCK_SOURCES}
 
 
 @dataclass
@@ -257,9 +269,7 @@ class Marker(Body):
     KIND: ClassVar[str] = "marker"
     phase: str
     recording: int | None = None
-
-    def validate(self, where: str) -> None:
-        _one_of(self.phase, MARKER_PHASES, f"{where}.phase")
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {"phase": MARKER_PHASES}
 
 
 @dataclass
@@ -271,9 +281,7 @@ class Interruption(Body):
     detected_by: str  # what noticed it: "battery_gauge", "boot_recovery", "officer", ...
     cut_utc_ns: int  # best known time capture stopped
     recording: int | None = None
-
-    def validate(self, where: str) -> None:
-        _one_of(self.reason, INTERRUPTION_REASONS, f"{where}.reason")
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {"reason": INTERRUPTION_REASONS}
 
 
 @dataclass
@@ -306,9 +314,7 @@ class Exemption(Body):
     reason: str
     note: str = ""
     voice_memo: MediaFile | None = None
-
-    def validate(self, where: str) -> None:
-        _one_of(self.reason, EXEMPTION_REASONS, f"{where}.reason")
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {"reason": EXEMPTION_REASONS}
 
 
 @dataclass
@@ -327,9 +333,7 @@ class TimeSync(Body):
     new_utc_ns: int
     source: str
     statement: dict[str, Any] | None = None  # dock-signed DSSE envelope, when set by a dock
-
-    def validate(self, where: str) -> None:
-        _one_of(self.source, CLOCK_SOURCES, f"{where}.source")
+    LISTED: ClassVar[dict[str, tuple[str, ...]]] = {"source": CLOCK_SOURCES}
 
 
 @dataclass
@@ -355,6 +359,10 @@ class KeyRotated(Body):
     KIND: ClassVar[str] = "key_rotated"
     new_key: str  # key id
     new_public: str  # Ed25519 public key, hex
+
+    def validate(self, where: str) -> None:
+        _hex64(self.new_key, f"{where}.new_key")
+        _hex64(self.new_public, f"{where}.new_public")
 
 
 @dataclass
@@ -449,6 +457,11 @@ class Entry:
         }
         out.update(self.unrecognized_fields)
         return out
+
+    def unlisted_values(self) -> list[tuple[str, str]]:
+        """Values outside their listed sets, as ("time.clock_source", value), …"""
+        return ([(f"time.{k}", v) for k, v in self.time.unlisted_values()]
+                + [(f"body.{k}", v) for k, v in self.body.unlisted_values()])
 
     def media(self) -> list[MediaFile]:
         """The media files this entry seals."""

@@ -20,7 +20,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signature, Signer
 
 from protocol.entries import Entry
-from protocol.errors import ProtocolError
+from protocol.errors import DuplicateKeyError, ProtocolError
 
 ENTRY_PAYLOAD_TYPE = "application/vnd.custody.entry+json"
 
@@ -29,11 +29,56 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Deeper than any object of the format: refused before anything walks it.
+MAX_JSON_DEPTH = 32
+
+
+def _object(what: str):
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise DuplicateKeyError(f"{what}: key {twice!r} appears twice in one object")
+        return obj
+
+    return build
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a JSON number")
+
+
 def decode_json(data: bytes, what: str) -> Any:
+    """Strict JSON: UTF-8, no key twice in an object, no NaN/Infinity, bounded depth.
+
+    Raises only :class:`ProtocolError` (:class:`DuplicateKeyError` for a key twice).
+    """
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_object(what),
+                           parse_constant=_no_constant)
+    except ProtocolError:
+        raise
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ProtocolError(f"{what}: line {line}: byte {e.start} is not UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"{what}: line {e.lineno}: not JSON ({e.msg})") from e
+    except (ValueError, RecursionError) as e:
+        # ValueError: an integer with more digits than Python converts
         raise ProtocolError(f"{what}: not JSON ({e})") from e
+    _check_depth(value, what)
+    return value
+
+
+def _check_depth(value: Any, what: str) -> None:
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for c in level if isinstance(c, dict | list)
+                 for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return
+    raise ProtocolError(f"{what}: nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def envelope_from_dict(data: Any, what: str = "envelope") -> Envelope:

@@ -7,3 +7,7 @@ class ProtocolError(ValueError):
     Every parser in protocol/ raises this (and only this) for malformed input,
     whatever the bytes: a caller can report it with the path it came from.
     """
+
+
+class DuplicateKeyError(ProtocolError):
+    """A JSON object with the same key twice: two parsers would read two values."""

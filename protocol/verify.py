@@ -8,15 +8,15 @@ size and SHA-256 of each media file it has, the trust file and a policy.
     report.verdict          # "intact", "intact_unexplained_gaps" or "broken"
     verify_or_raise(...)    # the same, raising ContinuityError unless intact
 
-What is checked, and what cannot be (a ledger's cut-off tail without any later
-receipt), is listed in docs/format.md, "What verification proves".
+Every finding kind, its severity and meaning: :mod:`protocol.findings` (and
+docs/format.md, "Findings"). What is checked, and what cannot be (a ledger's
+cut-off tail without any later receipt): docs/format.md, "What verification proves".
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from securesystemslib.exceptions import VerificationError
@@ -24,8 +24,6 @@ from securesystemslib.exceptions import VerificationError
 from protocol.entries import (
     GENESIS_PREV,
     MIN_SPEECH_SECONDS,
-    Assigned,
-    ConsoleAction,
     Exemption,
     Interruption,
     KeyRotated,
@@ -43,121 +41,57 @@ from protocol.entries import (
     VoiceNote,
 )
 from protocol.envelope import SignedEntry, parse_line, split_lines
-from protocol.errors import ProtocolError
+from protocol.errors import DuplicateKeyError, ProtocolError
+from protocol.findings import ERROR, INFO, UNEXPLAINED, WARNING, Finding
 from protocol.keys import fingerprint
-from protocol.receipt import OffloadReceipt, open_receipt
+from protocol.media_check import (
+    KeptReceipt,
+    MediaDigest,
+    check_media,
+    embedded_receipt,
+    kept_receipts,
+)
+from protocol.receipt import OffloadReceipt
+from protocol.report import (
+    BROKEN,
+    INTACT,
+    INTACT_UNEXPLAINED_GAPS,
+    VERDICT_RANK,
+    ContinuityReport,
+    Gap,
+    InterruptionReport,
+    RecordingReport,
+    TimeStep,
+    verdict_of,
+    worst,
+)
+from protocol.time_statement import check_time_sync
 from protocol.trust import TrustFile
 
-INTACT = "intact"
-INTACT_UNEXPLAINED_GAPS = "intact_unexplained_gaps"
-BROKEN = "broken"
+__all__ = [
+    "BROKEN", "ERROR", "INFO", "INTACT", "INTACT_UNEXPLAINED_GAPS", "UNEXPLAINED", "VERDICT_RANK",
+    "WARNING", "ContinuityError", "ContinuityReport", "Finding", "Gap", "KeptReceipt",
+    "MediaDigest", "VerificationPolicy", "verify", "verify_or_raise", "worst",
+]
 
-# Finding severities: "error" makes the verdict broken; "unexplained" makes it
-# intact_unexplained_gaps; "warning" and "info" are reported only.
-ERROR, UNEXPLAINED, WARNING, INFO = "error", "unexplained", "warning", "info"
-
-
-@dataclass(frozen=True)
-class MediaDigest:
-    """What the caller measured of one stored media file."""
-
-    size: int
-    sha256: str
+LEDGER_FILE = "ledger.jsonl"
 
 
 @dataclass(frozen=True)
 class VerificationPolicy:
     """What counts as continuous, and what else the verifier may rely on.
 
-    ``receipts`` are dock-signed receipts (envelope JSON) kept outside the
-    ledger, e.g. by the archive: with them a cut-off ledger tail is detected.
+    ``receipts`` are dock-signed receipts (envelope JSON, or :class:`KeptReceipt`)
+    kept outside the ledger, e.g. by the archive: with them a cut-off ledger
+    tail is detected.
     """
 
     max_gap_frame_periods: float = 1.5  # of the earlier segment's frame (or sample) period
     receipts: Sequence[Any] = ()
-
-
-@dataclass
-class Finding:
-    seq: int | None
-    kind: str
-    message: str
-    severity: str = ERROR
-
-
-@dataclass
-class Gap:
-    recording: int
-    after_seq: int  # the segment before the gap
-    before_seq: int  # the segment after it
-    start_utc_ns: int
-    seconds: float
-    declared: bool
-    reason: str | None = None
-    interruption: int | None = None
-    voice_note: int | None = None
-    explained: bool = False
-
-
-@dataclass
-class InterruptionReport:
-    seq: int
-    reason: str
-    cut_utc_ns: int
-    recording: int | None
-    resumed_by: int | None = None
-    voice_note: int | None = None
-    explained: bool = False
-    detected_by: str = ""  # what noticed it, as the device said
-
-
-@dataclass
-class RecordingReport:
-    recording: int  # seq of its record_start
-    officer: str
-    category: str
-    start_utc_ns: int
-    stop_utc_ns: int | None = None
-    duration_s: float = 0.0  # captured time, gaps excluded
-    segments: int = 0
-    spans: int = 1
-    stop_trigger: str | None = None
-    _last: Segment | None = field(default=None, repr=False)
-    _last_seq: int = field(default=-1, repr=False)
-    _pending: list[int] = field(default_factory=list, repr=False)  # interruptions since
-
-
-@dataclass
-class ContinuityReport:
-    verdict: str
-    device: str | None
-    unit: str
-    entries: int
-    head: str | None  # SHA-256 of the last entry's payload
-    recordings: list[RecordingReport] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
-    interruptions: list[InterruptionReport] = field(default_factory=list)
-    exemptions: list[dict[str, Any]] = field(default_factory=list)
-    markers: list[dict[str, Any]] = field(default_factory=list)
-    overdue: list[dict[str, Any]] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == ERROR]
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(obj: Any) -> Any:
-            if isinstance(obj, dict):
-                return {k: clean(v) for k, v in obj.items() if not k.startswith("_")}
-            if isinstance(obj, list):
-                return [clean(v) for v in obj]
-            return obj
-
-        return clean(asdict(self))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+    # How far the wall clock may wander from the monotonic one unannounced: the
+    # device declares (time_sync) every step larger than this, and an entry's two
+    # clock readings are not taken at one instant. Below it the wall clock counts.
+    clock_tolerance_ns: int = 1_000_000_000
 
 
 class ContinuityError(Exception):
@@ -165,8 +99,8 @@ class ContinuityError(Exception):
 
     def __init__(self, report: ContinuityReport):
         self.report = report
-        first = (report.errors or report.findings or [Finding(None, "", "")])[0]
-        super().__init__(f"{report.verdict}: {first.message}")
+        first = (report.errors or report.findings)
+        super().__init__(f"{report.verdict}: {first[0].message if first else ''}")
 
 
 def verify_or_raise(
@@ -181,10 +115,16 @@ def verify_or_raise(
 
 def verify(
     ledger: bytes, media: Mapping[str, MediaDigest], trust: TrustFile,
-    policy: VerificationPolicy | None = None,
+    policy: VerificationPolicy | None = None, store_findings: Sequence[Finding] = (),
 ) -> ContinuityReport:
-    """Verify one device's ledger and media against the unit's trust file."""
-    return _LedgerCheck(trust, policy or VerificationPolicy()).run(ledger, media)
+    """Verify one device's ledger and media against the unit's trust file.
+
+    ``store_findings`` are what the reader of the store found on disk (links,
+    FIFOs, files too large, …); they count towards the verdict like the rest.
+    """
+    check = _LedgerCheck(trust, policy or VerificationPolicy())
+    check.report.findings.extend(store_findings)
+    return check.run(ledger, media)
 
 
 class _LedgerCheck:
@@ -193,44 +133,69 @@ class _LedgerCheck:
     def __init__(self, trust: TrustFile, policy: VerificationPolicy):
         self.trust, self.policy = trust, policy
         self.report = ContinuityReport(INTACT, None, trust.unit, 0, None)
-        self.digests: dict[int, str] = {}  # seq -> payload SHA-256, accepted entries
+        self.digests = self.report._digests  # seq -> payload SHA-256, accepted entries
         self.seen: set[str] = set()
         self.expected_seq = 0
         self.prev_digest: str | None = GENESIS_PREV
         self.signing_key: str | None = None
         self.boots: dict[str, tuple[int, int]] = {}  # boot id -> (monotonic, utc) last seen
+        self.boot: str | None = None  # of the last accepted entry
+        self.clock_source: str | None = None
         self.recordings: dict[int, RecordingReport] = {}
+        self.last_recording: RecordingReport | None = None
         self.interruptions: dict[int, InterruptionReport] = {}
         self.media_refs: list[tuple[int, MediaFile]] = []
         self.receipts: list[OffloadReceipt] = []
+        self.line: int | None = None  # the ledger line being read
+        self.line_of: dict[int, int] = {}  # seq -> ledger line
 
-    def find(self, seq: int | None, kind: str, message: str, severity: str = ERROR) -> None:
-        self.report.findings.append(Finding(seq, kind, message, severity))
+    def find(self, seq: int | None, kind: str, message: str, severity: str = "",
+             file: str | None = None) -> None:
+        line = self.line if self.line is not None else self.line_of.get(seq) if seq is not None \
+            else None
+        if file is None and line is not None:
+            file = LEDGER_FILE
+        self.report.findings.append(Finding(seq, kind, message, severity, file,
+                                            line if file == LEDGER_FILE else None))
 
     # --- the walk -------------------------------------------------------------
 
     def run(self, ledger: bytes, media: Mapping[str, MediaDigest]) -> ContinuityReport:
         lines = split_lines(ledger)
-        if not lines:
-            self.find(None, "empty_ledger", "the ledger has no entries")
+        torn = bool(lines) and not ledger.endswith(b"\n")
         for number, line in enumerate(lines, start=1):
-            try:
-                signed = parse_line(line)
-            except ProtocolError as e:
-                self.find(None, "malformed_entry", f"ledger line {number}: {e}")
-                self.prev_digest = None  # the next link cannot be checked against it
-                self.expected_seq += 1
-                continue
-            if number == len(lines) and not ledger.endswith(b"\n"):
-                self.find(signed.entry.seq, "torn_write", "the last line has no newline",
-                          WARNING)
-            self.report.entries += 1
-            if self.accept(signed):
-                self.interpret(signed)
-        self.check_external_receipts()
-        self.check_media(media)
+            self.line = number
+            self.read_line(line, torn and number == len(lines))
+        self.line = None
+        if not self.report.entries:
+            self.find(None, "empty_ledger", "the ledger has no entries")
+        self.receipts += kept_receipts(self.policy.receipts, self.report.device, self.digests,
+                                       self.trust, self.find)
+        check_media(self.media_refs, media, self.receipts, self.find)
         self.finish()
         return self.report
+
+    def read_line(self, line: bytes, torn: bool) -> None:
+        try:
+            signed = parse_line(line)
+        except ProtocolError as e:
+            if torn:
+                # What a power cut leaves: kept in the file, not an entry.
+                self.find(None, "torn_write", f"the last line has no newline: {len(line)} bytes "
+                          "kept, not read as an entry")
+                return
+            kind = "duplicate_key" if isinstance(e, DuplicateKeyError) else "malformed_entry"
+            self.find(None, kind, f"ledger line {self.line}: {e}")
+            self.prev_digest = None  # the next link cannot be checked against it
+            self.expected_seq += 1
+            return
+        self.line_of.setdefault(signed.entry.seq, self.line or 0)
+        if torn:
+            self.find(signed.entry.seq, "torn_write", f"the last line has no newline "
+                      f"({len(line)} bytes, a whole entry): kept")
+        self.report.entries += 1
+        if self.accept(signed):
+            self.interpret(signed)
 
     def accept(self, signed: SignedEntry) -> bool:
         """Identity, chain and signature checks. False: do not interpret the entry.
@@ -266,6 +231,9 @@ class _LedgerCheck:
             return False
         self.digests.setdefault(entry.seq, digest)
         self.report.head = digest
+        for where, value in entry.unlisted_values():
+            self.find(entry.seq, "unknown_value", f"{where} {value!r} is not a value this "
+                      "verifier knows; kept")
         self.check_time(signed)
         return True
 
@@ -293,7 +261,7 @@ class _LedgerCheck:
                       f"for {self.trust.unit!r}")
         if body.archive_key != self.trust.archive_encryption_key:
             self.find(0, "wrong_archive_key", "the device encrypts to an archive key the trust "
-                      "file does not name", WARNING)
+                      "file does not name")
 
     def signature_ok(self, signed: SignedEntry) -> bool:
         entry, keyid = signed.entry, self.signing_key
@@ -330,6 +298,27 @@ class _LedgerCheck:
                           f"{(last_utc - t.utc_ns) / 1e9:.3f} s within one boot with no "
                           "time_sync entry declaring it")
         self.boots[t.boot_id] = (t.monotonic_ns, t.utc_ns)
+        if t.boot_id != self.boot:
+            self.report.boots.append({"seq": entry.seq, "boot_id": t.boot_id})
+            if self.boot is not None:
+                # Capture cannot go on across a boot: each recording open at
+                # this point must be declared cut by an interruption.
+                for rec in self.recordings.values():
+                    if rec.stop_utc_ns is None and not rec._unresumed:
+                        rec._boot_unclaimed = entry.seq
+            self.boot = t.boot_id
+        if t.clock_source != self.clock_source:
+            self.report.clock_sources.append({"seq": entry.seq, "from": self.clock_source,
+                                              "to": t.clock_source, "synced": t.clock_synced})
+            self.clock_source = t.clock_source
+
+    def claims_boot(self, rec: RecordingReport, seq: int, what: str) -> None:
+        """Something of ``rec`` after a boot change that no interruption declared."""
+        if rec._boot_unclaimed is not None:
+            self.find(seq, "undeclared_boot", f"recording {rec.recording} was open when the "
+                      f"device booted again (entry {rec._boot_unclaimed}), and {what} comes "
+                      "with no interruption declaring the cut")
+            rec._boot_unclaimed = None
 
     # --- meaning --------------------------------------------------------------
 
@@ -340,15 +329,10 @@ class _LedgerCheck:
         match body:
             case Provisioned() if seq != 0:
                 self.find(seq, "second_genesis", "a provisioned entry after the genesis")
-            case Assigned():
-                pass
             case RecordStart():
-                self.recordings[seq] = RecordingReport(
-                    recording=seq, officer=body.officer, category=body.category,
-                    start_utc_ns=entry.time.utc_ns)
-                self.report.recordings.append(self.recordings[seq])
+                self.record_start(signed, body)
             case Segment():
-                self.segment(seq, body)
+                self.segment(signed, body)
             case Interruption():
                 rep = InterruptionReport(seq, body.reason, body.cut_utc_ns, body.recording,
                                          detected_by=body.detected_by)
@@ -357,6 +341,9 @@ class _LedgerCheck:
                 rec = self.recordings.get(body.recording) if body.recording is not None else None
                 if rec is not None:
                     rec._pending.append(seq)
+                    rec._unresumed.add(seq)
+                    rec._boot_unclaimed = None
+                    rec._end_time = _when(signed)
             case Resume():
                 rep = self.interruptions.get(body.interruption)
                 if rep is None:
@@ -366,7 +353,9 @@ class _LedgerCheck:
                     rep.resumed_by = seq
                 rec = self.recordings.get(body.recording)
                 if rec is not None:
+                    self.claims_boot(rec, seq, "its resume")
                     rec.spans += 1
+                    rec._unresumed.discard(body.interruption)
             case VoiceNote():
                 rep = self.interruptions.get(body.interruption)
                 if rep is None:
@@ -376,14 +365,16 @@ class _LedgerCheck:
                     rep.voice_note, rep.explained = seq, True
                 else:
                     self.find(seq, "silent_voice_note", f"the voice note for interruption "
-                              f"{body.interruption} has no speech", WARNING)
+                              f"{body.interruption} has no speech")
             case RecordStop():
                 rec = self.recordings.get(body.recording)
                 if rec is None:
                     self.find(seq, "bad_link", f"record_stop names {body.recording}, which is not "
                               "a recording")
                 else:
+                    self.claims_boot(rec, seq, "its record_stop")
                     rec.stop_utc_ns, rec.stop_trigger = entry.time.utc_ns, body.trigger
+                    rec._end_time = _when(signed)
             case Marker():
                 self.report.markers.append({"seq": seq, "utc_ns": entry.time.utc_ns,
                                             "phase": body.phase, "recording": body.recording})
@@ -393,12 +384,15 @@ class _LedgerCheck:
                     "note": body.note,
                     "voice_memo": body.voice_memo.file if body.voice_memo else None})
             case OffloadReceiptEntry():
-                self.embedded_receipt(seq, body)
+                receipt = embedded_receipt(seq, body.receipt, self.report.device, self.digests,
+                                           self.trust, self.find)
+                if receipt is not None:
+                    self.receipts.append(receipt)
             case Overdue():
                 self.report.overdue.append({"seq": seq, "utc_ns": entry.time.utc_ns,
                                             "recording": body.recording, "hours": body.hours})
-            case TimeSync() | ConsoleAction():
-                pass
+            case TimeSync():
+                self.time_sync(seq, body)
             case KeyRotated():
                 if fingerprint(bytes.fromhex(body.new_public)) != body.new_key:
                     self.find(seq, "bad_key_rotation", "new_key is not the new key's id")
@@ -408,29 +402,72 @@ class _LedgerCheck:
                 self.signing_key = body.new_key
             case UnknownBody():
                 self.find(seq, "unknown_kind", f"entry kind {entry.kind!r} is not known to this "
-                          "verifier; kept, not interpreted", INFO)
+                          "verifier; kept, not interpreted")
 
-    def segment(self, seq: int, body: Segment) -> None:
+    def time_sync(self, seq: int, body: TimeSync) -> None:
+        step = TimeStep(seq, body.old_utc_ns, body.new_utc_ns,
+                        (body.new_utc_ns - body.old_utc_ns) / 1e9, body.source, "none")
+        if body.statement is not None:
+            try:
+                step.dock = check_time_sync(body, self.report.device, self.trust).dock
+                step.statement = "verified"
+            except ProtocolError as e:
+                step.statement = "invalid"
+                self.find(seq, "bad_time_statement", str(e))
+        self.report.time_syncs.append(step)
+
+    def record_start(self, signed: SignedEntry, body: RecordStart) -> None:
+        seq = signed.entry.seq
+        rec = RecordingReport(recording=seq, officer=body.officer, category=body.category,
+                              start_utc_ns=signed.entry.time.utc_ns, _start_time=_when(signed))
+        prev = self.last_recording
+        if prev is not None:
+            end = prev._end_time or prev._start_time
+            seconds, clock = _between(end, rec._start_time)
+            self.report.between_recordings.append({"after": prev.recording, "before": seq,
+                                                   "seconds": seconds, "clock": clock})
+        self.recordings[seq] = self.last_recording = rec
+        self.report.recordings.append(rec)
+
+    def segment(self, signed: SignedEntry, body: Segment) -> None:
+        seq, t = signed.entry.seq, signed.entry.time
         rec = self.recordings.get(body.recording)
         if rec is None:
             self.find(seq, "bad_link", f"segment names recording {body.recording}, which does "
                       "not exist")
             return
+        if not body.recovered:
+            self.claims_boot(rec, seq, "a segment captured after it")
         if rec.stop_utc_ns is not None:
             self.find(seq, "segment_after_stop", f"segment of recording {body.recording} after "
                       "its record_stop")
+        if body.last_capture_utc_ns > t.utc_ns + self.policy.clock_tolerance_ns:
+            self.find(seq, "capture_after_signing", f"the segment's last capture is "
+                      f"{(body.last_capture_utc_ns - t.utc_ns) / 1e9:.3f} s after its entry "
+                      "was signed")
+        # Capture times on the monotonic clock of the entry's boot: the wall
+        # clock's offset to it is the entry's own (a segment is sealed moments
+        # after its capture, with no room for a step between).
+        offset = t.monotonic_ns - t.utc_ns
+        first_mono = body.first_capture_utc_ns + offset
         prev = rec._last
-        if prev is not None:
+        if prev is not None and rec._last_end is not None:
             # The earlier segment's cadence: a frame period, or for an audio-only
-            # segment (camera fault) the sample period.
+            # segment (camera fault) its audio block period, in frame_period_ns.
             period = prev.frame_period_ns
-            step = body.first_capture_utc_ns - prev.last_capture_utc_ns
+            boot, last_mono = rec._last_end
+            step, clock = body.first_capture_utc_ns - prev.last_capture_utc_ns, "utc"
+            if boot == t.boot_id and abs(first_mono - last_mono - step) \
+                    > self.policy.clock_tolerance_ns:
+                # The wall clock stepped between the two: only the monotonic
+                # clock still measures the hole.
+                step, clock = first_mono - last_mono, "monotonic"
             if step <= 0:
                 self.find(seq, "overlap", f"segment starts {-step / 1e9:.3f} s before the "
                           "previous one's last capture (duplicated or reordered media)")
             elif step > self.policy.max_gap_frame_periods * period:
                 gap = Gap(body.recording, rec._last_seq, seq, prev.last_capture_utc_ns + period,
-                          (step - period) / 1e9, declared=bool(rec._pending))
+                          (step - period) / 1e9, declared=bool(rec._pending), clock=clock)
                 if rec._pending:
                     cause = self.interruptions[rec._pending[0]]
                     gap.reason, gap.interruption = cause.reason, cause.seq
@@ -440,77 +477,37 @@ class _LedgerCheck:
                 self.report.gaps.append(gap)
         rec._pending.clear()
         rec._last, rec._last_seq = body, seq
+        rec._last_end = (t.boot_id, body.last_capture_utc_ns + offset)
         rec.segments += 1
         rec.duration_s += (body.last_capture_utc_ns - body.first_capture_utc_ns
                            + body.frame_period_ns) / 1e9
 
-    def embedded_receipt(self, seq: int, body: OffloadReceiptEntry) -> None:
-        try:
-            receipt = open_receipt(body.receipt, self.trust)
-        except ProtocolError as e:
-            self.find(seq, "bad_receipt", str(e))
-            return
-        if receipt.device != self.report.device:
-            self.find(seq, "bad_receipt", f"receipt is for device {receipt.device!r}")
-        elif receipt.last_seq >= seq or self.digests.get(receipt.last_seq) != receipt.head:
-            self.find(seq, "receipt_mismatch", f"receipt's head (entry {receipt.last_seq}) is "
-                      "not this ledger's entry")
-        else:
-            self.receipts.append(receipt)
-
-    def check_external_receipts(self) -> None:
-        last = max(self.digests, default=-1)
-        for i, envelope in enumerate(self.policy.receipts):
-            try:
-                receipt = open_receipt(envelope, self.trust)
-            except ProtocolError as e:
-                self.find(None, "bad_receipt", f"receipt {i + 1}: {e}")
-                continue
-            if receipt.device != self.report.device:
-                self.find(None, "other_device_receipt", f"receipt {i + 1} is for device "
-                          f"{receipt.device!r}; not used", WARNING)
-            elif receipt.last_seq > last:
-                self.find(last, "tail_cut", f"dock {receipt.dock!r} received entries up to "
-                          f"{receipt.last_seq}, but the ledger ends at {last}: its tail is gone")
-            elif self.digests.get(receipt.last_seq) != receipt.head:
-                self.find(receipt.last_seq, "receipt_mismatch", f"dock {receipt.dock!r} "
-                          f"received a different entry {receipt.last_seq}: the ledger was "
-                          "rewritten")
-            else:
-                self.receipts.append(receipt)
-
-    def check_media(self, media: Mapping[str, MediaDigest]) -> None:
-        archived = set().union(*(r.media_files for r in self.receipts))
-        referenced = set()
-        for seq, ref in self.media_refs:
-            referenced.add(ref.file)
-            got = media.get(ref.file)
-            if got is None:
-                if ref.file in archived:
-                    self.find(seq, "offloaded", f"{ref.file} was archived against a receipt "
-                              "and freed on the device", INFO)
-                else:
-                    self.find(seq, "media_missing", f"{ref.file} is missing")
-            elif got.size != ref.size:
-                kind = "media_truncated" if got.size < ref.size else "media_size"
-                self.find(seq, kind, f"{ref.file} is {got.size} bytes, sealed as {ref.size}")
-            elif got.sha256 != ref.sha256:
-                self.find(seq, "media_hash", f"{ref.file} does not match its sealed SHA-256 "
-                          "(altered or swapped)")
-        for name in sorted(set(media) - referenced):
-            self.find(None, "unsealed_media", f"{name} is not sealed by any entry", WARNING)
-
     def finish(self) -> None:
+        for rec in self.report.recordings:
+            if rec._boot_unclaimed is not None:
+                self.claims_boot(rec, rec._boot_unclaimed, "nothing else")
+            if rec.stop_utc_ns is None and not rec._unresumed:
+                self.find(rec.recording, "open_recording", f"recording {rec.recording} is "
+                          "neither stopped nor interrupted at the end of the ledger (its tail "
+                          "may be cut off)")
         for rep in self.report.interruptions:
             if not rep.explained:
                 self.find(rep.seq, "unexplained_interruption", f"interruption {rep.seq} "
-                          f"({rep.reason}) has no voice note with speech", UNEXPLAINED)
+                          f"({rep.reason}) has no voice note with speech")
         for gap in self.report.gaps:
             if gap.interruption is not None:
                 rep = self.interruptions[gap.interruption]
                 gap.voice_note, gap.explained = rep.voice_note, rep.explained
-        severities = {f.severity for f in self.report.findings}
-        if ERROR in severities:
-            self.report.verdict = BROKEN
-        elif UNEXPLAINED in severities:
-            self.report.verdict = INTACT_UNEXPLAINED_GAPS
+        self.report.verdict = verdict_of(self.report.findings)
+
+
+def _when(signed: SignedEntry) -> tuple[str, int, int]:
+    t = signed.entry.time
+    return (t.boot_id, t.monotonic_ns, t.utc_ns)
+
+
+def _between(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple[float, str]:
+    """Seconds from entry time ``a`` to ``b``: monotonic within one boot, else UTC."""
+    if a[0] == b[0]:
+        return (b[1] - a[1]) / 1e9, "monotonic"
+    return (b[2] - a[2]) / 1e9, "utc"

@@ -13,12 +13,22 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from protocol.store_reader import StoreError, find_stores, find_trust, read_store
+from protocol.archive_check import ArchiveReport, check_archive
+from protocol.report import worst
+from protocol.store_reader import (
+    StoreError,
+    TrustSource,
+    find_trust_source,
+    locate,
+    read_receipt_file,
+    read_store,
+)
 from protocol.verify import (
     BROKEN,
     INTACT,
     INTACT_UNEXPLAINED_GAPS,
     ContinuityReport,
+    KeptReceipt,
     VerificationPolicy,
     verify,
 )
@@ -30,39 +40,49 @@ EXIT_CODES = {INTACT: EXIT_INTACT, BROKEN: EXIT_BROKEN, INTACT_UNEXPLAINED_GAPS:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="a device store or an archive")
     parser.add_argument("--trust", type=Path, help="the unit's trust file (default: trust.json "
-                        "in or beside PATH)")
+                        "beside PATH — never one inside a store)")
     parser.add_argument("--receipt", type=Path, action="append", default=[],
                         help="a dock-signed receipt kept elsewhere (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")
 
 
+def _verify_store(store: Path, source: TrustSource, extra: list[KeptReceipt],
+                  follow: bool) -> ContinuityReport:
+    tty = sys.stderr.isatty()
+    contents = read_store(store, _progress_bar(store) if tty else None, follow=follow)
+    if tty:
+        sys.stderr.write("\r\x1b[K")
+    policy = VerificationPolicy(receipts=[*contents.receipts, *extra])
+    report = verify(contents.ledger, contents.media, source.trust, policy, contents.findings)
+    report.trust_file = source.describe()
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        trust = find_trust(args.path, args.trust)
-        stores = find_stores(args.path)
-        extra = []
-        for p in args.receipt:
-            try:
-                extra.append(json.loads(p.read_bytes()))
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{p}: unreadable receipt ({e})") from e
-        reports = []
-        for store in stores:
-            contents = read_store(store, _progress_bar(store) if sys.stderr.isatty() else None)
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\x1b[K")
-            policy = VerificationPolicy(receipts=[*contents.receipts, *extra])
-            reports.append((store, verify(contents.ledger, contents.media, trust, policy)))
+        source = find_trust_source(args.path, args.trust)
+        location = locate(args.path)
+        extra = [read_receipt_file(p) for p in args.receipt]
+        reports = [(store, _verify_store(store, source, extra, follow=not location.archive))
+                   for store in location.stores]
     except StoreError as e:
         print(f"custody verify: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if location.archive:
+        archive = check_archive(str(args.path), [(p.name, r) for p, r in reports],
+                                location.findings)
+        archive.trust_file = source.describe()
+        if not reports and not archive.findings:
+            print(f"custody verify: {args.path}: an archive with no store", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(archive.to_dict(), indent=2) if args.json else render_archive(archive))
+        return EXIT_CODES[archive.verdict]
+    [(store, report)] = reports
     if args.json:
-        out = [dict(store=str(s), **r.to_dict()) for s, r in reports]
-        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        print(json.dumps(dict(store=str(store), **report.to_dict()), indent=2))
     else:
-        for store, report in reports:
-            print(render(store, report))
-    return max(EXIT_CODES[r.verdict] for _, r in reports) if reports else EXIT_USAGE
+        print(render(store, report))
+    return EXIT_CODES[worst([report.verdict])]
 
 
 def _progress_bar(store: Path):
@@ -77,7 +97,10 @@ def _progress_bar(store: Path):
 def _utc(ns: int | None) -> str:
     if ns is None:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds: show the number
+        return f"{ns} ns"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -93,6 +116,9 @@ def render(store: Path, report: ContinuityReport) -> str:
         f"verdict: {report.verdict.upper()}  ({report.entries} entries, head "
         f"{(report.head or '-')[:16]})",
     ]
+    if report.trust_file:
+        lines.append(f"trust file: {report.trust_file['path']}  sha256 "
+                     f"{report.trust_file['sha256']}")
     if report.recordings:
         lines.append("recordings:")
         lines += _table(
@@ -114,6 +140,23 @@ def render(store: Path, report: ContinuityReport) -> str:
             ["seq", "reason", "detected by", "cut at (UTC)", "resumed by", "voice note"],
             [[str(i.seq), i.reason, i.detected_by, _utc(i.cut_utc_ns), str(i.resumed_by or "-"),
               str(i.voice_note) if i.explained else "MISSING"] for i in report.interruptions])
+    if report.between_recordings:
+        lines.append("between recordings:")
+        lines += _table(["after", "before", "time", "clock"],
+                        [[str(b["after"]), str(b["before"]), f"{b['seconds']:.3f} s",
+                          b["clock"]] for b in report.between_recordings])
+    if report.time_syncs:
+        lines.append("time_sync steps:")
+        lines += _table(["seq", "from (UTC)", "to (UTC)", "step", "source", "statement"],
+                        [[str(t.seq), _utc(t.old_utc_ns), _utc(t.new_utc_ns),
+                          f"{t.step_s:+.3f} s", t.source,
+                          t.statement + (f" ({t.dock})" if t.dock else "")]
+                         for t in report.time_syncs])
+    if len(report.clock_sources) > 1 or len(report.boots) > 1:
+        lines.append("clock sources: " + ", ".join(
+            f"{c['to']} from {c['seq']}" for c in report.clock_sources))
+        lines.append("boots: " + ", ".join(f"{b['boot_id'][:12]} from {b['seq']}"
+                                           for b in report.boots))
     for name in ("exemptions", "markers", "overdue"):
         items = getattr(report, name)
         if items:
@@ -122,7 +165,26 @@ def render(store: Path, report: ContinuityReport) -> str:
                 f" at {_utc(x['utc_ns'])}" for x in items))
     if report.findings:
         lines.append("findings:")
-        lines += _table(["seq", "severity", "kind", "message"],
-                        [[str(f.seq) if f.seq is not None else "-", f.severity, f.kind,
-                          f.message] for f in report.findings])
+        lines += _findings_table(report.findings)
+    return "\n".join(lines)
+
+
+def _findings_table(findings: list) -> list[str]:
+    return _table(["seq", "severity", "kind", "where", "message"],
+                  [[str(f.seq) if f.seq is not None else "-", f.severity, f.kind,
+                    (f.file or "-") + (f":{f.line}" if f.line else ""), f.message]
+                   for f in findings])
+
+
+def render_archive(archive: ArchiveReport) -> str:
+    lines = [f"{archive.path}: archive of {len(archive.stores)} store(s)",
+             f"verdict: {archive.verdict.upper()}"]
+    if archive.trust_file:
+        lines.append(f"trust file: {archive.trust_file['path']}  sha256 "
+                     f"{archive.trust_file['sha256']}")
+    if archive.findings:
+        lines.append("archive findings:")
+        lines += _findings_table(archive.findings)
+    for name, report in archive.stores:
+        lines += ["", render(Path(archive.path) / "devices" / name, report)]
     return "\n".join(lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from daemon.provision import (
 )
 from device.ledger import LedgerWriter
 from device.sample import record_sample
-from protocol.entries import Body, Entry, EntryTime
+from protocol.entries import Body, Entry, EntryTime, Segment
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.keys import ArchiveSecretKey, SigningKey
 from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
@@ -38,12 +37,20 @@ class StepClock:
 
     def __init__(self, utc_ns: int = 1_790_000_000_000_000_000, boot_id: str = "boot-1"):
         self.utc_ns, self.boot_id = utc_ns, boot_id
-        self._mono = itertools.count(1_000_000_000, 100_000_000)
+
+        self.mono_ns = 1_000_000_000
 
     def __call__(self) -> EntryTime:
         self.utc_ns += 100_000_000
+        self.mono_ns += 100_000_000
         return EntryTime(utc_ns=self.utc_ns, clock_source="rtc", clock_synced=True,
-                         monotonic_ns=next(self._mono), boot_id=self.boot_id)
+                         monotonic_ns=self.mono_ns, boot_id=self.boot_id)
+
+    def advance_to(self, utc_ns: int) -> None:
+        """Real time passes (both clocks) until the wall clock reads at least ``utc_ns``."""
+        if utc_ns > self.utc_ns:
+            self.mono_ns += utc_ns - self.utc_ns
+            self.utc_ns = utc_ns
 
 
 @dataclasses.dataclass
@@ -82,8 +89,14 @@ class Unit:
         return LedgerWriter(self.store, DEVICE, self.device_key, self.clock)
 
     def append(self, *bodies: Body) -> list[SignedEntry]:
+        """Append entries; as on a device, one sealing capture is signed after it."""
+        out = []
         with self.ledger() as ledger:
-            return [ledger.append(b) for b in bodies]
+            for b in bodies:
+                if isinstance(b, Segment):
+                    self.clock.advance_to(b.last_capture_utc_ns)
+                out.append(ledger.append(b))
+        return out
 
     def record(self, segments: int = 3) -> list[SignedEntry]:
         with self.ledger() as ledger:
@@ -102,7 +115,7 @@ class Unit:
     def verify(self, receipts: Iterable[object] = ()) -> ContinuityReport:
         contents = read_store(self.store)
         policy = VerificationPolicy(receipts=[*contents.receipts, *receipts])
-        return verify(contents.ledger, contents.media, self.trust, policy)
+        return verify(contents.ledger, contents.media, self.trust, policy, contents.findings)
 
     def receipt(self, last_seq: int | None = None, key: SigningKey | None = None,
                 dock: str = DOCK) -> dict:

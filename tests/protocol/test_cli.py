@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -69,12 +69,14 @@ def test_verify_usage_errors_exit_2_naming_the_path(unit: Unit, tmp_path: Path):
 def test_verify_an_archive_of_several_devices(unit: Unit, other_store: Path, tmp_path: Path):
     archive = tmp_path / "archive"
     (archive / "devices").mkdir(parents=True)
-    os.symlink(unit.store, archive / "devices" / "DEV-0001")
-    os.symlink(other_store, archive / "devices" / "DEV-0002")
+    shutil.copytree(unit.store, archive / "devices" / "DEV-0001")
+    shutil.copytree(other_store, archive / "devices" / "DEV-0002")
     (archive / "trust.json").write_bytes((unit.keys / "trust.json").read_bytes())
     r = custody("verify", archive, "--json")
     assert r.returncode == 0, r.stdout
-    assert [d["device"] for d in json.loads(r.stdout)] == ["DEV-0001", "DEV-0002"]
+    doc = json.loads(r.stdout)
+    assert [d["device"] for d in doc["stores"]] == ["DEV-0001", "DEV-0002"]
+    assert doc["verdict"] == "intact" and doc["findings"] == []
 
 
 def test_export_writes_playable_segments_in_seq_order(unit: Unit, tmp_path: Path):

@@ -29,7 +29,7 @@ json_values = st.recursive(
 )
 names = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF), min_size=1, max_size=16)
 hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
-ints = st.integers(min_value=0, max_value=2**63)
+ints = st.integers(min_value=0, max_value=2**62)
 extra = st.dictionaries(st.text(min_size=1, max_size=8).map(lambda k: "x_" + k), json_values,
                         max_size=2)
 

@@ -163,6 +163,7 @@ def test_two_same_size_segment_files_swapped(unit: Unit):
             sealer = SegmentSealer(unit.store, f"same-{i}.cseg", unit.archive_public)
             sealer.write(mp4)
             media = sealer.close()
+            unit.clock.advance_to(t0 + i * 2_000_000_000 + 1_900_000_000)
             ledger.append(Segment(recording=rec, span=0, index=i, media=media,
                                   first_capture_utc_ns=t0 + i * 2_000_000_000,
                                   last_capture_utc_ns=t0 + i * 2_000_000_000 + 1_900_000_000,

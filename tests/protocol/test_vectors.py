@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,37 @@ def test_openssl_alone_catches_a_deleted_entry(vector_copy: Path):
     ledger.write_bytes(b"\n".join(lines) + b"\n")
     r = by_hand(vector_copy)
     assert r.returncode == 1 and "FAIL: entry 4 where 3 should be" in r.stdout
+
+
+DECRYPT_BY_HAND = ROOT / "docs" / "decrypt-by-hand.py"
+
+
+def decrypt_by_hand(key: Path, segment: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DECRYPT_BY_HAND), str(key), str(segment)],
+                          capture_output=True, timeout=60)
+
+
+def test_the_reference_decryptor_gives_what_export_gives_byte_for_byte(tmp_path: Path):
+    archive = ArchiveSecretKey.from_pem((INTACT_DIR / "archive-secret.key").read_bytes())
+    results = export_store(INTACT_DIR, read_trust(INTACT_DIR / "trust.json"), archive, tmp_path)
+    for result in results:
+        r = decrypt_by_hand(INTACT_DIR / "archive-secret.key", INTACT_DIR / "media" / result.file)
+        assert r.returncode == 0 and r.stderr.strip() == b"complete"
+        assert r.stdout == result.out.read_bytes()
+
+
+def test_the_reference_decryptor_refuses_a_changed_chunk_and_says_incomplete(vector_copy: Path):
+    key, f = vector_copy / "archive-secret.key", sorted((vector_copy / "media").iterdir())[0]
+    data = f.read_bytes()
+    f.write_bytes(data[:200] + bytes([data[200] ^ 1]) + data[201:])
+    r = decrypt_by_hand(key, f)
+    assert r.returncode == 1 and b"chunk 0: authentication failed" in r.stderr
+    f.write_bytes(data[:-20])  # the final chunk cut short
+    r = decrypt_by_hand(key, f)
+    assert r.returncode == 0 and b"INCOMPLETE" in r.stderr
+
+
+def test_the_reference_decryptor_imports_only_cryptography():
+    imports = {line.split()[1].split(".")[0] for line in DECRYPT_BY_HAND.read_text().splitlines()
+               if line.startswith(("import ", "from "))}
+    assert imports == {"hashlib", "struct", "sys", "cryptography"}
