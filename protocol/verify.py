@@ -354,6 +354,7 @@ class _LedgerCheck:
                 rec = self.recordings.get(body.recording)
                 if rec is not None:
                     self.claims_boot(rec, seq, "its resume")
+                    rec._span_clock[rec.spans] = _span_clock(signed)
                     rec.spans += 1
                     rec._unresumed.discard(body.interruption)
             case VoiceNote():
@@ -419,7 +420,8 @@ class _LedgerCheck:
     def record_start(self, signed: SignedEntry, body: RecordStart) -> None:
         seq = signed.entry.seq
         rec = RecordingReport(recording=seq, officer=body.officer, category=body.category,
-                              start_utc_ns=signed.entry.time.utc_ns, _start_time=_when(signed))
+                              start_utc_ns=signed.entry.time.utc_ns, _start_time=_when(signed),
+                              _span_clock={0: _span_clock(signed)})
         prev = self.last_recording
         if prev is not None:
             end = prev._end_time or prev._start_time
@@ -441,27 +443,29 @@ class _LedgerCheck:
         if rec.stop_utc_ns is not None:
             self.find(seq, "segment_after_stop", f"segment of recording {body.recording} after "
                       "its record_stop")
-        if body.last_capture_utc_ns > t.utc_ns + self.policy.clock_tolerance_ns:
+        # A span's captures are stamped on the monotonic clock plus the wall
+        # clock's offset when the span began (its record_start or resume), so
+        # a step within a span moves entries, not captures. Back on the
+        # monotonic clock of that boot:
+        boot, offset = rec._span_clock.get(body.span, (t.boot_id, t.utc_ns - t.monotonic_ns))
+        first_mono = body.first_capture_utc_ns - offset
+        last_mono = body.last_capture_utc_ns - offset
+        ahead = last_mono - t.monotonic_ns
+        if boot == t.boot_id and ahead > self.policy.clock_tolerance_ns:
             self.find(seq, "capture_after_signing", f"the segment's last capture is "
-                      f"{(body.last_capture_utc_ns - t.utc_ns) / 1e9:.3f} s after its entry "
-                      "was signed")
-        # Capture times on the monotonic clock of the entry's boot: the wall
-        # clock's offset to it is the entry's own (a segment is sealed moments
-        # after its capture, with no room for a step between).
-        offset = t.monotonic_ns - t.utc_ns
-        first_mono = body.first_capture_utc_ns + offset
+                      f"{ahead / 1e9:.3f} s after its entry was signed")
         prev = rec._last
         if prev is not None and rec._last_end is not None:
             # The earlier segment's cadence: a frame period, or for an audio-only
             # segment (camera fault) its audio block period, in frame_period_ns.
             period = prev.frame_period_ns
-            boot, last_mono = rec._last_end
+            prev_boot, prev_mono = rec._last_end
             step, clock = body.first_capture_utc_ns - prev.last_capture_utc_ns, "utc"
-            if boot == t.boot_id and abs(first_mono - last_mono - step) \
+            if prev_boot == boot and abs(first_mono - prev_mono - step) \
                     > self.policy.clock_tolerance_ns:
-                # The wall clock stepped between the two: only the monotonic
-                # clock still measures the hole.
-                step, clock = first_mono - last_mono, "monotonic"
+                # The wall clock stepped between the two spans: only the
+                # monotonic clock still measures the hole.
+                step, clock = first_mono - prev_mono, "monotonic"
             if step <= 0:
                 self.find(seq, "overlap", f"segment starts {-step / 1e9:.3f} s before the "
                           "previous one's last capture (duplicated or reordered media)")
@@ -477,7 +481,7 @@ class _LedgerCheck:
                 self.report.gaps.append(gap)
         rec._pending.clear()
         rec._last, rec._last_seq = body, seq
-        rec._last_end = (t.boot_id, body.last_capture_utc_ns + offset)
+        rec._last_end = (boot, last_mono)
         rec.segments += 1
         rec.duration_s += (body.last_capture_utc_ns - body.first_capture_utc_ns
                            + body.frame_period_ns) / 1e9
@@ -499,6 +503,12 @@ class _LedgerCheck:
                 rep = self.interruptions[gap.interruption]
                 gap.voice_note, gap.explained = rep.voice_note, rep.explained
         self.report.verdict = verdict_of(self.report.findings)
+
+
+def _span_clock(signed: SignedEntry) -> tuple[str, int]:
+    """(boot id, wall clock − monotonic) when a span begins."""
+    t = signed.entry.time
+    return (t.boot_id, t.utc_ns - t.monotonic_ns)
 
 
 def _when(signed: SignedEntry) -> tuple[str, int, int]:

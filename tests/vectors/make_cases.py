@@ -113,7 +113,10 @@ class Store:
         self.skew = 0  # added to the next entry's wall-clock reading only (read jitter)
         self.entries: list[SignedEntry] = []
         self.lines: list[bytes] = []
-        self.capture_end: dict[int, int] = {}  # recording -> last capture
+        # A span's captures are on the monotonic clock plus the wall clock's
+        # offset when the span began, as a recorder stamps them.
+        self.capture_end: dict[int, int] = {}  # recording -> last capture, monotonic
+        self.span_offset: dict[int, int] = {}  # recording -> its current span's offset
         (root / "media").mkdir(parents=True)
         self.append(Provisioned(unit=UNIT, device_key=self.key.keyid,
                                 archive_key=ARCHIVE.fingerprint, dock_keys=[DOCK.keyid]))
@@ -157,8 +160,17 @@ class Store:
     def start(self) -> int:
         seq = self.append(RecordStart(trigger="button", category="scene", officer="PC-0042",
                                       pre_record_seconds=0)).entry.seq
-        self.capture_end[seq] = self.utc
+        self.capture_end[seq] = self.mono
+        self.span_offset[seq] = self.utc - self.mono
         return seq
+
+    def resume(self, rec: int, interruption: int) -> None:
+        self.append(Resume(interruption=interruption, recording=rec))
+        self.span_offset[rec] = self.utc - self.mono
+
+    def captured(self, rec: int) -> int:
+        """The wall-clock time of ``rec``'s last capture, as its span stamps it."""
+        return self.capture_end[rec] + self.span_offset[rec]
 
     def segment(self, rec: int, index: int, frames: int = 10, after_ns: int = PERIOD,
                 span: int = 0, media: MediaFile | None = None, **changes: Any) -> SignedEntry:
@@ -166,10 +178,11 @@ class Store:
         first = self.capture_end[rec] + after_ns
         last = first + (frames - 1) * PERIOD
         self.capture_end[rec] = last
-        self.wait(max(0, last - self.utc))  # capture happens before its entry is signed
+        self.wait(max(0, last - self.mono))  # capture happens before its entry is signed
+        offset = self.span_offset[rec]
         body = Segment(recording=rec, span=span, index=index,
                        media=media or self.seal(f"r{rec:04d}-{index:03d}.cseg"),
-                       first_capture_utc_ns=first, last_capture_utc_ns=last,
+                       first_capture_utc_ns=first + offset, last_capture_utc_ns=last + offset,
                        frame_period_ns=PERIOD, frames=frames, audio_samples=frames * 4800,
                        audio_rate=48_000)
         return self.append(dataclasses.replace(body, **changes))
@@ -185,7 +198,7 @@ class Store:
 
     def interruption(self, rec: int, reason: str = "battery") -> int:
         return self.append(Interruption(reason=reason, detected_by="battery_gauge",
-                                        cut_utc_ns=self.capture_end[rec], recording=rec)).entry.seq
+                                        cut_utc_ns=self.captured(rec), recording=rec)).entry.seq
 
     def voice_note(self, interruption: int, speech: float = 3.0) -> SignedEntry:
         return self.append(VoiceNote(interruption=interruption,
@@ -333,7 +346,7 @@ def interruption_explained(d: Path) -> Expect:
     cut = s.interruption(rec)
     s.wait(5 * S)
     s.voice_note(cut)
-    s.append(Resume(interruption=cut, recording=rec))
+    s.resume(rec, cut)
     s.segment(rec, 1, after_ns=6 * S, span=1)
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
@@ -389,7 +402,7 @@ def boot_declared_by_interruption(d: Path) -> Expect:
     s.wait(20 * S)
     s.segment(rec, 1, recovered=True)
     cut = s.append(Interruption(reason="power_loss", detected_by="boot_recovery",
-                                cut_utc_ns=s.capture_end[rec], recording=rec)).entry.seq
+                                cut_utc_ns=s.captured(rec), recording=rec)).entry.seq
     s.voice_note(cut)
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
@@ -476,7 +489,7 @@ def interruption_unexplained(d: Path) -> Expect:
     rec = s.start()
     s.segment(rec, 0)
     cut = s.interruption(rec)
-    s.append(Resume(interruption=cut, recording=rec))
+    s.resume(rec, cut)
     s.segment(rec, 1, after_ns=4 * S, span=1)
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
@@ -506,9 +519,8 @@ def gap_on_monotonic_clock(d: Path) -> Expect:
     old = s.utc
     s.utc -= 19 * S
     s.append(TimeSync(old_utc_ns=old, new_utc_ns=s.utc, source="ntp"))
-    s.append(Resume(interruption=cut, recording=rec))
+    s.resume(rec, cut)
     # The next frame is captured 20.1 s (monotonic) after the last one: 1.1 s on the wall clock.
-    s.capture_end[rec] -= 19 * S
     s.segment(rec, 1, after_ns=20 * S + PERIOD, span=1)
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
@@ -527,10 +539,12 @@ def audio_only_with_clock_jitter(d: Path) -> Expect:
         first = s.capture_end[rec] + (PERIOD if i == 1 else block)
         last = first + 47_999 * block
         s.capture_end[rec] = last
-        s.wait(max(0, last - s.utc))
+        s.wait(max(0, last - s.mono))
         s.skew = skew
+        offset = s.span_offset[rec]
         s.append(Segment(recording=rec, span=0, index=i, media=s.seal(f"a{i}.cseg"),
-                         first_capture_utc_ns=first, last_capture_utc_ns=last,
+                         first_capture_utc_ns=first + offset,
+                         last_capture_utc_ns=last + offset,
                          frame_period_ns=block, frames=0, audio_samples=48_000,
                          audio_rate=48_000))
     s.append(RecordStop(recording=rec, trigger="button"))
@@ -740,19 +754,38 @@ def undeclared_gap(d: Path) -> Expect:
     return {**broken(F("undeclared_gap", seq)), "gaps": [{"recording": rec, "seconds": 2.9}]}
 
 
-@case("the wall clock stepped back 19 s, undeclared, across a 20 s hole: no rollback "
-      "between entries shows, but the monotonic clock measures the hole")
+@case("the wall clock stepped back 19 s, undeclared, during a 20 s interruption: no "
+      "rollback between entries shows, but the monotonic clock measures the hole")
 def undeclared_step_hides_no_gap(d: Path) -> Expect:
     s = Store(d / "store")
     rec = s.start()
     s.segment(rec, 0)
+    cut = s.interruption(rec)
     s.wait(20 * S)
     s.utc -= 19 * S
-    s.capture_end[rec] -= 19 * S
-    seq = s.segment(rec, 1, after_ns=20 * S + PERIOD).entry.seq
+    s.resume(rec, cut)
+    s.segment(rec, 1, after_ns=20 * S + PERIOD, span=1)
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
-    return {**broken(F("undeclared_gap", seq)), "gaps": [{"recording": rec, "seconds": 20.0}]}
+    return {**unexplained(F("unexplained_interruption", cut)),
+            "gaps": [{"recording": rec, "seconds": 20.0}]}
+
+
+@case("the wall clock is stepped back 30 s in the middle of a span (declared): the span's "
+      "captures stay on the clock the span began with, so no gap and no capture after "
+      "signing")
+def clock_step_within_a_span(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    old = s.utc + STEP
+    s.utc -= 30 * S
+    s.append(TimeSync(old_utc_ns=old, new_utc_ns=s.utc, source="ntp"))
+    s.segment(rec, 1)
+    s.segment(rec, 2)
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return {**intact(), "gaps": [], "time_syncs": 1}
 
 
 @case("a segment that starts before the previous one ends")
