@@ -64,7 +64,6 @@ from hardware.microphone import Microphone, MicrophoneConfig
 from protocol.entries import (
     EXEMPTION_REASONS,
     MARKER_PHASES,
-    MIN_SPEECH_SECONDS,
     Body,
     Exemption,
     Interruption,
@@ -640,13 +639,13 @@ class Recorder:
             self._signal("marker")
             return
         assert memo.interruption is not None
-        self.append(VoiceNote(interruption=memo.interruption, media=media,
-                              first_capture_utc_ns=first_utc,
-                              audio_samples=summary.audio_samples,
-                              audio_rate=self.config.audio_rate,
-                              speech_seconds=round(summary.speech_seconds, 3)))
+        note = VoiceNote(interruption=memo.interruption, media=media,
+                         first_capture_utc_ns=first_utc, audio_samples=summary.audio_samples,
+                         audio_rate=self.config.audio_rate,
+                         speech_seconds=round(summary.speech_seconds, 3))
+        self.append(note)
         self.stats.voice_notes += 1
-        if summary.speech_seconds < MIN_SPEECH_SECONDS:
+        if not note.explains:  # the verifier's rule, on the value the entry records
             log.warning("no speech in the voice note; the prompt will repeat at the next start")
             self._signal("error")
 

@@ -56,7 +56,7 @@ from device.muxer import (
     _sample_time_us,
 )
 from device.sealer import SegmentSealer
-from device.vad import DEFAULT_AGGRESSIVENESS, SpeechDetector
+from device.vad import SpeechDetector
 from hardware.frames import AudioBlock
 from protocol.entries import MediaFile
 
@@ -102,7 +102,6 @@ class VoiceNoteWriter:
         max_seconds: float | None = None,
         max_fragment_us: int = MAX_FRAGMENT_US,
         flac_block_samples: int = DEFAULT_FLAC_BLOCK_SAMPLES,
-        aggressiveness: int = DEFAULT_AGGRESSIVENESS,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -114,7 +113,7 @@ class VoiceNoteWriter:
         block_us = math.ceil(flac_block_samples * 1_000_000 / rate) + _JITTER_US
         #: FFmpeg's ``frag_duration``: a fragment ends before the packet reaching it.
         self.fragment_trigger_us = max(max_fragment_us - 2 * block_us, block_us)
-        self.speech = SpeechDetector(rate, aggressiveness)
+        self.speech = SpeechDetector(rate)
 
         # Given the rate, the spotter counts each fragment's samples from its moof.
         self._spotter = _FragmentSpotter(sink, self._fragment_ended, rate)
