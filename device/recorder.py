@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from device.config import RecorderConfig
 from device.ledger import LedgerWriter, boot_id, fsync_dir
@@ -79,6 +79,9 @@ from protocol.entries import (
 )
 from protocol.envelope import SignedEntry
 from protocol.trust import TrustFile
+
+if TYPE_CHECKING:
+    from device.vad import SpeechListener
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -253,6 +256,8 @@ class _Memo:
     blocks: list[AudioBlock] = field(default_factory=list)
     collecting: bool = False
     started_us: int = 0
+    # A voice note's speech is judged as it is spoken, on the listener's own thread.
+    speech: SpeechListener | None = None
 
 
 @dataclass
@@ -609,9 +614,15 @@ class Recorder:
                     self.speaker.play(pcm, rate)
             except Exception:
                 log.exception("the voice-note prompt could not be played")
+        from device.vad import SpeechListener  # loads the model: only when a note begins
+
+        speech = SpeechListener(self.config.audio_rate) if memo.interruption is not None else None
         with self._route_lock:
             if self._memo is memo:
+                memo.speech = speech
                 memo.collecting, memo.started_us = True, monotonic_us()
+            elif speech is not None:
+                speech.close()
 
     def _end_memo(self) -> None:
         with self._route_lock:
@@ -626,13 +637,15 @@ class Recorder:
         from device.voicenote import seal_voice_note
 
         if not memo.blocks:
+            if memo.speech is not None:
+                memo.speech.close()
             if memo.exemption is not None:
                 self.append(Exemption(reason=memo.exemption))
                 self._signal("marker")
             log.warning("no audio for the voice note; the prompt will repeat")
             return
         media, summary = seal_voice_note(self.store, memo.file, self.archive_public,
-                                         memo.blocks)
+                                         memo.blocks, speech=memo.speech)
         first_utc = summary.first_sample_us * 1000 + self._utc_offset_ns
         if memo.exemption is not None:
             self.append(Exemption(reason=memo.exemption, voice_memo=media))
@@ -805,6 +818,8 @@ class Recorder:
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
+                if memo.speech is not None:
+                    memo.speech.put(item)  # returns at once
                 end_memo = item.end_us - memo.started_us >= memo.max_us
             if recording:
                 self._queue_capture(item, at_us)

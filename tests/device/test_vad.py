@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import functools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import hardware.sim.sounds
 from device.vad import (
     WINDOW_SECONDS,
     SpeechDetector,
+    SpeechListener,
     SpeechRun,
     _RunTracker,
     speech_seconds,
@@ -242,6 +245,40 @@ def test_has_speech_needs_half_a_second(english: np.ndarray) -> None:
     assert not detector.has_speech
     detector.add(english[int((run.start_seconds + 0.3) * RATE) :])
     assert detector.has_speech
+
+
+# -- the listener: judged on its own thread -----------------------------------------------
+
+
+def test_the_listener_gives_the_detectors_answer_without_making_the_caller_wait(
+        english: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    pcm = np.concatenate([silence(0.5), english, silence(0.5)])
+    expected = speech_seconds(pcm, RATE)
+    release = threading.Event()
+    add = SpeechDetector.add
+
+    def slow_add(self: SpeechDetector, audio: AudioBlock | np.ndarray) -> None:
+        release.wait()  # a detector far slower than the capture
+        add(self, audio)
+
+    monkeypatch.setattr(SpeechDetector, "add", slow_add)
+    listener = SpeechListener(RATE)
+    threading.Timer(2.0, release.set).start()  # a put() that waited would take 2 s
+    started = time.perf_counter()
+    for offset in range(0, len(pcm), 960):  # 20 ms blocks, as the microphone gives
+        listener.put(AudioBlock(pcm[offset : offset + 960], offset * 1_000_000 // RATE, RATE))
+    assert time.perf_counter() - started < 0.5  # put() never waited for the detector
+    release.set()
+    assert listener.close().speech_seconds == expected
+    with pytest.raises(ValueError, match="closed"):
+        listener.put(silence(0.1))
+
+
+def test_the_listener_raises_what_the_detector_raised_at_close() -> None:
+    listener = SpeechListener(RATE)
+    listener.put(AudioBlock(np.zeros(160, np.int16), 0, 16_000))  # the wrong rate
+    with pytest.raises(ValueError, match="16000 Hz"):
+        listener.close()
 
 
 # -- misuse, docs ----------------------------------------------------------------------
