@@ -13,10 +13,12 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
 DEMO_OUT ?= demo-out
 # The voice-note prompts, synthesised with espeak-ng at install time.
 PROMPTS := $(VENV)/share/custody/prompts
+# The simulated officer's phrases (hardware/sim/voices.py), likewise.
+SIM_VOICES := $(VENV)/share/custody/sim-voices
 
-.PHONY: setup system venv prompts demo test test-slow bench lint clean
+.PHONY: setup system venv prompts sim-voices demo test test-slow bench lint clean
 
-setup: system venv prompts
+setup: system venv prompts sim-voices
 
 system:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -40,6 +42,12 @@ prompts: $(PROMPTS)/manifest.json
 
 $(PROMPTS)/manifest.json: device/prompts.py $(VENV)/.installed
 	$(PY) -m device.prompts build $(PROMPTS)
+	@touch $@
+
+sim-voices: $(SIM_VOICES)/manifest.json
+
+$(SIM_VOICES)/manifest.json: hardware/sim/voices.py hardware/sim/sounds.py $(VENV)/.installed
+	$(PY) -m hardware.sim.voices build $(SIM_VOICES)
 	@touch $@
 
 # A simulated shift (docs/examples/shift.toml): record, markers, a hard power

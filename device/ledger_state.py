@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.entries import (
-    MIN_SPEECH_SECONDS,
     Assigned,
     Entry,
     Interruption,
@@ -110,7 +109,7 @@ class LedgerState:
                 rec = self.recordings.get(body.recording)
                 if rec is not None:
                     rec.span += 1
-            case VoiceNote() if body.speech_seconds >= MIN_SPEECH_SECONDS:
+            case VoiceNote() if body.explains:
                 self.explained.add(body.interruption)
             case OffloadReceiptEntry():
                 # The device checked the dock's signature before it appended this.

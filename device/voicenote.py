@@ -20,9 +20,10 @@ one packet plus margin below :data:`~device.muxer.MAX_FRAGMENT_US`. PTS 0 is
 the first sample's capture time and audio PTS counts samples, so no sample is
 lost or repeated by timestamp rounding.
 
-A :class:`~device.vad.SpeechDetector` hears the same blocks; its
-``speech_seconds`` goes into the ``voice_note`` entry (0 means the note
-explains nothing).
+A :class:`~device.vad.SpeechListener` hears the same blocks on its own
+thread; its ``speech_seconds`` goes into the ``voice_note`` entry (below the
+speech rule of docs/format.md the note explains nothing). The recorder gives
+the listener it fed while the note was spoken; otherwise the writer feeds one.
 
 >>> import io
 >>> import numpy as np
@@ -56,7 +57,7 @@ from device.muxer import (
     _sample_time_us,
 )
 from device.sealer import SegmentSealer
-from device.vad import DEFAULT_AGGRESSIVENESS, SpeechDetector
+from device.vad import SpeechListener
 from hardware.frames import AudioBlock
 from protocol.entries import MediaFile
 
@@ -71,7 +72,7 @@ class VoiceNoteSummary:
     first_sample_us: int | None  # capture time (monotonic µs) of the first sample, PTS 0
     audio_samples: int
     rate: int
-    speech_seconds: float  # by device.vad's rule, over exactly the samples written
+    speech_seconds: float  # by device.vad's rule, over the samples written (or the listener's)
     bytes_written: int
     fragments: int
     # Largest gap between a block's capture time and where the sample count puts it;
@@ -90,7 +91,9 @@ class VoiceNoteWriter:
     ``max_seconds`` (e.g. the config's ``voice_note_max_seconds``) caps the note:
     :meth:`add` writes up to the cap and returns the samples beyond it (as a
     block, for the caller to know the note is full), and :attr:`full` turns True.
-    Not thread-safe: feed it from one thread, blocks in capture order.
+    Not thread-safe: feed it from one thread, blocks in capture order. ``speech``:
+    a :class:`~device.vad.SpeechListener` the caller has fed (or will feed) with
+    the same audio as it was captured; without one the writer feeds its own.
     """
 
     def __init__(
@@ -102,7 +105,7 @@ class VoiceNoteWriter:
         max_seconds: float | None = None,
         max_fragment_us: int = MAX_FRAGMENT_US,
         flac_block_samples: int = DEFAULT_FLAC_BLOCK_SAMPLES,
-        aggressiveness: int = DEFAULT_AGGRESSIVENESS,
+        speech: SpeechListener | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -114,7 +117,9 @@ class VoiceNoteWriter:
         block_us = math.ceil(flac_block_samples * 1_000_000 / rate) + _JITTER_US
         #: FFmpeg's ``frag_duration``: a fragment ends before the packet reaching it.
         self.fragment_trigger_us = max(max_fragment_us - 2 * block_us, block_us)
-        self.speech = SpeechDetector(rate, aggressiveness)
+        # A listener given is fed by the caller with the same blocks, as they were captured.
+        self._feed_speech = speech is None
+        self.speech = speech if speech is not None else SpeechListener(rate)
 
         # Given the rate, the spotter counts each fragment's samples from its moof.
         self._spotter = _FragmentSpotter(sink, self._fragment_ended, rate)
@@ -185,7 +190,8 @@ class VoiceNoteWriter:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self._samples += len(samples)
-        self.speech.add(samples)
+        if self._feed_speech:
+            self.speech.put(samples)
         return rest
 
     def close(self) -> VoiceNoteSummary:
@@ -201,11 +207,12 @@ class VoiceNoteWriter:
                 self._container.mux(packet)
         finally:
             self._container.close()
+        speech_seconds = self.speech.close().speech_seconds
         self._summary = VoiceNoteSummary(
             first_sample_us=self._first_sample_us,
             audio_samples=self._samples,
             rate=self.rate,
-            speech_seconds=self.speech.speech_seconds,
+            speech_seconds=speech_seconds,
             bytes_written=self._spotter.bytes_written,
             fragments=self._spotter.fragments,
             audio_timing_error_us=self._timing_error_us,
@@ -242,6 +249,7 @@ def seal_voice_note(
     rate: int | None = None,
     max_seconds: float | None = None,
     context: dict[str, Any] | None = None,
+    speech: SpeechListener | None = None,
 ) -> tuple[MediaFile, VoiceNoteSummary]:
     """Write ``blocks`` as a voice note sealed into ``store`` (encrypted to the archive key).
 
@@ -251,7 +259,8 @@ def seal_voice_note(
     ``MediaFile`` for the ``voice_note`` entry and the summary; the caller
     appends the entry (``VoiceNote(interruption=..., media=..., first_capture_utc_ns=
     <first_sample_us on the UTC clock>, audio_samples=..., audio_rate=...,
-    speech_seconds=...)``). Blocks beyond ``max_seconds`` are not written. If
+    speech_seconds=...)``). ``speech``: a listener already fed these blocks (see
+    :class:`VoiceNoteWriter`). Blocks beyond ``max_seconds`` are not written. If
     writing fails, the partial file stays in ``pending/``, as a segment's would.
 
     >>> import tempfile
@@ -269,7 +278,8 @@ def seal_voice_note(
         rate = first.rate if first is not None else 48_000
     sealer = SegmentSealer(store, file, archive_public, codecs=dict(VOICE_NOTE_CODECS),
                            context=context if context is not None else {"kind": "voice_note"})
-    with VoiceNoteWriter(sealer, rate, sealer.end_fragment, max_seconds=max_seconds) as writer:
+    with VoiceNoteWriter(sealer, rate, sealer.end_fragment, max_seconds=max_seconds,
+                         speech=speech) as writer:
         if first is not None and writer.add(first) is None:
             for block in blocks:
                 if writer.add(block) is not None:

@@ -28,6 +28,18 @@ GENESIS_PREV = "0" * 64
 # as measured by the device's voice-activity detector (device/vad.py).
 MIN_SPEECH_SECONDS = 0.5
 
+
+def explains_interruption(speech_seconds: float) -> bool:
+    """The one rule (docs/format.md): does a voice note with this much speech explain?
+
+    The device (whether to prompt again), the detector (``has_speech``) and the
+    verifier (explained or not) all ask this, of the value the entry records.
+
+    >>> [explains_interruption(s) for s in (0.5, 0.499, float("nan"))]
+    [True, False, False]
+    """
+    return speech_seconds >= MIN_SPEECH_SECONDS
+
 CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps")
 INTERRUPTION_REASONS = (
     "battery", "storage_full", "camera_fault", "mic_fault", "power_loss", "crash",
@@ -303,7 +315,12 @@ class VoiceNote(Body):
     first_capture_utc_ns: int
     audio_samples: int
     audio_rate: int
-    speech_seconds: float  # voice activity found; below MIN_SPEECH_SECONDS it explains nothing
+    speech_seconds: float  # voice activity found; see explains_interruption
+
+    @property
+    def explains(self) -> bool:
+        """Enough speech to explain its interruption (:func:`explains_interruption`)."""
+        return explains_interruption(self.speech_seconds)
 
 
 @dataclass

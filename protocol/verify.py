@@ -23,7 +23,6 @@ from securesystemslib.exceptions import VerificationError
 
 from protocol.entries import (
     GENESIS_PREV,
-    MIN_SPEECH_SECONDS,
     Exemption,
     Interruption,
     KeyRotated,
@@ -362,7 +361,7 @@ class _LedgerCheck:
                 if rep is None:
                     self.find(seq, "bad_link", f"voice note names {body.interruption}, which is "
                               "not an interruption")
-                elif body.speech_seconds >= MIN_SPEECH_SECONDS:
+                elif body.explains:
                     rep.voice_note, rep.explained = seq, True
                 else:
                     self.find(seq, "silent_voice_note", f"the voice note for interruption "

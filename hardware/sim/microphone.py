@@ -1,5 +1,8 @@
 """Simulated microphone: the stepped tone of :mod:`hardware.sim.signals`, paced in real time.
 
+``speak`` mixes in the simulated officer's voice: espeak-ng phrases made at
+install time (:mod:`hardware.sim.voices`), so a voice note holds real speech.
+
     >>> from hardware.microphone import MicrophoneConfig
     >>> with SimMicrophone(MicrophoneConfig()) as mic:
     ...     mic.start()
@@ -19,7 +22,8 @@ import numpy as np
 
 from hardware.camera import monotonic_us
 from hardware.microphone import Microphone, MicrophoneConfig, SampleClock
-from hardware.sim.signals import to_int16, tone, voice_like
+from hardware.sim.signals import to_int16, tone
+from hardware.sim.voices import installed_voice
 
 
 class SimMicrophone(Microphone):
@@ -50,13 +54,13 @@ class SimMicrophone(Microphone):
             return bool(self._speech)
 
     def speak(self, seconds: float = 2.0, samples: np.ndarray | None = None) -> None:
-        """Mix a voice into the signal from the next block on.
+        """Mix ``seconds`` of the officer's voice into the signal from the next block on.
 
         ``samples`` (float in [-1, 1] or int16, at the microphone's rate) replaces
-        the built-in voice-like signal - e.g. a recorded or espeak-ng phrase.
+        the installed espeak-ng phrases (:mod:`hardware.sim.voices`).
         """
         if samples is None:
-            voice = voice_like(int(seconds * self.rate), self.rate)
+            voice = installed_voice().say(seconds, self.rate)
         elif samples.dtype == np.int16:
             voice = samples.astype(np.float64) / 32768
         else:

@@ -1,22 +1,21 @@
-"""The speech detector, judged on real espeak-ng speech, silence, noise, tones and the simulator."""
+"""The speech detector, judged on real espeak-ng speech and on every sox-made non-speech kind."""
 
 from __future__ import annotations
 
 import doctest
 import functools
-import subprocess
-import tempfile
+import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import webrtcvad
 
 import device.vad
+import hardware.sim.sounds
 from device.vad import (
-    MIN_SPEECH_SECONDS,
+    WINDOW_SECONDS,
     SpeechDetector,
+    SpeechListener,
     SpeechRun,
     _RunTracker,
     speech_seconds,
@@ -25,26 +24,22 @@ from hardware.frames import AudioBlock
 from hardware.microphone import MicrophoneConfig
 from hardware.sim.microphone import SimMicrophone
 from hardware.sim.signals import TONE_STEPS, to_int16, tone
-from hardware.speaker import load_wav
+from hardware.sim.sounds import NON_SPEECH, mix_at_snr, non_speech, speech
+from protocol.entries import MIN_SPEECH_SECONDS
 
 RATE = 48_000
 ENGLISH = "Recording was interrupted because of low battery. I am changing the battery now."
 CHINESE = "录像因电量低中断。我正在更换电池。"
+NON_SPEECH_SECONDS = 2.0
 
 
 @functools.cache
 def _espeak(text: str, voice: str, rate: int) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="custody-test-espeak-") as scratch:
-        native, converted = Path(scratch) / "native.wav", Path(scratch) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(native), text], check=True)
-        # sox resamples (-G: no clipping), independently of device.prompts' PyAV path.
-        subprocess.run(["sox", "-G", str(native), "-r", str(rate), str(converted)],
-                       check=True, capture_output=True)
-        return load_wav(converted).samples.tobytes()
+    return speech(text, voice, rate, speed_wpm=175, trim=False).tobytes()  # espeak-ng default
 
 
 def espeak_speech(text: str = ENGLISH, voice: str = "en", rate: int = RATE) -> np.ndarray:
-    """``text`` spoken by espeak-ng, resampled by sox to ``rate``: mono int16."""
+    """``text`` spoken by espeak-ng, converted by sox to ``rate``: mono int16 (untrimmed)."""
     return np.frombuffer(_espeak(text, voice, rate), np.int16).copy()
 
 
@@ -67,6 +62,12 @@ def feed_in_blocks(detector: SpeechDetector, pcm: np.ndarray, block: int,
                                 start_us + offset * 1_000_000 // detector.rate, detector.rate))
 
 
+def heard(pcm: np.ndarray, rate: int = RATE) -> SpeechDetector:
+    detector = SpeechDetector(rate)
+    detector.add(pcm)
+    return detector
+
+
 @pytest.fixture(scope="module")
 def english() -> np.ndarray:
     return espeak_speech(ENGLISH, "en")
@@ -75,28 +76,41 @@ def english() -> np.ndarray:
 # -- speech ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "voice"), [(ENGLISH, "en"), (CHINESE, "cmn-latn-pinyin")])
+@pytest.mark.parametrize(("text", "voice"), [(ENGLISH, "en"), (CHINESE, "cmn-latn-pinyin"),
+                                             (ENGLISH, "en-us+f3")])
 def test_espeak_speech_is_detected_for_about_its_voiced_duration(text: str, voice: str) -> None:
-    speech = espeak_speech(text, voice)
-    pcm = np.concatenate([silence(1.0), speech, silence(1.0)])
-    detector = SpeechDetector(RATE)
-    detector.add(pcm)
-    voiced = active_seconds(speech, RATE)
+    spoken = espeak_speech(text, voice)
+    detector = heard(np.concatenate([silence(1.0), spoken, silence(1.0)]))
+    voiced = active_seconds(spoken, RATE)
     assert voiced > 2.0  # the reference itself found speech
-    # WebRTC's VAD holds on a little after each word: allow 25 % either way.
     assert 0.75 * voiced <= detector.speech_seconds <= 1.25 * voiced, (
         detector.speech_seconds, voiced)
     assert detector.has_speech
     # The speech is found where it is: not in the leading or trailing second of silence.
     runs = detector.runs
-    assert runs[0].start_seconds >= 0.9
-    assert runs[-1].end_seconds <= 1.0 + len(speech) / RATE + 0.1
+    assert runs[0].start_seconds >= 1.0 - 0.1
+    assert runs[-1].end_seconds <= 1.0 + len(spoken) / RATE + 0.15
+
+
+@pytest.mark.parametrize(("colour", "snr_db"), [("white", 10), ("white", 0), ("pink", 0)])
+def test_speech_in_noise_is_still_speech(english: np.ndarray, colour: str, snr_db: float) -> None:
+    noise = non_speech(f"noise_{colour}_6", len(english) / RATE + 1.0, RATE)
+    detector = heard(mix_at_snr(english, noise, snr_db))
+    assert detector.speech_seconds >= 0.75 * active_seconds(english, RATE)
+
+
+@pytest.mark.parametrize("background", ["chord_fifth_200_300", "hum_120", "dtmf_held_5"])
+def test_speech_over_a_steady_sound_is_still_speech(english: np.ndarray, background: str) -> None:
+    """The change check (rule 3) must not take speech for steady because a tone is under it."""
+    steady = non_speech(background, len(english) / RATE + 1.0, RATE)
+    detector = heard(mix_at_snr(english, steady, 0))
+    assert detector.speech_seconds >= 0.75 * active_seconds(english, RATE)
 
 
 def test_block_size_does_not_change_the_result(english: np.ndarray) -> None:
     pcm = np.concatenate([silence(0.5), english, silence(0.5)])
     whole = speech_seconds(pcm, RATE)
-    for block in (333, 960, 1441, 4096):  # shorter, equal to and longer than a frame
+    for block in (333, 960, 1441, 4096):  # shorter, equal to and longer than a window
         detector = SpeechDetector(RATE)
         feed_in_blocks(detector, pcm, block)
         assert detector.speech_seconds == whole
@@ -110,55 +124,36 @@ def test_other_recorder_rates_give_the_same_answer(english: np.ndarray, rate: in
     assert speech_seconds(at_rate, rate) == pytest.approx(reference, abs=0.25)
 
 
-# -- not speech ------------------------------------------------------------------------
+# -- not speech: every kind the benchmark uses, made by sox ------------------------------
 
 
-@pytest.mark.parametrize(("name", "noise_dbfs"), [("silence", None), ("hiss -50 dBFS", -50),
-                                                  ("noise -30 dBFS", -30)])
-def test_silence_and_low_noise_are_not_speech(name: str, noise_dbfs: float | None) -> None:
-    rng = np.random.default_rng(7)
-    if noise_dbfs is None:
-        pcm = silence(5.0)
-    else:
-        pcm = to_int16(rng.normal(0.0, 10 ** (noise_dbfs / 20), 5 * RATE))
-    detector = SpeechDetector(RATE)
-    detector.add(pcm)
-    assert detector.speech_seconds == 0.0
+@pytest.mark.parametrize("kind", list(NON_SPEECH))
+def test_non_speech_is_rejected(kind: str) -> None:
+    detector = heard(non_speech(kind, NON_SPEECH_SECONDS, RATE))
+    assert detector.seconds_heard >= NON_SPEECH_SECONDS - WINDOW_SECONDS
+    assert detector.speech_seconds < MIN_SPEECH_SECONDS
     assert not detector.has_speech
 
 
+def test_a_chord_of_voice_harmonics_fools_silero_but_not_the_change_check() -> None:
+    """Why rule 3 exists: 200 + 300 Hz is the 2nd and 3rd harmonic of a 100 Hz voice."""
+    detector = heard(non_speech("chord_fifth_200_300", 3.0, RATE))
+    assert detector.speechlike_windows * WINDOW_SECONDS > 2.0  # Silero alone: speech
+    assert detector.steady_windows >= 0.95 * detector.speechlike_windows
+    assert detector.speech_seconds == 0.0
+
+
 def test_clicks_are_not_speech() -> None:
-    # A 1 ms knock every 250 ms: the VAD flags some frames, the 150 ms minimum run drops them.
+    # A 1 ms knock every 250 ms.
     pcm = np.zeros(4 * RATE)
     pcm[np.arange(4 * RATE) % (RATE // 4) < 48] = 0.8
-    detector = SpeechDetector(RATE)
-    detector.add(to_int16(pcm))
-    assert detector.speech_seconds == 0.0
+    assert speech_seconds(to_int16(pcm), RATE) == 0.0
 
 
 @pytest.mark.parametrize("first_sample", [0, 3 * RATE + 777])
 def test_the_simulators_background_tone_is_not_speech(first_sample: int) -> None:
-    # Two full cycles of the stepped tone (every frequency, every step), from two phases.
-    pcm = to_int16(tone(first_sample, 2 * TONE_STEPS * RATE, RATE))
-    detector = SpeechDetector(RATE)
-    detector.add(pcm)
-    assert detector.speech_seconds == 0.0
-    assert detector.tonal_frames > 0.9 * detector.seconds_heard / 0.03
-
-
-def test_bare_webrtcvad_does_call_the_tone_speech() -> None:
-    """Why rule 2 exists: without it, seconds of the simulator's tone count as speech."""
-    pcm = to_int16(tone(0, TONE_STEPS * RATE, RATE))
-    vad = webrtcvad.Vad(3)
-    size = RATE * 30 // 1000
-    voiced = sum(vad.is_speech(pcm[i : i + size].tobytes(), RATE)
-                 for i in range(0, len(pcm) - size + 1, size))
-    assert voiced * 0.03 > 1.0
-
-
-@pytest.mark.parametrize("hz", [317.3, 1234.5, 2900.0])
-def test_steady_tones_are_not_speech(hz: float) -> None:
-    pcm = to_int16(0.4 * np.sin(2 * np.pi * hz * np.arange(6 * RATE) / RATE))
+    # A full cycle of the stepped tone (every frequency, every step), from two phases.
+    pcm = to_int16(tone(first_sample, TONE_STEPS * RATE, RATE))
     assert speech_seconds(pcm, RATE) == 0.0
 
 
@@ -180,16 +175,15 @@ def _sim_capture(before_s: float, speak_s: float, after_s: float,
 
 @pytest.mark.parametrize("before_s", [1.0, 2.6, 5.3])  # speak over different tone steps
 def test_the_simulators_speak_is_speech(before_s: float) -> None:
-    blocks = _sim_capture(before_s, 2.0, 1.0)
     detector = SpeechDetector(RATE)
-    for b in blocks:
+    for b in _sim_capture(before_s, 3.0, 1.0):
         detector.add(b)
-    # speak(2.0) over the background tone: found for about 2 s (1.6-2.2 s measured over
-    # the tone's phases), and nowhere else.
-    assert 1.5 <= detector.speech_seconds <= 2.3
+    # speak(3.0) is espeak-ng speech, pauses between words included: most of it is
+    # found, and nowhere else.
+    assert 1.8 <= detector.speech_seconds <= 3.1
     assert detector.has_speech
     assert detector.runs[0].start_seconds >= before_s - 0.05
-    assert detector.runs[-1].end_seconds <= before_s + 2.0 + 0.3
+    assert detector.runs[-1].end_seconds <= before_s + 3.0 + 0.3
 
 
 def test_the_simulator_without_speak_is_not_speech() -> None:
@@ -200,14 +194,18 @@ def test_the_simulator_without_speak_is_not_speech() -> None:
     assert detector.speech_seconds == 0.0
 
 
-def test_quiet_speech_over_the_tone_is_still_heard(english: np.ndarray) -> None:
-    # What the simulated speaker echoes into the microphone: a prompt at 0.3 of full scale,
-    # much quieter than the tone in most frames.
-    voice = english.astype(np.float64) / 32768 * 0.3
+@pytest.mark.parametrize(("scale", "share"), [(0.3, 0.45), (0.5, 0.9)])
+def test_quiet_speech_over_the_tone_is_still_heard(english: np.ndarray, scale: float,
+                                                   share: float) -> None:
+    # Speech at 0.3 of full scale is about 10 dB below the simulator's tone (what its
+    # speaker echoes of a prompt): Silero hears about half of it (2.3 of 4.2 s measured),
+    # still enough to explain; at 0.5, nearly all.
+    voice = english.astype(np.float64) / 32768 * scale
     detector = SpeechDetector(RATE)
     for b in _sim_capture(0.5, 0.0, 0.0) + _sim_capture(0.0, len(voice) / RATE, 0.5, voice):
         detector.add(b)
-    assert detector.speech_seconds >= 0.75 * active_seconds(english, RATE)
+    assert detector.has_speech
+    assert detector.speech_seconds >= share * active_seconds(english, RATE)
 
 
 # -- the counting rule -----------------------------------------------------------------
@@ -221,10 +219,10 @@ def _track(pattern: str) -> _RunTracker:
 
 
 @pytest.mark.parametrize(("pattern", "frames"), [
-    ("....####......", 0),          # 120 ms: a click, not a syllable
-    ("....#####.....", 5),          # 150 ms counts
-    ("##...##.......", 7),          # a 90 ms gap is bridged, and counted
-    ("##....###.....", 0),          # a 120 ms gap is not: two short runs
+    ("....####......", 0),          # 128 ms: a click, not a syllable
+    ("....#####.....", 5),          # 160 ms counts
+    ("##...##.......", 7),          # a 96 ms gap is bridged, and counted
+    ("##....###.....", 0),          # a 128 ms gap is not: two short runs
     ("#####....#####", 10),         # two runs, the gap between not counted
     ("..........####", 0),          # an open run too short so far
     ("........######", 6),          # an open run long enough counts already
@@ -237,12 +235,11 @@ def test_run_rule(pattern: str, frames: int) -> None:
 
 
 def test_has_speech_needs_half_a_second(english: np.ndarray) -> None:
-    detector = SpeechDetector(RATE)
-    first_run = SpeechDetector(RATE)
-    first_run.add(english)
+    first_run = heard(english)
     run = first_run.runs[0]
     assert isinstance(run, SpeechRun) and run.seconds > MIN_SPEECH_SECONDS
     # Feed speech up to 0.3 s into its first run: speech, but not enough yet.
+    detector = SpeechDetector(RATE)
     detector.add(english[: int((run.start_seconds + 0.3) * RATE)])
     assert 0 < detector.speech_seconds < MIN_SPEECH_SECONDS
     assert not detector.has_speech
@@ -250,14 +247,46 @@ def test_has_speech_needs_half_a_second(english: np.ndarray) -> None:
     assert detector.has_speech
 
 
-# -- misuse, cost, docs ----------------------------------------------------------------
+# -- the listener: judged on its own thread -----------------------------------------------
+
+
+def test_the_listener_gives_the_detectors_answer_without_making_the_caller_wait(
+        english: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    pcm = np.concatenate([silence(0.5), english, silence(0.5)])
+    expected = speech_seconds(pcm, RATE)
+    release = threading.Event()
+    add = SpeechDetector.add
+
+    def slow_add(self: SpeechDetector, audio: AudioBlock | np.ndarray) -> None:
+        release.wait()  # a detector far slower than the capture
+        add(self, audio)
+
+    monkeypatch.setattr(SpeechDetector, "add", slow_add)
+    listener = SpeechListener(RATE)
+    threading.Timer(2.0, release.set).start()  # a put() that waited would take 2 s
+    started = time.perf_counter()
+    for offset in range(0, len(pcm), 960):  # 20 ms blocks, as the microphone gives
+        listener.put(AudioBlock(pcm[offset : offset + 960], offset * 1_000_000 // RATE, RATE))
+    assert time.perf_counter() - started < 0.5  # put() never waited for the detector
+    release.set()
+    assert listener.close().speech_seconds == expected
+    with pytest.raises(ValueError, match="closed"):
+        listener.put(silence(0.1))
+
+
+def test_the_listener_raises_what_the_detector_raised_at_close() -> None:
+    listener = SpeechListener(RATE)
+    listener.put(AudioBlock(np.zeros(160, np.int16), 0, 16_000))  # the wrong rate
+    with pytest.raises(ValueError, match="16000 Hz"):
+        listener.close()
+
+
+# -- misuse, docs ----------------------------------------------------------------------
 
 
 def test_refuses_what_it_cannot_judge() -> None:
-    with pytest.raises(ValueError, match="aggressiveness"):
-        SpeechDetector(RATE, aggressiveness=4)
-    with pytest.raises(ValueError, match="frame_ms"):
-        SpeechDetector(RATE, frame_ms=25)
+    with pytest.raises(ValueError, match="rate"):
+        SpeechDetector(0)
     detector = SpeechDetector(RATE)
     with pytest.raises(ValueError, match="16000 Hz"):
         detector.add(AudioBlock(np.zeros(160, np.int16), 0, 16_000))
@@ -265,19 +294,11 @@ def test_refuses_what_it_cannot_judge() -> None:
         detector.add(np.zeros(160, np.float32))
     with pytest.raises(ValueError, match="mono"):
         detector.add(np.zeros((160, 2), np.int16))
+    with pytest.raises(ValueError, match="unknown sound 'kazoo'"):
+        non_speech("kazoo", 1.0, RATE)
 
 
-def test_cpu_cost_per_second_of_audio(english: np.ndarray) -> None:
-    tone_pcm = to_int16(tone(0, 8 * RATE, RATE))  # every frame has a tone to take out
-    for name, pcm in (("speech", np.tile(english, 2)), ("tone", tone_pcm)):
-        started = time.process_time()
-        speech_seconds(pcm, RATE)
-        per_second = (time.process_time() - started) / (len(pcm) / RATE)
-        print(f"VAD CPU, {name}: {per_second * 1000:.1f} ms per second of audio")
-        # ~2-8 ms on a 2020s x86 core; a Pi 4 is several times slower and must keep up.
-        assert per_second < 0.03
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(device.vad, raise_on_error=False)
+@pytest.mark.parametrize("module", [device.vad, hardware.sim.sounds])
+def test_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -11,13 +11,8 @@ import pytest
 from hardware.camera import monotonic_us
 from hardware.microphone import MicrophoneConfig, SampleClock
 from hardware.sim.microphone import SimMicrophone
-from hardware.sim.signals import (
-    VOICE_BAND_HZ,
-    band_energy_ratio,
-    dominant_frequency,
-    to_int16,
-    tone_frequency,
-)
+from hardware.sim.signals import dominant_frequency, to_int16, tone, tone_frequency
+from hardware.sim.voices import installed_voice
 
 from .conftest import require_module, require_pi
 
@@ -123,20 +118,24 @@ def test_sim_tone_steps_each_second_since_the_epoch() -> None:
         assert b.timestamp_us == epoch + n * 1_000_000 // RATE
 
 
-def test_sim_speak_injects_a_voice() -> None:
+def test_sim_speak_plays_the_installed_espeak_phrases() -> None:
     with SimMicrophone(realtime=False) as mic:
         mic.start()
         quiet = [mic.read(1) for _ in range(25)]
         mic.speak(seconds=0.5)
-        spoken = [mic.read(1) for _ in range(25)]
-        after = [mic.read(1) for _ in range(25)]
-    voice = lambda blocks: band_energy_ratio(  # noqa: E731
-        np.concatenate([b.samples for b in blocks]), RATE, VOICE_BAND_HZ
-    )
-    # Speech starts within the couple of blocks generated ahead, lasts 0.5 s (25 blocks).
-    assert voice(quiet) < 0.01
-    assert voice(spoken[3:]) > 0.4
-    assert voice(after[3:]) < 0.01
+        rest = [mic.read(1) for _ in range(50)]
+    blocks = quiet + rest
+    first = round((blocks[0].timestamp_us - mic.epoch_us) * RATE / 1_000_000)
+    heard = np.concatenate([b.samples for b in blocks]).astype(np.int64)
+    # What is left after taking out the known background tone is the voice.
+    voice = heard - to_int16(tone(first, len(heard), RATE)).astype(np.int64)
+    spoken = np.flatnonzero(np.abs(voice) > 1)
+    assert len(spoken) and spoken[0] >= 25 * 960  # nothing before speak()
+    start = spoken[0] - spoken[0] % 960  # from the next block on
+    expected = to_int16(installed_voice().say(0.5)).astype(np.int64)
+    # The mix is rounded once, the two parts here twice: within 1 LSB.
+    assert np.max(np.abs(voice[start : start + len(expected)] - expected)) <= 1
+    assert np.max(np.abs(voice[start + len(expected) :])) <= 1
     assert mic.spoken_samples == RATE // 2
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from daemon.provision import write_trust
 from device.ledger import LedgerWriter
+from device.ledger_state import LedgerState
 from device.sealer import SegmentSealer
 from protocol.entries import (
     Exemption,
@@ -18,6 +21,7 @@ from protocol.entries import (
     Resume,
     Segment,
     VoiceNote,
+    explains_interruption,
 )
 from protocol.keys import SigningKey
 from protocol.receipt import OffloadReceipt, sign_receipt
@@ -97,6 +101,18 @@ def test_silent_voice_note_explains_nothing(unit: Unit):
     report = unit.verify()
     assert report.verdict == INTACT_UNEXPLAINED_GAPS
     assert "silent_voice_note" in {f.kind for f in report.findings}
+
+
+@pytest.mark.parametrize(("speech", "explains"), [(0.499, False), (0.5, True), (0.512, True)])
+def test_device_and_verifier_apply_one_speech_rule(unit: Unit, speech: float, explains: bool):
+    """The verifier's verdict and the device's own view at boot (whether to prompt again)
+    come from the one rule of docs/format.md, at its edge too."""
+    cut = interrupted_recording(unit, speech=speech)
+    assert explains_interruption(speech) is explains
+    report = unit.verify()
+    assert report.gaps[0].explained is explains
+    assert report.verdict == (INTACT if explains else INTACT_UNEXPLAINED_GAPS)
+    assert (cut in LedgerState.read(unit.store).explained) is explains
 
 
 def test_gap_no_interruption_declares_is_broken(unit: Unit):
