@@ -28,6 +28,8 @@ from protocol.checkpoint import (
     check_extends,
     open_checkpoint,
 )
+from protocol.envelope import decode_json, envelope_from_dict, split_lines
+from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.note import Ed25519NoteSigner, Ed25519Verifier, Note
@@ -120,3 +122,16 @@ def cosign_if_consistent(old_checkpoint: bytes | None, new_checkpoint: bytes,
         return Cosigned(new_checkpoint, new)
     note.signatures.append(cosigner.cosign(note.text, timestamp))
     return Cosigned(note.to_bytes(), new)
+
+
+def ledger_leaves(ledger: bytes) -> list[bytes]:
+    """The leaf inputs of a device's log: each ledger line's signed payload bytes,
+    in order; a line that is not an envelope at all is logged as its raw bytes,
+    so the log still has one leaf per line."""
+    leaves = []
+    for line in split_lines(ledger):
+        try:
+            leaves.append(envelope_from_dict(decode_json(line, "ledger line")).payload)
+        except ProtocolError:
+            leaves.append(line)
+    return leaves

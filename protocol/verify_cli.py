@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from protocol.archive_check_cli import check_archive, is_archive
 from protocol.store_reader import StoreError, find_stores, find_trust, read_store
 from protocol.verify import (
     BROKEN,
@@ -52,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 sys.stderr.write("\r\x1b[K")
             policy = VerificationPolicy(receipts=[*contents.receipts, *extra])
-            reports.append((store, verify(contents.ledger, contents.media, trust, policy)))
+            report = verify(contents.ledger, contents.media, trust, policy)
+            if is_archive(args.path):  # checkpoints, cosignatures, tombstones
+                check_archive(args.path, trust, contents, report)
+            reports.append((store, report))
     except StoreError as e:
         print(f"custody verify: {e}", file=sys.stderr)
         return EXIT_USAGE
