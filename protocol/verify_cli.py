@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from protocol.archive_check_cli import check_archive, is_archive
+from protocol.package_check_cli import is_package, read_and_check
+from protocol.package_check_cli import render as render_package
 from protocol.store_reader import StoreError, find_stores, find_trust, read_store
 from protocol.verify import (
     BROKEN,
@@ -38,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_package(args.path):  # an evidence package (docs/archive.md)
+        return run_package(args)
     try:
         trust = find_trust(args.path, args.trust)
         stores = find_stores(args.path)
@@ -67,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
         for store, report in reports:
             print(render(store, report))
     return max(EXIT_CODES[r.verdict] for _, r in reports) if reports else EXIT_USAGE
+
+
+def run_package(args: argparse.Namespace) -> int:
+    try:
+        report = read_and_check(args.path, args.trust)
+    except StoreError as e:
+        print(f"custody verify: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(dict(store=str(args.path), **asdict(report)), indent=2))
+    else:
+        print(render_package(args.path, report))
+    return EXIT_CODES[report.verdict]
 
 
 def _progress_bar(store: Path):
