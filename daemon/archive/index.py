@@ -12,6 +12,7 @@ the audit log, so nothing is lost if it is rebuilt.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,10 @@ class Query:
 
 class Index(Protocol):
     def put_recording(self, row: RecordingRow) -> None: ...
+    def put_many(self, rows: list[RecordingRow]) -> None: ...
     def get(self, recording_id: str) -> RecordingRow | None: ...
     def annotate(self, annotation: Annotation) -> int: ...
+    def annotate_many(self, annotations: list[Annotation]) -> list[int]: ...
     def annotations(self, recording_id: str) -> list[Annotation]: ...
     def search(self, query: Query) -> list[RecordingRow]: ...
     def mark_deleted(self, recording_id: str) -> None: ...
@@ -85,12 +88,11 @@ class Index(Protocol):
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, recording INTEGER NOT NULL,
-    officer TEXT NOT NULL, device_category TEXT NOT NULL, category TEXT NOT NULL,
-    start_ns INTEGER NOT NULL, stop_ns INTEGER, stored_ns INTEGER NOT NULL,
-    segments INTEGER NOT NULL, seconds REAL NOT NULL, files TEXT NOT NULL,
-    entries TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, classified INTEGER NOT NULL
-        DEFAULT 0);
+    rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, device TEXT NOT NULL,
+    recording INTEGER NOT NULL, officer TEXT NOT NULL, device_category TEXT NOT NULL,
+    category TEXT NOT NULL, start_ns INTEGER NOT NULL, stop_ns INTEGER,
+    stored_ns INTEGER NOT NULL, segments INTEGER NOT NULL, seconds REAL NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0, classified INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS rec_device ON recordings(device, start_ns);
 CREATE INDEX IF NOT EXISTS rec_officer ON recordings(officer, start_ns);
 CREATE INDEX IF NOT EXISTS rec_category ON recordings(category, start_ns);
@@ -98,23 +100,26 @@ CREATE INDEX IF NOT EXISTS rec_start ON recordings(start_ns);
 CREATE INDEX IF NOT EXISTS rec_stored ON recordings(stored_ns);
 CREATE INDEX IF NOT EXISTS rec_classified ON recordings(classified, start_ns);
 CREATE INDEX IF NOT EXISTS rec_late ON recordings((stored_ns - start_ns));
+-- The bulky lists apart, so the searched table stays narrow.
+CREATE TABLE IF NOT EXISTS recording_parts (
+    rid INTEGER PRIMARY KEY, files TEXT NOT NULL, entries TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS annotations (
     id INTEGER PRIMARY KEY, recording_id TEXT NOT NULL, kind TEXT NOT NULL,
     value TEXT NOT NULL, who TEXT NOT NULL, utc_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ann_recording ON annotations(recording_id, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS annotations_fts USING fts5(
-    value, kind UNINDEXED, content='annotations', content_rowid='id');
-CREATE TRIGGER IF NOT EXISTS ann_fts AFTER INSERT ON annotations BEGIN
-    INSERT INTO annotations_fts(rowid, value, kind) VALUES (new.id, new.value, new.kind);
-END;
+-- One text document per recording (rowid = its rid), rebuilt from its annotations.
+CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(
+    case_text, party_text, other_text, detail=column);
 """
 
+_FTS_COLUMN = {"case": "case_text", "party": "party_text"}
 
-def _phrase(text: str) -> str:
-    """User text as FTS5 terms that must all occur: each word quoted, so no query
-    syntax gets through."""
-    words = text.split() or [""]
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+def _terms(text: str) -> str:
+    """User text as FTS5 terms that must all occur, in any order: the words (as the
+    unicode61 tokenizer cuts them) each quoted, so no query syntax gets through."""
+    words = re.findall(r"\w+", text) or ['""']
+    return "(" + " ".join(f'"{w}"' for w in words) + ")"
 
 
 class SqliteIndex:
@@ -132,42 +137,68 @@ class SqliteIndex:
     def put_recording(self, row: RecordingRow) -> None:
         """Insert or refresh a recording as read from its ledger; keeps its annotations
         (and the reclassification they carry) and its deleted mark."""
-        with self.db:
-            self.db.execute(
-                "INSERT INTO recordings (id, device, recording, officer, device_category, "
-                "category, start_ns, stop_ns, stored_ns, segments, seconds, files, entries) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                "officer=excluded.officer, device_category=excluded.device_category, "
-                "stop_ns=excluded.stop_ns, stored_ns=MIN(stored_ns, excluded.stored_ns), "
-                "segments=excluded.segments, seconds=excluded.seconds, files=excluded.files, "
-                "entries=excluded.entries",
-                (row.id, row.device, row.recording, row.officer, row.device_category,
-                 row.category, row.start_utc_ns, row.stop_utc_ns, row.stored_utc_ns,
-                 row.segments, row.seconds, json.dumps(row.files), json.dumps(row.entries)))
+        self.put_many([row])
 
     def put_many(self, rows: list[RecordingRow]) -> None:
-        for row in rows:
-            self.put_recording(row)
+        with self.db:  # one transaction
+            for row in rows:
+                self.db.execute(
+                    "INSERT INTO recordings (id, device, recording, officer, device_category, "
+                    "category, start_ns, stop_ns, stored_ns, segments, seconds) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "officer=excluded.officer, device_category=excluded.device_category, "
+                    "stop_ns=excluded.stop_ns, stored_ns=MIN(stored_ns, excluded.stored_ns), "
+                    "segments=excluded.segments, seconds=excluded.seconds",
+                    (row.id, row.device, row.recording, row.officer, row.device_category,
+                     row.category, row.start_utc_ns, row.stop_utc_ns, row.stored_utc_ns,
+                     row.segments, row.seconds))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO recording_parts (rid, files, entries) "
+                    "SELECT rid, ?, ? FROM recordings WHERE id = ?",
+                    (json.dumps(row.files), json.dumps(row.entries), row.id))
 
     def get(self, recording_id: str) -> RecordingRow | None:
-        cur = self.db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (recording_id,))
+        cur = self.db.execute(f"SELECT {_COLUMNS} FROM recordings r JOIN recording_parts p "
+                              "ON p.rid = r.rid WHERE r.id = ?", (recording_id,))
         found = cur.fetchone()
         return _row(found) if found else None
 
     def annotate(self, a: Annotation) -> int:
-        if a.kind not in ANNOTATION_KINDS:
-            raise ValueError(f"unknown annotation kind {a.kind!r}")
+        return self.annotate_many([a])[0]
+
+    def annotate_many(self, annotations: list[Annotation]) -> list[int]:
+        for a in annotations:
+            if a.kind not in ANNOTATION_KINDS:
+                raise ValueError(f"unknown annotation kind {a.kind!r}")
+        ids = []
         with self.db:
-            cur = self.db.execute(
-                "INSERT INTO annotations (recording_id, kind, value, who, utc_ns) "
-                "VALUES (?,?,?,?,?)", (a.recording_id, a.kind, a.value, a.who, a.utc_ns))
-            if a.kind == "case":
-                self.db.execute("UPDATE recordings SET classified = 1 WHERE id = ?",
-                                (a.recording_id,))
-            elif a.kind == "category":
-                self.db.execute("UPDATE recordings SET category = ? WHERE id = ?",
-                                (a.value, a.recording_id))
-            return int(cur.lastrowid)
+            for a in annotations:
+                cur = self.db.execute(
+                    "INSERT INTO annotations (recording_id, kind, value, who, utc_ns) "
+                    "VALUES (?,?,?,?,?)", (a.recording_id, a.kind, a.value, a.who, a.utc_ns))
+                ids.append(int(cur.lastrowid))
+                if a.kind == "case":
+                    self.db.execute("UPDATE recordings SET classified = 1 WHERE id = ?",
+                                    (a.recording_id,))
+                elif a.kind == "category":
+                    self.db.execute("UPDATE recordings SET category = ? WHERE id = ?",
+                                    (a.value, a.recording_id))
+            for rec in {a.recording_id for a in annotations}:
+                self._refresh_text(rec)
+        return ids
+
+    def _refresh_text(self, recording_id: str) -> None:
+        found = self.db.execute("SELECT rid FROM recordings WHERE id = ?",
+                                (recording_id,)).fetchone()
+        if found is None:
+            return
+        texts: dict[str, list[str]] = {"case": [], "party": [], "other": []}
+        for kind, value in self.db.execute("SELECT kind, value FROM annotations WHERE "
+                                           "recording_id = ? ORDER BY id", (recording_id,)):
+            texts[kind if kind in ("case", "party") else "other"].append(value)
+        self.db.execute("DELETE FROM search_text WHERE rowid = ?", found)
+        self.db.execute("INSERT INTO search_text (rowid, case_text, party_text, other_text) "
+                        "VALUES (?,?,?,?)", (found[0], *("\n".join(v) for v in texts.values())))
 
     def annotations(self, recording_id: str) -> list[Annotation]:
         cur = self.db.execute("SELECT recording_id, kind, value, who, utc_ns, id FROM "
@@ -179,16 +210,13 @@ class SqliteIndex:
             self.db.execute("UPDATE recordings SET deleted = 1 WHERE id = ?", (recording_id,))
 
     def search(self, q: Query) -> list[RecordingRow]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
 
         def text_match(text: str, kind: str | None) -> None:
-            sub = ("SELECT a.recording_id FROM annotations_fts f JOIN annotations a ON "
-                   "a.id = f.rowid WHERE annotations_fts MATCH ?")
-            args.append(_phrase(text))
-            if kind:
-                sub += " AND a.kind = ?"
-                args.append(kind)
-            where.append(f"id IN ({sub})")
+            column = _FTS_COLUMN.get(kind or "")
+            where.append("rid IN (SELECT rowid FROM search_text WHERE search_text MATCH ?)")
+            args.append(f"{column} : {_terms(text)}" if column else _terms(text))
 
         if q.text:
             text_match(q.text, None)
@@ -213,16 +241,20 @@ class SqliteIndex:
         if q.late:
             where.append("(stored_ns - start_ns) > ?")
             args.append(LATE_NS)
-        sql = f"SELECT {_COLUMNS} FROM recordings"
+        # The page of matches first (narrow table), then their lists.
+        page = "SELECT rid FROM recordings"
         if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY start_ns DESC LIMIT ?"
+            page += " WHERE " + " AND ".join(where)
+        page += " ORDER BY start_ns DESC LIMIT ?"
         args.append(q.limit)
+        sql = (f"SELECT {_COLUMNS} FROM recordings r JOIN recording_parts p ON p.rid = r.rid "
+               f"WHERE r.rid IN ({page}) ORDER BY r.start_ns DESC")
         return [_row(r) for r in self.db.execute(sql, args).fetchall()]
 
 
-_COLUMNS = ("id, device, recording, officer, device_category, category, start_ns, stop_ns, "
-            "stored_ns, segments, seconds, files, entries, deleted")
+_COLUMNS = ("r.id, r.device, r.recording, r.officer, r.device_category, r.category, "
+            "r.start_ns, r.stop_ns, r.stored_ns, r.segments, r.seconds, p.files, p.entries, "
+            "r.deleted")
 
 
 def _row(r: tuple) -> RecordingRow:
