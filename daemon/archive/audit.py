@@ -26,7 +26,7 @@ from typing import Any
 
 GENESIS = "0" * 64
 ACTIONS = ("write", "annotate", "hold", "release", "search", "view", "export", "delete",
-           "checkpoint", "login")
+           "checkpoint", "login", "acknowledge")
 
 
 class AuditError(Exception):

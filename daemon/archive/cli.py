@@ -12,6 +12,8 @@
     custody archive delete RECORDING --why TEXT --key ARCHIVE_SIGNING_KEY
     custody archive ingest [DEVICE ...] [--key ARCHIVE_SIGNING_KEY]
     custody archive audit
+    custody archive user NAME --role custodian|unit_head|auditor   (password on stdin)
+    custody archive web [--key ARCHIVE_SECRET_KEY] [--host H] [--port N]
 
 Every subcommand takes ``--archive DIR`` (default ``$CUSTODY_ARCHIVE``) and
 ``--as WHO`` (default ``$CUSTODY_USER``): who acts is written to the audit
@@ -35,6 +37,7 @@ from daemon.archive.index import Query, RecordingRow
 from daemon.archive.package import export_recording
 from daemon.archive.retention import RetentionConfigError
 from daemon.archive.tlog import LogError
+from daemon.archive.users import USERS_NAME, Users, UsersError
 from daemon.provision import ProvisionError, load_signing_key
 from protocol.errors import ProtocolError
 from protocol.keys import ArchiveSecretKey
@@ -107,6 +110,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub.add_parser("audit", parents=[common], help="verify the audit log's chain")
 
+    p = sub.add_parser("user", parents=[common], help="add a web view user (password on stdin)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("custodian", "unit_head", "auditor"))
+
+    p = sub.add_parser("web", parents=[common], help="serve the web view")
+    p.add_argument("--key", type=Path, help="the archive's secret key (for playback)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8480)
+
 
 def run(args: argparse.Namespace) -> int:
     if args.archive is None:
@@ -119,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         print(f"audit log intact: {count} records")
         return EXIT_OK
+    if args.action in ("user", "web"):
+        try:
+            return _user(args) if args.action == "user" else _web(args)
+        except (UsersError, ArchiveError, ProtocolError, OSError) as e:
+            return _usage(str(e))
     if not args.who:
         return _usage("say who you are with --as NAME (or set CUSTODY_USER): it is audited")
     try:
@@ -241,6 +258,39 @@ def _ingest(archive: Archive, args: argparse.Namespace) -> int:
         ids = archive.ingest(device, args.who, key)
         print(f"{device}: {len(ids)} recordings indexed"
               + ("; checkpoint signed" if key else ""))
+    return EXIT_OK
+
+
+def _user(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n")
+    Users(args.archive / USERS_NAME).add(args.name, args.role, password)
+    print(f"user {args.name} ({args.role}) added to {args.archive / USERS_NAME}")
+    return EXIT_OK
+
+
+def _web(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+
+    from daemon.archive.web import WebView, serve
+
+    secret = ArchiveSecretKey.from_pem(args.key.read_bytes()) if args.key else None
+    users = Users(args.archive / USERS_NAME)
+    if not users.entries:
+        return _usage(f"no users in {args.archive / USERS_NAME}: add one with "
+                      "custody archive user NAME --role ROLE")
+
+    async def main() -> None:
+        with Archive.open(args.archive) as archive, tempfile.TemporaryDirectory() as cache:
+            runner = await serve(WebView(archive, users, secret, Path(cache)), args.host,
+                                 args.port)
+            print(f"archive web view on http://{args.host}:{args.port}/", flush=True)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
+
+    asyncio.run(main())
     return EXIT_OK
 
 
