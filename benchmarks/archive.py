@@ -146,7 +146,9 @@ def main() -> None:
            "ratio": round(search["search_p95_ms"] / SEARCH_GOAL_MS, 3), "unit": "ms",
            **search, "search_goal_ms": SEARCH_GOAL_MS, **proofs,
            "proof_goal_ms": PROOF_GOAL_MS,
-           "proof_ratio": round(proofs["proof_p95_ms"] / PROOF_GOAL_MS, 4)}
+           "proof_ratio": round(proofs["proof_p95_ms"] / PROOF_GOAL_MS, 4),
+           # A shared machine: how busy it was while measuring.
+           "loadavg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     print(json.dumps(out))
 
 
