@@ -109,3 +109,43 @@ def test_an_export_refuses_a_used_folder_and_a_deleted_recording(setup: ArchiveS
     (used / "x").write_text("x")
     with pytest.raises(ArchiveError, match="not empty"):
         export(setup, used)
+
+
+def test_a_segment_without_a_signed_plaintext_hash_ships_its_sealed_file(setup: ArchiveSetup,
+                                                                        tmp_path: Path):
+    """Where the device could not know the plaintext's SHA-256 it signed the sealed
+    file's: the package carries that file, and the README's steps check it."""
+    import dataclasses
+
+    from device.sample import encode_sample
+    from device.sealer import SegmentSealer
+    from protocol.entries import RecordStart, RecordStop, Segment
+
+    unit = setup.unit
+    [start] = unit.append(RecordStart(trigger="button", category="scene", officer="PC-0042",
+                                      pre_record_seconds=0.0))
+    sample = encode_sample(0, 10, 10)
+    sealer = SegmentSealer(unit.store, "recovered-00000.cseg", unit.archive_public)
+    sealer.write(sample.mp4)
+    sealer.end_fragment()
+    media = dataclasses.replace(sealer.close(), plaintext_sha256=None, plaintext_size=None)
+    t0 = start.entry.time.utc_ns
+    [seg, _] = unit.append(Segment(
+        recording=start.entry.seq, span=0, index=0, media=media, first_capture_utc_ns=t0,
+        last_capture_utc_ns=t0 + 900_000_000, frame_period_ns=100_000_000, frames=10,
+        audio_samples=sample.audio_samples, audio_rate=48_000, recovered=True),
+        RecordStop(recording=start.entry.seq, trigger="button"))
+    setup.dock()
+    out = tmp_path / "package"
+    result = export_recording(setup.archive, f"{unit.entries()[0].entry.device}/"
+                              f"{start.entry.seq}", out, "custodian:LI", unit.archive)
+    assert result.recovered == ["recovered-00000.cseg"]
+    r = custody("verify", out)
+    assert r.returncode == 0 and "recovered_media" in r.stdout, r.stdout
+    r = run_readme(out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "recovered segment; sealed/recovered-00000.cseg matches" in r.stdout
+    (out / "sealed" / "recovered-00000.cseg").write_bytes(b"not it")
+    assert custody("verify", out).returncode == 1
+    assert run_readme(out).returncode != 0
+    assert seg.entry.kind == "segment"
