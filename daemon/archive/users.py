@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 ROLES = ("custodian", "unit_head", "auditor")
 # What each role may do in the web view.
 PERMISSIONS = {
-    "custodian": {"search", "view", "play", "annotate", "audit"},
+    "custodian": {"search", "view", "play", "annotate", "export", "audit"},
     "unit_head": {"search", "view", "play", "acknowledge"},
     "auditor": {"search", "view", "audit"},
 }

@@ -18,6 +18,8 @@ import asyncio
 import hashlib
 import html
 import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from aiohttp import web
 from daemon.archive.archive import Archive, ArchiveError, signed_entries
 from daemon.archive.audit import AuditError, verify_audit
 from daemon.archive.index import Query
+from daemon.archive.package import export_recording
 from daemon.archive.users import User, Users
 from protocol.archive_check import check_archived_device
 from protocol.archive_check_cli import read_extras
@@ -97,6 +100,7 @@ class WebView:
             web.get("/recording/{device}/{seq:\\d+}", self.recording),
             web.post("/recording/{device}/{seq:\\d+}/annotate", self.annotate),
             web.get("/media/{device}/{seq:\\d+}", self.media),
+            web.post("/recording/{device}/{seq:\\d+}/export", self.export),
             web.get("/exemptions", self.exemptions),
             web.post("/exemptions/{device}/{seq:\\d+}/acknowledge", self.acknowledge),
             web.get("/audit", self.audit_page),
@@ -307,6 +311,10 @@ class WebView:
                     "<select name=kind id=kind><option>case</option><option>party</option>"
                     "<option>note</option></select> <input name=value id=value> "
                     "<button id=add>Add annotation</button></form>")
+        if user.may("export") and self.secret is not None:
+            form += (f"<form method=post action=\"/recording/{_e(device)}/{seq}/export\" "
+                     f"id=export><input type=hidden name=csrf value={_e(session.csrf)}>"
+                     "<button id=export-button>Download evidence package (zip)</button></form>")
         body = f"""<p>Officer <b id=officer>{_e(row.officer)}</b>, category {_e(row.category)},
 device {_e(device)}; recorded {_utc(row.start_utc_ns)} – {_utc(row.stop_utc_ns)}, stored
 {_utc(row.stored_utc_ns)}{' (<b>late</b>)' if row.late else ''}.
@@ -359,6 +367,27 @@ unexplained gaps, blue: markers, purple: exemptions</small></p><ul id=gaps>{''.j
                                       play=ref.file)
         return web.FileResponse(path, headers={"Content-Type": "video/mp4",
                                                "Cache-Control": "private, no-store"})
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """The recording's evidence package (docs/archive.md) as a zip download."""
+        user = self._need(request, "export")
+        if self.secret is None:
+            raise web.HTTPNotFound(text="this web view has no archive key: no export")
+        device, seq = request.match_info["device"], int(request.match_info["seq"])
+        rec_id = f"{device}/{seq}"
+        folder = Path(tempfile.mkdtemp(dir=self.cache))
+        async with self.lock:
+            try:
+                await asyncio.to_thread(export_recording, self.archive, rec_id,
+                                        folder / "package", user.who, self.secret)
+            except ArchiveError as e:
+                raise web.HTTPConflict(text=str(e)) from e
+        name = f"evidence-{device}-{seq}"
+        archive = await asyncio.to_thread(shutil.make_archive, str(folder / name), "zip",
+                                          folder / "package")
+        return web.FileResponse(archive, headers={
+            "Content-Type": "application/zip", "Cache-Control": "private, no-store",
+            "Content-Disposition": f'attachment; filename="{name}.zip"'})
 
     def _recording_of(self, device: str, seq: int) -> str:
         for row in self.archive.index.search(Query(device=device, limit=10_000)):

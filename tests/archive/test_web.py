@@ -22,7 +22,7 @@ from daemon.archive.users import Users
 from daemon.archive.web import SESSION_COOKIE, WebView, serve
 from protocol.entries import Exemption
 from tests.archive.conftest import ArchiveSetup
-from tests.archive.test_archive import REC
+from tests.archive.test_archive import REC, custody
 from tests.conftest import DEVICE
 
 pytestmark = pytest.mark.skipif(not shutil.which("chromedriver"),
@@ -88,6 +88,9 @@ def login(driver, base: str, name: str, password: str = PASSWORD) -> None:
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "login").click()
+    # The click returns before the answer: wait for the page it leads to.
+    assert wait_until(lambda: driver.find_elements(By.ID, "user")
+                      or "Wrong name" in driver.page_source)
 
 
 def wait_until(condition, timeout: float = 20.0):
@@ -100,7 +103,8 @@ def wait_until(condition, timeout: float = 20.0):
     return condition()
 
 
-def test_custodian_searches_annotates_and_plays(site, browser, setup: ArchiveSetup):
+def test_custodian_searches_annotates_plays_and_exports(site, browser, setup: ArchiveSetup,
+                                                      tmp_path: Path):
     from selenium.webdriver.common.by import By
 
     base, view = site
@@ -139,6 +143,18 @@ def test_custodian_searches_annotates_and_plays(site, browser, setup: ArchiveSet
                                                      "Cookie": f"{SESSION_COOKIE}={cookie}"})
     with urllib.request.urlopen(request) as response:
         assert response.status == 206 and len(response.read()) == 100
+    # The evidence package, downloaded from the recording's page, checks.
+    csrf = browser.find_element(By.CSS_SELECTOR, "#export input[name=csrf]").get_attribute(
+        "value")
+    request = urllib.request.Request(
+        base + f"/recording/{REC}/export", data=f"csrf={csrf}".encode(), method="POST",
+        headers={"Cookie": f"{SESSION_COOKIE}={cookie}",
+                 "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request) as response:
+        assert response.headers["Content-Type"] == "application/zip"
+        (tmp_path / "package.zip").write_bytes(response.read())
+    shutil.unpack_archive(tmp_path / "package.zip", tmp_path / "package")
+    assert custody("verify", tmp_path / "package").returncode == 0
     browser.get(base + "/")
     browser.find_element(By.ID, "q-case").send_keys("bakery")
     browser.find_element(By.ID, "go").click()
@@ -147,6 +163,7 @@ def test_custodian_searches_annotates_and_plays(site, browser, setup: ArchiveSet
     records = list(view.archive.audit.records())
     li = [(r.action, r.object) for r in records if r.who == "custodian:LI"]
     assert ("view", REC) in li and ("annotate", REC) in li and ("search", None) in li
+    assert ("export", REC) in li
     assert sum(1 for r in records if r.action == "view" and r.details.get("play")) == 1
     assert [r.details["ok"] for r in records if r.action == "login"] == [False, True]
     assert verify_audit(view.archive.audit.path) == len(records)
