@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -142,7 +143,7 @@ class CheckpointVerification:
 
 
 def open_checkpoint(data: bytes, log: Ed25519Verifier,
-                    witnesses: list[CosignatureVerifier] = (),
+                    witnesses: Sequence[CosignatureVerifier] = (),
                     origin: str | None = None) -> CheckpointVerification:
     """Parse a checkpoint note, check the log's signature and each known witness's.
 
@@ -226,7 +227,7 @@ class TlogProof:
             raise CheckpointError(f"tlog proof: bad base64 ({e})") from e
         return cls(int(index), proof, checkpoint, extra)
 
-    def verify(self, leaf: bytes, log: Ed25519Verifier, witnesses: list[CosignatureVerifier],
+    def verify(self, leaf: bytes, log: Ed25519Verifier, witnesses: Sequence[CosignatureVerifier],
                quorum: int, origin: str | None = None) -> CheckpointVerification:
         """Check the checkpoint's signatures, the witness quorum and the inclusion of ``leaf``
         (a leaf hash). Raises :class:`CheckpointError`."""

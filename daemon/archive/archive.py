@@ -221,11 +221,14 @@ class Archive:
         return view
 
     def annotate(self, rec_id: str, kind: str, value: str, who: str) -> Annotation:
+        """A case, party, category or note beside the recording (never in it)."""
         self._row(rec_id)
-        if kind in ("hold", "release", "paper_files_until") or not value.strip():
-            raise ArchiveError(f"annotation {kind!r}: use hold/release/paper-files, and give "
-                               "a value" if value.strip() else "an annotation needs a value")
-        return self._annotate(rec_id, kind, value, who, "annotate")
+        if kind not in ("case", "party", "category", "note"):
+            raise ArchiveError(f"annotation kind {kind!r}: case, party, category or note "
+                               "(holds and paper-file dates have their own commands)")
+        if not value.strip():
+            raise ArchiveError("an annotation needs a value")
+        return self._annotate(rec_id, kind, value.strip(), who, "annotate")
 
     def _annotate(self, rec_id: str, kind: str, value: str, who: str,
                   action: str) -> Annotation:

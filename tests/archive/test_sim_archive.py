@@ -5,12 +5,17 @@ checked by the README's steps."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
 
 from daemon.archive.archive import Archive
 from daemon.archive.index import Query
 from daemon.archive.package import export_recording
+from daemon.archive.users import Users
+from daemon.archive.web import WebView
 from daemon.provision import load_signing_key
 from protocol.archive_log import cosign_if_consistent, ledger_leaves
 from protocol.keys import ArchiveSecretKey
@@ -42,6 +47,26 @@ do = "press_record"
 t = 10
 do = "end"
 """
+
+
+async def recording_page(root: Path, rec: str, out: Path) -> str:
+    """The recording's page in the web view, as the custodian sees it."""
+    users = Users(root / "users.toml")
+    users.add("LI", "custodian", "long enough password")
+    secret = ArchiveSecretKey.from_pem((out / "keys" / "archive-secret.key").read_bytes())
+    with Archive.open(root) as archive:
+        view = WebView(archive, users, secret, root.parent)
+        async with TestClient(TestServer(view.app())) as client:
+            r = await client.post("/login", data={"name": "LI",
+                                                  "password": "long enough password"})
+            assert r.status == 200
+            r = await client.get(f"/recording/{rec}")
+            assert r.status == 200
+            page = await r.text()
+    # The power cut's gap: declared (its reason shown), not explained (red).
+    assert 'class="gap-unexplained"' in page and "class=gap-unexplained" in page
+    assert "<b>no voice note</b>" in page
+    return page
 
 
 def test_a_simulated_shift_archived_exported_and_checked(tmp_path: Path):
@@ -83,6 +108,7 @@ def test_a_simulated_shift_archived_exported_and_checked(tmp_path: Path):
     assert "unexplained_interruption" in kinds
     assert not kinds & {"not_cosigned", "no_checkpoint", "archive_media_missing",
                         "bad_checkpoint", "ledger_rewritten", "ledger_truncated"}
+    assert "power_loss" in asyncio.run(recording_page(root, rec, out))
     r = custody("verify", package)
     assert r.returncode == 0, r.stdout
     r = run_readme(package)
