@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("daemon.provision_cli", "create a unit's keys and trust file; enrol devices"),
     "verify": ("protocol.verify_cli", "verify a device store or archive and report continuity"),
     "export": ("daemon.export_cli", "decrypt segments for review (needs the archive key)"),
+    "archive": ("daemon.archive.cli", "the custodian's archive: search, show, annotate, export, "
+                "delete"),
     "recorder": ("device.agent", "run the recorder service (systemd runs this on the device)"),
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),

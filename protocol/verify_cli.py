@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from protocol.archive_check import ArchiveReport, check_archive
+from protocol.archive_check_cli import check_archived_store
+from protocol.package_check_cli import is_package, read_and_check
+from protocol.package_check_cli import render as render_package
 from protocol.report import worst
 from protocol.store_reader import (
+    Location,
     StoreError,
     TrustSource,
     find_trust_source,
@@ -47,23 +52,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _verify_store(store: Path, source: TrustSource, extra: list[KeptReceipt],
-                  follow: bool) -> ContinuityReport:
+                  location: Location) -> ContinuityReport:
     tty = sys.stderr.isatty()
-    contents = read_store(store, _progress_bar(store) if tty else None, follow=follow)
+    contents = read_store(store, _progress_bar(store) if tty else None,
+                          follow=not location.archive)
     if tty:
         sys.stderr.write("\r\x1b[K")
     policy = VerificationPolicy(receipts=[*contents.receipts, *extra])
     report = verify(contents.ledger, contents.media, source.trust, policy, contents.findings)
+    if location.archive:  # its log's checkpoints and cosignatures, tombstones
+        check_archived_store(location.path, source.trust, contents, report)
     report.trust_file = source.describe()
     return report
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_package(args.path):  # an evidence package (docs/archive.md)
+        return run_package(args)
     try:
         source = find_trust_source(args.path, args.trust)
         location = locate(args.path)
         extra = [read_receipt_file(p) for p in args.receipt]
-        reports = [(store, _verify_store(store, source, extra, follow=not location.archive))
+        reports = [(store, _verify_store(store, source, extra, location))
                    for store in location.stores]
     except StoreError as e:
         print(f"custody verify: {e}", file=sys.stderr)
@@ -83,6 +93,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(store, report))
     return EXIT_CODES[worst([report.verdict])]
+
+
+def run_package(args: argparse.Namespace) -> int:
+    try:
+        report = read_and_check(args.path, args.trust)
+    except StoreError as e:
+        print(f"custody verify: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(dict(store=str(args.path), **asdict(report)), indent=2))
+    else:
+        print(render_package(args.path, report))
+    return EXIT_CODES[report.verdict]
 
 
 def _progress_bar(store: Path):

@@ -1,0 +1,70 @@
+"""The archive part of ``custody verify ARCHIVE``: reads checkpoints and tombstones.
+
+An archive (``trust.json``, ``devices/<id>/``) may also hold, per device::
+
+    checkpoints/<id>/<size>.checkpoint    signed checkpoints of its log (C2SP)
+    tombstones/<id>/<recording>.json      signed records of deleted media
+
+:func:`check_archived_store` runs :func:`protocol.archive_device_check.check_archived_device`
+for each store and folds its findings into that store's continuity report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from protocol.archive_device_check import ArchivedDeviceCheck, check_archived_device
+from protocol.store_reader import StoreContents, StoreError
+from protocol.trust import TrustFile
+from protocol.verify import (
+    BROKEN,
+    ERROR,
+    INTACT,
+    INTACT_UNEXPLAINED_GAPS,
+    UNEXPLAINED,
+    ContinuityReport,
+)
+
+CHECKPOINTS_DIR = "checkpoints"
+TOMBSTONES_DIR = "tombstones"
+
+
+def is_archive(path: Path) -> bool:
+    return (path / "devices").is_dir()
+
+
+def read_extras(archive: Path, device: str) -> tuple[list[tuple[str, bytes]],
+                                                       list[tuple[str, object]]]:
+    checkpoints, tombstones = [], []
+    for p in sorted((archive / CHECKPOINTS_DIR / device).glob("*.checkpoint")):
+        try:
+            checkpoints.append((p.name, p.read_bytes()))
+        except OSError as e:
+            raise StoreError(f"{p}: {e.strerror}") from e
+    for p in sorted((archive / TOMBSTONES_DIR / device).glob("*.json")):
+        try:
+            tombstones.append((p.name, json.loads(p.read_bytes())))
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{p}: unreadable tombstone ({e})") from e
+    return checkpoints, tombstones
+
+
+def check_archived_store(archive: Path, trust: TrustFile, contents: StoreContents,
+                  report: ContinuityReport) -> ArchivedDeviceCheck:
+    """Check one archived store and fold the findings into its ``report``.
+
+    The archive check decides about missing media (deleted under a tombstone,
+    or lost): in an archive nothing is "offloaded" further, so verify's own
+    findings about missing files give way to it. The verdict is recomputed.
+    """
+    device = report.device or contents.path.name
+    checkpoints, tombstones = read_extras(archive, device)
+    check = check_archived_device(device, contents.ledger, contents.media, checkpoints,
+                                  tombstones, trust)
+    report.findings = [f for f in report.findings if f.kind not in ("offloaded", "media_missing")]
+    report.findings += check.findings
+    severities = {f.severity for f in report.findings}
+    report.verdict = (BROKEN if ERROR in severities else INTACT_UNEXPLAINED_GAPS
+                      if UNEXPLAINED in severities else INTACT)
+    return check

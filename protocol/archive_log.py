@@ -1,0 +1,137 @@
+"""The archive's per-device Merkle log, as both sides see it.
+
+Each device has a log whose leaf ``i`` is the payload bytes of the ``i``-th
+entry of its ledger as archived (the bytes the device signed), so::
+
+    leaf hash = SHA-256(0x00 || entry payload)
+
+The archive signs each checkpoint with its Ed25519 signing key (trust file:
+``archive``); the device cosigns it with its own key as witness (C2SP
+tlog-cosignature) once it has checked the new checkpoint extends the one it
+holds and matches its own ledger. A rewritten history then shows: the device
+cannot rewrite what the archive signed, the archive cannot rewrite what the
+device cosigned. Pure: no I/O, times passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from protocol.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointVerification,
+    CosignatureVerifier,
+    Cosigner,
+    check_extends,
+    open_checkpoint,
+)
+from protocol.envelope import decode_json, envelope_from_dict, split_lines
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey
+from protocol.merkle import MerkleTree, leaf_hash
+from protocol.note import Ed25519NoteSigner, Ed25519Verifier, Note
+from protocol.trust import TrustFile
+
+
+def log_origin(unit: str, device: str) -> str:
+    """The origin line (and the archive's key name) of a device's log."""
+    return f"custody/{quote(unit, safe='')}/log/{quote(device, safe='')}"
+
+
+def witness_name(unit: str, device: str) -> str:
+    """The device's key name as cosigner of its log."""
+    return f"custody/{quote(unit, safe='')}/device/{quote(device, safe='')}"
+
+
+def log_verifiers(trust: TrustFile, device: str) -> list[Ed25519Verifier]:
+    """The archive keys that may sign the checkpoints of ``device``'s log."""
+    name = log_origin(trust.unit, device)
+    return [Ed25519Verifier(name, bytes.fromhex(trust.keys[k].public))
+            for k in trust.archive.keys if k in trust.keys]
+
+
+def witness_verifiers(trust: TrustFile, device: str) -> list[CosignatureVerifier]:
+    name = witness_name(trust.unit, device)
+    return [CosignatureVerifier(name, bytes.fromhex(trust.keys[k].public))
+            for k in trust.device_keys(device) if k in trust.keys]
+
+
+def log_signer(trust: TrustFile, device: str, archive_key: SigningKey) -> Ed25519NoteSigner:
+    return Ed25519NoteSigner(log_origin(trust.unit, device), archive_key.private)
+
+
+def tree_of(payloads: Sequence[bytes]) -> MerkleTree:
+    return MerkleTree(leaf_hash(p) for p in payloads)
+
+
+def open_device_checkpoint(data: bytes, trust: TrustFile, device: str) -> CheckpointVerification:
+    """A checkpoint of ``device``'s log, signed by an archive key; its cosignatures checked."""
+    origin = log_origin(trust.unit, device)
+    last: CheckpointError | None = None
+    for verifier in log_verifiers(trust, device):
+        try:
+            return open_checkpoint(data, verifier, witness_verifiers(trust, device), origin)
+        except CheckpointError as e:
+            last = e
+    raise last or CheckpointError(f"the trust file names no archive key for {device}'s log")
+
+
+class CheckpointRefused(CheckpointError):
+    """The device will not cosign: raise an alert with this message."""
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    note: bytes  # the new checkpoint with the device's cosignature added
+    checkpoint: Checkpoint
+
+
+def cosign_if_consistent(old_checkpoint: bytes | None, new_checkpoint: bytes,
+                         proof: Sequence[bytes], device_key: SigningKey, *, trust: TrustFile,
+                         device: str, timestamp: int,
+                         ledger_payloads: Sequence[bytes] | None = None) -> Cosigned:
+    """The device's side of docking: cosign the archive's new checkpoint, or refuse.
+
+    ``old_checkpoint`` is the last one this device cosigned (None at the first
+    docking), ``proof`` the archive's consistency proof from it to the new one.
+    With ``ledger_payloads`` (the device's own entries' payloads, in ledger
+    order) the device also checks the new root is the root of its own first
+    ``size`` entries, so the archive cannot log a history the device never had.
+    Raises :class:`CheckpointRefused`.
+    """
+    try:
+        new = open_device_checkpoint(new_checkpoint, trust, device).checkpoint
+        if old_checkpoint is not None:
+            old = open_device_checkpoint(old_checkpoint, trust, device).checkpoint
+            check_extends(old, new, list(proof))
+    except CheckpointError as e:
+        raise CheckpointRefused(str(e)) from e
+    if ledger_payloads is not None:
+        if new.size > len(ledger_payloads):
+            raise CheckpointRefused(f"the archive logs {new.size} entries, the device has "
+                                    f"{len(ledger_payloads)}")
+        if tree_of(ledger_payloads[:new.size]).root() != new.root_hash:
+            raise CheckpointRefused(f"the archive's log of {new.size} entries is not this "
+                                    "device's ledger")
+    note = Note.from_bytes(new_checkpoint)
+    cosigner = Cosigner(witness_name(trust.unit, device), device_key.private)
+    if any(cosigner.verifier.matches(s) for s in note.signatures):
+        return Cosigned(new_checkpoint, new)
+    note.signatures.append(cosigner.cosign(note.text, timestamp))
+    return Cosigned(note.to_bytes(), new)
+
+
+def ledger_leaves(ledger: bytes) -> list[bytes]:
+    """The leaf inputs of a device's log: each ledger line's signed payload bytes,
+    in order; a line that is not an envelope at all is logged as its raw bytes,
+    so the log still has one leaf per line."""
+    leaves = []
+    for line in split_lines(ledger):
+        try:
+            leaves.append(envelope_from_dict(decode_json(line, "ledger line")).payload)
+        except ProtocolError:
+            leaves.append(line)
+    return leaves
