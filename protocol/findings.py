@@ -97,6 +97,29 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
      "or an embedded receipt does not end before its own entry"),
     ("tail_cut", ERROR, "a receipt names entries beyond the ledger's end: its tail is gone"),
     ("other_device_receipt", WARNING, "a receipt kept beside the store is for another device"),
+    # --- an archive's own records: its logs' checkpoints, tombstones (docs/archive.md)
+    ("ledger_rewritten", ERROR, "the archived ledger is not the history a checkpoint signed "
+     "by the archive (and cosigned by the device) fixed"),
+    ("ledger_truncated", ERROR, "a checkpoint covers more entries than the archived ledger has"),
+    ("bad_checkpoint", ERROR, "a checkpoint the archive key did not sign, or a device "
+     "cosignature that fails"),
+    ("not_cosigned", WARNING, "the newest checkpoint of a device's log has no cosignature "
+     "by the device"),
+    ("no_checkpoint", WARNING, "the archive holds no checkpoint of this device's log yet"),
+    ("archive_media_missing", ERROR, "a sealed file gone from the archive with no tombstone "
+     "accounting for it"),
+    ("deleted", INFO, "a file deleted from the archive under a valid tombstone naming who "
+     "and why"),
+    ("bad_tombstone", ERROR, "a tombstone that is unreadable, wrongly signed or for another "
+     "device"),
+    ("tombstone_file_present", WARNING, "a file that has a tombstone is still in the archive"),
+    # --- evidence packages (docs/archive.md)
+    ("no_proof", ERROR, "an entry of a package without its tlog proof"),
+    ("bad_proof", ERROR, "a tlog proof that does not prove the entry under a checkpoint "
+     "signed by the archive and cosigned by the device"),
+    ("recovered_media", INFO, "a recovered segment: the device signed its sealed bytes, and "
+     "the package's plaintext is what they decrypt to"),
+    ("stray_proof", INFO, "a proof for an entry that is not in the package"),
     # --- forward compatibility
     ("unknown_kind", INFO, "an entry kind this verifier does not know: kept, not interpreted"),
     ("unknown_value", INFO, "a value outside a listed set (a newer phase, reason, source): "

@@ -32,9 +32,12 @@ def custody(*args: object) -> subprocess.CompletedProcess:
 
 
 def verify_archive(root: Path) -> tuple[int, dict]:
+    """The archive's verdict, with the findings of the archive and of every store in it."""
     r = custody("verify", root, "--json")
     assert r.stdout, r.stderr
-    return r.returncode, json.loads(r.stdout)
+    report = json.loads(r.stdout)
+    report["findings"] += [f for store in report["stores"] for f in store["findings"]]
+    return r.returncode, report
 
 
 def originals(root: Path) -> dict[str, str]:
