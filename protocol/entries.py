@@ -27,7 +27,8 @@ GENESIS_PREV = "0" * 64
 # as measured by the device's voice-activity detector (device/vad.py).
 MIN_SPEECH_SECONDS = 0.5
 
-CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps")
+# "technician": typed in at the serial console (never a reference: clock_synced stays false)
+CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps", "technician")
 INTERRUPTION_REASONS = (
     "battery", "storage_full", "camera_fault", "mic_fault", "power_loss", "crash",
     "weather", "location_change", "other",
