@@ -140,6 +140,7 @@ class ContinuityReport:
     exemptions: list[dict[str, Any]] = field(default_factory=list)
     markers: list[dict[str, Any]] = field(default_factory=list)
     overdue: list[dict[str, Any]] = field(default_factory=list)
+    console_actions: list[dict[str, Any]] = field(default_factory=list)  # Art. 13's audit
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -397,7 +398,11 @@ class _LedgerCheck:
             case Overdue():
                 self.report.overdue.append({"seq": seq, "utc_ns": entry.time.utc_ns,
                                             "recording": body.recording, "hours": body.hours})
-            case TimeSync() | ConsoleAction():
+            case ConsoleAction():
+                self.report.console_actions.append({
+                    "seq": seq, "utc_ns": entry.time.utc_ns, "technician": body.technician,
+                    "command": body.command, "result": body.result})
+            case TimeSync():
                 pass
             case KeyRotated():
                 if fingerprint(bytes.fromhex(body.new_public)) != body.new_key:

@@ -19,7 +19,8 @@ minicom, screen, PuTTY) does not echo or edit, so this does::
   other escape sequences are swallowed;
 - a line longer than ``max_line`` characters, or holding bytes that are not
   printable ASCII, is rejected whole when it ends (:class:`LineRejected`), and
-  noise that never ends a line is rejected once it passes ``max_noise`` bytes;
+  noise that never ends a line is rejected once it passes ``max_noise`` bytes,
+  and what follows is dropped until the line is quiet;
 - nothing for ``idle_timeout`` seconds raises :class:`IdleTimeout`.
 """
 
@@ -88,6 +89,17 @@ class LineTerminal:
         byte = self._pending[0]
         del self._pending[0]
         return byte
+
+    def _drain(self, quiet: float = 0.3, longest: float = 5.0) -> None:
+        """Drop input until the line has been quiet for ``quiet`` seconds (line noise)."""
+        self._pending.clear()
+        until = self.clock() + longest
+        while self.clock() < until:
+            try:
+                if not self.port.read(4096, timeout=quiet):
+                    return
+            except OSError:
+                return
 
     def read_line(self, prompt: str = "", *, echo: bool = True,
                   max_line: int | None = None) -> str:
@@ -161,7 +173,7 @@ class LineTerminal:
             else:
                 noise += 1
                 if noise + len(line) > self.max_noise:
-                    self._pending.clear()
+                    self._drain()
                     self.write("\n")
                     raise LineRejected(f"binary input rejected ({noise} bytes without a line "
                                        "end)")
