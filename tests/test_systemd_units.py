@@ -30,3 +30,17 @@ def test_recorder_unit_runs_custody_recorder_as_a_notify_service_with_a_watchdog
     r = subprocess.run([sys.executable, "-m", "protocol.cli", "recorder", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--config" in r.stdout
+
+
+def test_console_unit_runs_custody_console_on_its_tty_instead_of_a_getty():
+    parsed = unit("custody-console@.service")
+    assert parsed["Unit"]["Conflicts"] == "serial-getty@%i.service"
+    service = parsed["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/custody") and argv[1] == "console"
+    assert argv[argv.index("--port") + 1] == "/dev/%i" and "--config" in argv
+    assert service["User"] == unit("custody-recorder.service")["Service"]["User"]  # the socket
+    assert service["Restart"] == "always"
+    r = subprocess.run([sys.executable, "-m", "protocol.cli", "console", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--port" in r.stdout and "--config" in r.stdout
