@@ -47,6 +47,7 @@ $(PROMPTS)/manifest.json: device/prompts.py $(VENV)/.installed
 demo: setup
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/custody sim docs/examples/shift.toml --out $(DEMO_OUT)
+	cat $(DEMO_OUT)/console.log
 	$(VENV)/bin/custody verify $(DEMO_OUT)/device
 	$(VENV)/bin/custody export $(DEMO_OUT)/device --key $(DEMO_OUT)/keys/archive-secret.key \
 		--out $(DEMO_OUT)/export

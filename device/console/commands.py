@@ -201,7 +201,8 @@ def cmd_status(session: ConsoleSession, args: list[str], line: str) -> str:
                      f"{_size(vfs.f_blocks * vfs.f_frsize)}"))
     if status is not None:
         clock = status["clock"]
-        rows.append(("clock", f"{_utc(clock['utc_ns'])} (set from {clock['source']}; "
+        source = "never set" if clock["source"] == "never_set" else f"set from {clock['source']}"
+        rows.append(("clock", f"{_utc(clock['utc_ns'])} ({source}; "
                      f"{'synced to a reference' if clock['synced'] else 'NOT synced'})"))
     else:
         rows.append(("clock", f"{_utc(int(datetime.now(UTC).timestamp() * 1e9))} "
@@ -376,13 +377,14 @@ def cmd_enroll(session: ConsoleSession, args: list[str], line: str) -> str:
                 "then a line with a single '.':")
     lines, total = [], 0
     while True:
-        text = session.ask("", max_line=PASTE_LINE)
+        text = session.ask("", max_line=PASTE_LINE, echo=False)  # not echoed back: it is long
         if text.strip() == ".":
             break
         total += len(text)
         if total > PASTE_TOTAL:
             raise CommandError(f"the update is larger than {PASTE_TOTAL // 1024} KiB")
         lines.append(text)
+    session.out(f"received {len(lines)} lines, {total} characters")
     try:
         update = json.loads("\n".join(lines))
     except ValueError as e:
