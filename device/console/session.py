@@ -22,7 +22,8 @@ from device.control import ControlClient, ControlError
 
 log = logging.getLogger("custody.console")
 
-CONTROL_TIMEOUT_S = 30.0  # a button check waits up to 10 s for the press
+# A button check waits up to 10 s for the press; a forced reboot up to 60 s for the seal.
+CONTROL_TIMEOUT_S = 75.0
 NAME_LIMIT = 32
 
 

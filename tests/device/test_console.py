@@ -244,6 +244,7 @@ def test_selftest_one_line_per_check_with_buttons_pressed_in_time(device):
     assert not list(device.store.glob(".selftest-*"))
 
 
+@pytest.mark.slow  # waits out the 10 s a technician has for a press
 def test_a_button_not_pressed_fails_its_check_after_10_s(device):
     with console(device) as driver:
         logged_in(driver, device)
