@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
 	mosquitto mosquitto-clients espeak-ng pulseaudio pulseaudio-utils \
-	libasound2-plugins sox openssl portaudio19-dev chromium chromium-driver
+	libasound2-plugins sox openssl portaudio19-dev chromium chromium-driver picocom tmux
 DEMO_OUT ?= demo-out
 # The voice-note prompts, synthesised with espeak-ng at install time.
 PROMPTS := $(VENV)/share/custody/prompts
@@ -55,6 +55,7 @@ $(SIM_VOICES)/manifest.json: hardware/sim/voices.py hardware/sim/sounds.py $(VEN
 demo: setup
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/custody sim docs/examples/shift.toml --out $(DEMO_OUT)
+	cat $(DEMO_OUT)/console.log
 	$(VENV)/bin/custody verify $(DEMO_OUT)/device
 	$(VENV)/bin/custody export $(DEMO_OUT)/device --key $(DEMO_OUT)/keys/archive-secret.key \
 		--out $(DEMO_OUT)/export

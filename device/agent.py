@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from device.config import ConfigError, RecorderConfig
+from device.console.devicelog import log_to_device_log
+from device.console.maintenance import maintenance_commands
 from device.control import ControlError, ControlServer, dispatch
 from device.ledger import LedgerWriter, entry_clock
 from device.receipts import ReceiptRefused
@@ -138,6 +140,7 @@ class RecorderAgent:
             "camera_fault": self._camera_fault,
             "camera_ok": self._camera_ok,
             "shutdown": self._shutdown,
+            **maintenance_commands(self),  # the serial console's (device/console/)
         }
 
     def _need(self) -> Recorder:
@@ -252,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = RecorderConfig.from_file(args.config)
         config.require_identity()
+        log_to_device_log(config.log_file)  # the device's log, which the console shows
         agent = RecorderAgent(config)
     except (ConfigError, OSError, StoreError, ValueError) as e:  # names the key or path
         print(f"custody recorder: {e}", file=sys.stderr)

@@ -195,6 +195,11 @@ class RecorderConfig:
     voice_note_max_seconds: float = 60.0
     overdue_warn_hours: float = 20.0
     overdue_hours: float = 24.0
+    technicians_file: Path | None = None
+    log_file: Path = Path("/var/lib/custody/device.log")
+    console_idle_seconds: float = 300.0
+    reboot_command: str = "systemctl reboot"
+    poweroff_command: str = "systemctl poweroff"
     sim_epoch_unix_ns: int | None = None
     # Where the settings came from, for messages; not a setting.
     source: str = field(default="", compare=False, repr=False)
@@ -595,6 +600,18 @@ SETTINGS: dict[str, Setting] = {
                 "Warn the officer to dock when media not yet offloaded is this many hours old"),
         Setting("overdue_hours", _number(1, 24), "1 to 24",
                 "Media not offloaded after this long is overdue (Art. 10: 24 hours)"),
+        Setting("technicians_file", _path, "path; required for the console",
+                "The technicians' console credentials (scrypt hashes only, docs/console.md)",
+                "path"),
+        Setting("log_file", _path, "path",
+                "The device's log: console logins, failures and actions, and the recorder's "
+                "messages", "path"),
+        Setting("console_idle_seconds", _number(1, 3600), "1 to 3600",
+                "The serial console logs a technician out after this long without input"),
+        Setting("reboot_command", _string, "a command line",
+                "What the console's reboot runs once the recorder has sealed and stopped"),
+        Setting("poweroff_command", _string, "a command line",
+                "What the console's shutdown runs once the recorder has sealed and stopped"),
         Setting("sim_epoch_unix_ns", _integer(0), "0 or more",
                 "Simulated camera's epoch, Unix ns (custody sim); unset: now"),
     )

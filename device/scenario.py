@@ -94,6 +94,13 @@ def _clock_step(raw: Any) -> float:
     return float(raw)
 
 
+def _console_commands(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(
+            isinstance(c, str) and c.strip() and c.isprintable() for c in raw):
+        raise _Invalid(f"must be a list of console command lines, got {show_value(raw)}")
+    return tuple(raw)
+
+
 @dataclass(frozen=True)
 class Param:
     """An action's parameter: its check and, for messages and docs, what it allows."""
@@ -133,6 +140,8 @@ ACTIONS: dict[str, Action] = {
                {"seconds": Param(_clock_step, "non-zero number (negative: back)")}),
         Action("dock", "Put the device in its dock"),
         Action("undock", "Take the device out of its dock"),
+        Action("console", "A technician logs in at the serial console and types commands",
+               {"commands": Param(_console_commands, "list of command lines")}),
         Action("end", "End the scenario"),
     )
 }

@@ -9,6 +9,9 @@ and leaves::
     DIR/keys/        the unit: trust.json and, for tests only, archive-secret.key
     DIR/device/      the device store
     DIR/recorder.toml, DIR/recorder.log   the agent's settings and log
+    DIR/device.log   the device's log (recorder and console)
+    DIR/console.log  what each ``console`` step's session showed
+    DIR/keys/technician-password   technician ``tech``'s console password (tests, demo)
     DIR/sim.json     when each step really ran, and the scenario's epoch
 
 The simulated camera's epoch is the scenario's start, so a frame's index is
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from device.config import ConfigError, RecorderConfig
+from device.console.simsession import provision_sim_technician, run_console_session
 from device.control import ControlClient, ControlError
 from device.scenario import Scenario, ScenarioError, Step, load_scenario
 
@@ -70,7 +74,10 @@ class SimRunner:
         create_unit(self.keys, UNIT, [DOCK])
         enrol_device(self.keys, DEVICE, self.store, system_clock(), officer=OFFICER,
                      by="TECH-SIM")
+        technicians = provision_sim_technician(self.keys)
         base = RecorderConfig.from_toml("").with_overrides({
+            "technicians_file": str(technicians), "log_file": str(self.out / "device.log"),
+            "reboot_command": "true", "poweroff_command": "true",
             "device_id": DEVICE, "store": str(self.store),
             "key_file": str(device_key_path(self.keys, DEVICE)),
             "trust_file": str(self.keys / "trust.json"),
@@ -190,6 +197,12 @@ class SimRunner:
             case "power_restore":
                 self.power_on()
                 self.wait_for("standby")
+            case "console":
+                transcript = run_console_session(
+                    self.config_path, self.keys, p["commands"],
+                    press=lambda button: client.call("press", button=button))
+                with open(self.out / "console.log", "a", encoding="utf-8") as f:
+                    f.write(transcript)
             case "end":
                 if self.proc is not None and self.proc.poll() is None:
                     self.final_status = client.call("status")

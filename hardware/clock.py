@@ -36,6 +36,7 @@ class SyncSource(StrEnum):
     DOCK = "dock"
     NTP = "ntp"
     GPS = "gps"
+    TECHNICIAN = "technician"  # typed in at the serial console; not a reference
 
 
 @dataclass(frozen=True, slots=True)

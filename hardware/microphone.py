@@ -145,6 +145,9 @@ class Microphone(CaptureSource[AudioBlock]):
         super().__init__(self.config.queue_blocks)
         self.clock = self._new_clock()
         self.overflows = 0  # blocks lost: by the device or by a full queue
+        # The loudest sample of the last block delivered (0..32768), for the console's
+        # self-test: it reads the level without taking blocks from the recorder.
+        self.peak = 0
 
     @property
     def resyncs(self) -> int:
@@ -163,6 +166,8 @@ class Microphone(CaptureSource[AudioBlock]):
     def _deliver(self, samples: np.ndarray, observed_us: int) -> None:
         """Stamp and queue one block; never blocks the audio thread."""
         samples = np.ascontiguousarray(samples, dtype=np.int16).reshape(-1)
+        if samples.size:
+            self.peak = int(np.abs(samples.astype(np.int32)).max())
         for block, ts in self.clock.push(samples, observed_us):
             try:
                 self._queue.put_nowait(AudioBlock(samples=block, timestamp_us=ts, rate=self.rate))

@@ -40,7 +40,9 @@ def explains_interruption(speech_seconds: float) -> bool:
     """
     return speech_seconds >= MIN_SPEECH_SECONDS
 
-CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps")
+
+# "technician": typed in at the serial console (never a reference: clock_synced stays false)
+CLOCK_SOURCES = ("never_set", "rtc", "dock", "ntp", "gps", "technician")
 INTERRUPTION_REASONS = (
     "battery", "storage_full", "camera_fault", "mic_fault", "power_loss", "crash",
     "weather", "location_change", "other",

@@ -118,6 +118,7 @@ class ContinuityReport:
     exemptions: list[dict[str, Any]] = field(default_factory=list)
     markers: list[dict[str, Any]] = field(default_factory=list)
     overdue: list[dict[str, Any]] = field(default_factory=list)
+    console_actions: list[dict[str, Any]] = field(default_factory=list)  # Art. 13's audit
     time_syncs: list[TimeStep] = field(default_factory=list)
     # {seq, from, to, synced}: the first entry's source, then every change
     clock_sources: list[dict[str, Any]] = field(default_factory=list)

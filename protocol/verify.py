@@ -23,6 +23,7 @@ from securesystemslib.exceptions import VerificationError
 
 from protocol.entries import (
     GENESIS_PREV,
+    ConsoleAction,
     Exemption,
     Interruption,
     KeyRotated,
@@ -393,6 +394,10 @@ class _LedgerCheck:
                                             "recording": body.recording, "hours": body.hours})
             case TimeSync():
                 self.time_sync(seq, body)
+            case ConsoleAction():
+                self.report.console_actions.append({
+                    "seq": seq, "utc_ns": entry.time.utc_ns, "technician": body.technician,
+                    "command": body.command, "result": body.result})
             case KeyRotated():
                 if fingerprint(bytes.fromhex(body.new_public)) != body.new_key:
                     self.find(seq, "bad_key_rotation", "new_key is not the new key's id")

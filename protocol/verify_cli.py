@@ -186,6 +186,11 @@ def render(store: Path, report: ContinuityReport) -> str:
             lines.append(f"{name}: " + ", ".join(
                 f"{x.get('reason') or x.get('phase') or 'recording ' + str(x.get('recording'))}"
                 f" at {_utc(x['utc_ns'])}" for x in items))
+    if report.console_actions:
+        lines.append("console actions:")
+        lines += _table(["seq", "time (UTC)", "technician", "command", "result"],
+                        [[str(a["seq"]), _utc(a["utc_ns"]), a["technician"], a["command"],
+                          a["result"]] for a in report.console_actions])
     if report.findings:
         lines.append("findings:")
         lines += _findings_table(report.findings)

@@ -125,8 +125,13 @@ def test_the_console_owns_its_tty_and_needs_no_network():
     assert parser["Unit"]["Conflicts"] == "serial-getty@%i.service"
     service = parser["Service"]
     argv = shlex.split(service["ExecStart"])
-    assert argv[1:4] == ["console", "--port", "/dev/%I"]
-    assert service["DeviceAllow"] == "/dev/%I rw" and service["PrivateNetwork"] == "yes"
+    assert argv[1:4] == ["console", "--port", "/dev/%i"]
+    assert service["DeviceAllow"] == "/dev/%i rw" and service["PrivateNetwork"] == "yes"
+    assert service["User"] == unit("custody-recorder.service")["Service"]["User"]  # the socket
+    assert service["Restart"] == "always"
+    r = subprocess.run([sys.executable, "-m", "protocol.cli", "console", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--port" in r.stdout and "--config" in r.stdout
     assert service["CapabilityBoundingSet"] == ""
 
 

@@ -107,7 +107,7 @@ def test_equal_times_run_in_file_order() -> None:
 
 
 def test_every_action_with_valid_parameters_is_accepted() -> None:
-    good = {"seconds": 1.5, "percent": 50, "bytes": 0}
+    good = {"seconds": 1.5, "percent": 50, "bytes": 0, "commands": '["status"]'}
     lines = ["t = 0, do = 'camera_fault'", "t = 0, do = 'power_cut'", "t = 0, do = 'power_restore'"]
     for name, action in ACTIONS.items():
         if name in ("camera_fault", "power_cut", "power_restore", "end"):
@@ -196,11 +196,13 @@ BAD_STEPS = [
      'comes after the end (step 1 (t=0, do="end"))'),
     (["t = 0, do = 'end'", "t = 1, do = 'end'"], "step 2", "comes after the end"),
 ]
+PARAM_OK = {"commands": '["status"]'}
 # While the power is cut, everything but power_restore, battery, dock, undock and end
 # is refused, naming the step that cut the power.
 BAD_STEPS += [
     (["t = 0, do = 'press_record'", "t = 3, do = 'power_cut'",
-      f"t = 4, do = '{name}'" + "".join(f", {key} = 1" for key in action.params)],
+      f"t = 4, do = '{name}'" + "".join(f", {key} = {PARAM_OK.get(key, 1)}"
+                                        for key in action.params)],
      f'step 3 (t=4, do="{name}")',
      'impossible while the power is cut (step 2 (t=3, do="power_cut"))')
     for name, action in ACTIONS.items()
@@ -329,3 +331,10 @@ def test_the_docs_error_examples_are_real_messages() -> None:
 def test_the_docstring_examples_hold() -> None:
     result = doctest.testmod(device.scenario, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("commands", ["[]", '"status"', '[1]', '[""]',
+                                      '["status\\u0007"]'])
+def test_a_console_step_needs_a_list_of_command_lines(commands: str) -> None:
+    error = scenario_error(steps(f"t = 0, do = 'console', commands = {commands}"))
+    assert "commands must be a list of console command lines" in str(error)
