@@ -11,9 +11,10 @@ hold no ``/``, ``+`` or ``#``.
 
 from __future__ import annotations
 
+from protocol.alert import ALERT_KINDS
+
+__all__ = ["ALERT_KINDS"]
 ROOT = "custody"
-ALERT_KINDS = ("integrity_failure", "unexplained_gap", "overdue_handover", "unknown_device",
-               "archive_nearly_full")
 ONLINE, OFFLINE = "online", "offline"
 
 
