@@ -141,6 +141,8 @@ class NetworkThread:
         self._asked = False
 
     def start(self) -> None:
+        if self._thread.is_alive():
+            return
         self.connection.connect_async(self.client)
         self._thread.start()
 
