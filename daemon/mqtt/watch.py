@@ -75,6 +75,7 @@ class UnitBoard:
         self.alerts: list[Alert] = []
         self.refused: list[tuple[str, str]] = []  # (topic, why)
         self.accepted = 0
+        self.duplicates = 0
 
     def row(self, device: str) -> DeviceRow:
         return self.devices.setdefault(device, DeviceRow(device))
@@ -119,6 +120,7 @@ class UnitBoard:
             return self._refuse(topic, f"attestation of {att.device!r} on the topic of "
                                 f"{device!r}")
         if att.id in self.seen:
+            self.duplicates += 1
             return DUPLICATE
         self.seen.add(att.id)
         row = self.row(device)
@@ -136,6 +138,7 @@ class UnitBoard:
         if alert.alert != kind:
             return self._refuse(topic, f"alert {alert.alert!r} on the topic of {kind!r}")
         if alert.id in self.seen:
+            self.duplicates += 1
             return DUPLICATE
         self.seen.add(alert.id)
         self.alerts.append(alert)

@@ -1,0 +1,160 @@
+"""Nothing the dock attests is lost: broker outages, a frozen broker, a killed dock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from daemon.mqtt.outbox import Outbox
+from tests.conftest import DEVICE, DOCK, Unit
+from tests.mosquitto import Broker
+from tests.mqtt.helpers import attestation, publisher, wait_until, watcher
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_outbox_keeps_a_message_once_and_across_reopening(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    assert box.put("t", b"1", key="a", retain=True)
+    assert not box.put("t", b"2", key="a")
+    box.close()
+    box = Outbox(tmp_path / "o.db")
+    [msg] = box.pending()
+    assert (msg.key, msg.payload, msg.retain) == ("a", b"1", True)
+    box.failed(msg.row, "no PUBACK")
+    assert box.count_pending() == 1
+    box.delivered(msg.row, 0)
+    assert box.pending() == [] and box.status("a")[:2][1] == 0
+
+
+def test_broker_down_during_attestation_is_delivered_when_it_returns(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    mosquitto.stop()
+    att = attestation(unit)
+    with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+        pub.attest(att)
+        assert not pub.wait_delivered(att.id, 1.5)
+        assert pub.outbox.count_pending() == 1
+        mosquitto.start()
+        assert pub.wait_delivered(att.id, 15), mosquitto.log()
+    w = watcher(mosquitto, unit)
+    try:
+        assert wait_until(w, lambda: w.board.accepted == 1)
+        assert w.board.devices[DEVICE].attestation.id == att.id
+    finally:
+        w.stop()
+
+
+def _child(mosquitto: Broker, unit: Unit, tmp_path: Path, att=None) -> subprocess.Popen:
+    ca, cert, key = mosquitto.pki.client(DOCK)
+    config = tmp_path / "child.json"
+    config.write_text(json.dumps({
+        "host": "127.0.0.1", "port": mosquitto.port, "ca": str(ca), "cert": str(cert),
+        "key": str(key), "dock_key": str(unit.keys / "docks" / f"{DOCK}.key"),
+        "outbox": str(tmp_path / "outbox.db"), "unit": "test-unit", "dock": DOCK,
+        "attestation": att.to_dict() if att else None}))
+    return subprocess.Popen([sys.executable, "-m", "tests.mqtt.dock_child", str(config)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def test_an_attestation_queued_by_a_killed_dock_is_delivered_after_its_restart(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    mosquitto.stop()
+    att = attestation(unit)
+    child = _child(mosquitto, unit, tmp_path, att)
+    try:
+        assert child.stdout.readline().split() == ["queued", att.id]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    mosquitto.start()
+    w = watcher(mosquitto, unit)
+    try:
+        assert not wait_until(w, lambda: w.board.accepted > 0, timeout=0.5)
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:  # the dock restarted
+            assert pub.wait_delivered(att.id, 15), mosquitto.log()
+        assert wait_until(w, lambda: w.board.accepted == 1)
+        assert w.board.devices[DEVICE].attestation == att
+    finally:
+        w.stop()
+
+
+def test_a_killed_dock_leaves_its_last_will_offline(unit: Unit, mosquitto: Broker,
+                                                   tmp_path: Path):
+    w = watcher(mosquitto, unit)
+    try:
+        child = _child(mosquitto, unit, tmp_path)
+        try:
+            assert child.stdout.readline().strip() == "online"
+            assert wait_until(w, lambda: w.board.status.get(DOCK) == "online")
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        assert wait_until(w, lambda: w.board.status.get(DOCK) == "offline")
+    finally:
+        w.stop()
+
+
+def test_a_frozen_broker_is_a_timeout_not_a_hang_and_the_message_goes_later(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    att = attestation(unit)
+    with publisher(mosquitto, unit, tmp_path / "outbox.db", ack_timeout_s=1.0) as pub:
+        assert wait_connected(pub)
+        os.kill(mosquitto.process.pid, signal.SIGSTOP)  # accepts nothing, acks nothing
+        try:
+            pub.attest(att)
+            assert not pub.wait_delivered(att.id, 2.5)
+            assert "no PUBACK" in (pub.outbox.status(att.id)[2] or "")
+        finally:
+            os.kill(mosquitto.process.pid, signal.SIGCONT)
+        assert pub.wait_delivered(att.id, 15), mosquitto.log()
+        assert pub.network.alive
+
+
+def wait_connected(pub, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pub.connected:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_retained_attestation_survives_a_broker_restart(unit: Unit, mosquitto: Broker,
+                                                          tmp_path: Path):
+    att = attestation(unit)
+    with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+        pub.attest(att)
+        assert pub.wait_delivered(att.id, 10)
+    os.kill(mosquitto.process.pid, signal.SIGKILL)  # no orderly save at exit
+    mosquitto.process.wait()
+    mosquitto.process = None
+    mosquitto.start()
+    w = watcher(mosquitto, unit)
+    try:
+        assert wait_until(w, lambda: w.board.accepted == 1), mosquitto.log()
+    finally:
+        w.stop()
+
+
+def test_a_message_delivered_twice_is_counted_once(unit: Unit, mosquitto: Broker,
+                                                   tmp_path: Path):
+    att = attestation(unit)
+    outcomes: list[str] = []
+    w = watcher(mosquitto, unit)
+    w.on_change = lambda outcome, topic: outcomes.append(outcome)
+    try:
+        for run in range(2):  # two outboxes: as if the dock re-sent after losing a PUBACK
+            with publisher(mosquitto, unit, tmp_path / f"outbox{run}.db") as pub:
+                pub.attest(att)
+                assert pub.wait_delivered(att.id, 10)
+        assert wait_until(w, lambda: w.board.duplicates == 1)
+        assert w.board.accepted == 1
+    finally:
+        w.stop()
+    assert [o for o in outcomes if o != "status"] == ["accepted"]  # a duplicate changes nothing
