@@ -121,6 +121,17 @@ class DockPublisher:
                 self._delivered.wait(min(left, 0.5))
         return True
 
+    def flush(self, timeout: float) -> bool:
+        """True once nothing is pending in the outbox (e.g. before a planned stop)."""
+        deadline = time.monotonic() + timeout
+        with self._delivered:
+            while self.outbox.count_pending():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._delivered.wait(min(left, 0.5))
+        return True
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()

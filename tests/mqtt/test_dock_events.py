@@ -1,0 +1,83 @@
+"""The dock's offload reports become attestations of the new range and their alerts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.mqtt.dock_events import MqttDockEvents
+from protocol.store_reader import MEDIA_DIR
+from tests.conftest import DEVICE, Unit
+from tests.mosquitto import Broker
+from tests.mqtt.helpers import publisher, wait_until, watcher
+from tests.protocol.test_continuity import interrupted_recording
+
+H = 3600 * 1_000_000_000
+
+
+def soon_after(unit: Unit):
+    """The dock's clock: a minute after the device's last entry (the device clock is the
+    test's StepClock, far from today)."""
+    return lambda: unit.clock.utc_ns + 60_000_000_000
+
+
+def test_each_offload_attests_only_what_is_new(unit: Unit, mosquitto: Broker, tmp_path: Path):
+    w = watcher(mosquitto, unit)
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            events = MqttDockEvents(pub, clock=soon_after(unit))
+            first = events.offloaded(DEVICE, unit.store, unit.verify(), 2_000_000)
+            assert (first.first_seq, first.last_seq) == (0, unit.entries()[-1].entry.seq)
+            assert first.clock_offset_ns == 2_000_000 and first.verdict == "intact"
+            assert events.offloaded(DEVICE, unit.store, unit.verify(), None) is None  # nothing new
+            unit.record(segments=1)
+            second = events.offloaded(DEVICE, unit.store, unit.verify(), None)
+            assert second.first_seq == first.last_seq + 1
+            assert [r.recording for r in second.recordings] == [first.last_seq + 1]
+            assert pub.wait_delivered(second.id, 10)
+        assert wait_until(w, lambda: w.board.accepted == 2)
+        assert w.board.devices[DEVICE].attestation == second
+        assert w.board.alerts == []
+    finally:
+        w.stop()
+
+
+def test_an_unexplained_gap_and_an_overdue_recording_raise_alerts(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    interrupted_recording(unit, speech=None)
+    late = unit.clock.utc_ns + 25 * H
+    w = watcher(mosquitto, unit)
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            att = MqttDockEvents(pub, clock=lambda: late).offloaded(
+                DEVICE, unit.store, unit.verify(), None)
+            assert att.verdict == "intact_unexplained_gaps" and len(att.overdue) == 2
+            assert pub.flush(10)
+        assert wait_until(w, lambda: len(w.board.alerts) == 2)
+        by_kind = {a.alert: a for a in w.board.alerts}
+        assert set(by_kind) == {"unexplained_gap", "overdue_handover"}
+        assert by_kind["unexplained_gap"].detail["attestation"] == att.id
+        assert len(by_kind["overdue_handover"].detail["recordings"]) == 2
+    finally:
+        w.stop()
+
+
+def test_a_broken_store_raises_an_integrity_failure(unit: Unit, mosquitto: Broker,
+                                                    tmp_path: Path):
+    victim = sorted((unit.store / MEDIA_DIR).iterdir())[1]
+    data = bytearray(victim.read_bytes())
+    data[200] ^= 1
+    victim.write_bytes(bytes(data))
+    w = watcher(mosquitto, unit)
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            events = MqttDockEvents(pub, clock=soon_after(unit))
+            att = events.offloaded(DEVICE, unit.store, unit.verify(), None)
+            assert att.verdict == "broken"
+            assert pub.flush(10)
+        assert wait_until(w, lambda: len(w.board.alerts) == 1)
+        [alert] = w.board.alerts
+        assert alert.alert == "integrity_failure"
+        assert [f["kind"] for f in alert.detail["findings"]] == ["media_hash"]
+        assert "broken" in w.board.table()
+    finally:
+        w.stop()
