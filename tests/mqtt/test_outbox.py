@@ -105,13 +105,13 @@ def test_a_frozen_broker_is_a_timeout_not_a_hang_and_the_message_goes_later(
     att = attestation(unit)
     with publisher(mosquitto, unit, tmp_path / "outbox.db", ack_timeout_s=1.0) as pub:
         assert wait_connected(pub)
-        os.kill(mosquitto.process.pid, signal.SIGSTOP)  # accepts nothing, acks nothing
+        mosquitto.freeze()  # holds the connection, acknowledges nothing
         try:
             pub.attest(att)
             assert not pub.wait_delivered(att.id, 2.5)
             assert "no PUBACK" in (pub.outbox.status(att.id)[2] or "")
         finally:
-            os.kill(mosquitto.process.pid, signal.SIGCONT)
+            mosquitto.freeze(False)
         assert pub.wait_delivered(att.id, 15), mosquitto.log()
         assert pub.network.alive
 
@@ -131,9 +131,7 @@ def test_a_retained_attestation_survives_a_broker_restart(unit: Unit, mosquitto:
     with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
         pub.attest(att)
         assert pub.wait_delivered(att.id, 10)
-    os.kill(mosquitto.process.pid, signal.SIGKILL)  # no orderly save at exit
-    mosquitto.process.wait()
-    mosquitto.process = None
+    mosquitto.kill()  # no orderly save at exit
     mosquitto.start()
     w = watcher(mosquitto, unit)
     try:
