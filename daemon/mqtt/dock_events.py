@@ -46,17 +46,25 @@ class DockEvents(Protocol):
 def _range_of(store: Path, after: int | None) -> tuple[int, int, int | None]:
     """(first_seq, last_seq, time of entry first_seq) of what follows seq ``after``.
 
-    The archive store's ledger is the dock's own verified copy.
+    The archive store's ledger is the dock's own verified copy, where entry n
+    is line n; only if it is not (a broken ledger) is every line read.
     """
-    last, since, first = -1, None, (after + 1) if after is not None else 0
-    for line in split_lines((store / LEDGER_NAME).read_bytes()):
+    first = (after + 1) if after is not None else 0
+    lines = split_lines((store / LEDGER_NAME).read_bytes())
+
+    def seq_time(i: int) -> tuple[int, int] | None:
         try:
-            entry = parse_line(line).entry
-        except ProtocolError:
-            continue  # the report has said so already
-        last = max(last, entry.seq)
-        if entry.seq == first:
-            since = entry.time.utc_ns
+            entry = parse_line(lines[i]).entry
+        except (ProtocolError, IndexError):
+            return None  # the report has said so already
+        return entry.seq, entry.time.utc_ns
+
+    tail, at = seq_time(len(lines) - 1), seq_time(first)
+    if tail is not None and tail[0] == len(lines) - 1 and (at is None or at[0] == first):
+        return first, tail[0], at[1] if at else None
+    known = [st for st in map(seq_time, range(len(lines))) if st is not None]
+    last = max((seq for seq, _ in known), default=-1)
+    since = next((t for seq, t in known if seq == first), None)
     return first, last, since
 
 

@@ -90,6 +90,14 @@ class Outbox:
         return [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6])
                 for r in rows]
 
+    def latest(self) -> OutboxMessage | None:
+        """The message put last, delivered or not."""
+        with self._lock:
+            r = self._db.execute("SELECT row, key, topic, payload, qos, retain, attempts "
+                                 "FROM outbox ORDER BY row DESC LIMIT 1").fetchone()
+        return None if r is None else OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4],
+                                                    bool(r[5]), r[6])
+
     def sent(self, row: int) -> None:
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE row = ?", (row,))

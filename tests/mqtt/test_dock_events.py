@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.mqtt.dock_events import MqttDockEvents
+from daemon.mqtt.dock_events import MqttDockEvents, _range_of
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import DEVICE, Unit
 from tests.mosquitto import Broker
@@ -81,3 +81,12 @@ def test_a_broken_store_raises_an_integrity_failure(unit: Unit, mosquitto: Broke
         assert "broken" in w.board.table()
     finally:
         w.stop()
+
+
+def test_the_new_range_is_found_in_a_ledger_with_a_broken_line(unit: Unit):
+    lines = unit.lines()
+    n = len(lines)
+    assert _range_of(unit.store, None) == (0, n - 1, unit.entries()[0].entry.time.utc_ns)
+    third = unit.entries()[2].entry.time.utc_ns
+    unit.write_lines([*lines[:2], b"{not an entry", *lines[2:]])  # entry n is no longer line n
+    assert _range_of(unit.store, 1) == (2, n - 1, third)
