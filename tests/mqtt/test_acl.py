@@ -85,3 +85,21 @@ def test_an_attestation_from_a_non_dock_identity_is_refused_and_kept(
     acked, code, error = box.status(att.id)
     assert acked is None and code == NOT_AUTHORIZED and "Not authorized" in error
     assert box.count_pending() == 1
+
+
+def test_a_watcher_issued_later_reads_once_the_broker_reloads_its_acl(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    late = mosquitto.pki.ca.issue("WATCH-02", "watcher")
+    mosquitto.pki.certs["WATCH-02"] = late
+    mosquitto.configure()
+    mosquitto.reload()  # SIGHUP: the new ACL file
+    time.sleep(0.5)
+    w = watcher(mosquitto, unit, name="WATCH-02")
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            att = attestation(unit)
+            pub.attest(att)
+            assert pub.wait_delivered(att.id, 10)
+        assert wait_until(w, lambda: w.board.accepted == 1), mosquitto.log()
+    finally:
+        w.stop()

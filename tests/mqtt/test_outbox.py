@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +158,53 @@ def test_a_message_delivered_twice_is_counted_once(unit: Unit, mosquitto: Broker
     finally:
         w.stop()
     assert [o for o in outcomes if o != "status"] == ["accepted"]  # a duplicate changes nothing
+
+
+def test_a_network_loop_that_dies_is_started_again_and_messages_go_on(
+        unit: Unit, mosquitto: Broker, tmp_path: Path, monkeypatch):
+    """paho issue 894: an exception inside paho's loop ends it while publish() goes on
+    returning. Ours is started again, and what is put in the outbox is delivered."""
+    pub = publisher(mosquitto, unit, tmp_path / "outbox.db")
+    real_loop = pub.client._loop
+    dying = threading.Event()
+
+    def dying_loop(timeout: float = 1.0):
+        if dying.is_set():
+            dying.clear()
+            raise RuntimeError("the loop dies, as in paho issue 894")
+        return real_loop(timeout)
+
+    monkeypatch.setattr(pub.client, "_loop", dying_loop)
+    with pub:
+        assert wait_connected(pub)
+        dying.set()
+        deadline = time.monotonic() + 10
+        while pub.network.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pub.network.restarts == 1 and not dying.is_set()
+        att = attestation(unit)
+        pub.attest(att)
+        assert pub.wait_delivered(att.id, 15), mosquitto.log()
+
+
+def test_an_exception_in_a_callback_does_not_lose_the_message(
+        unit: Unit, mosquitto: Broker, tmp_path: Path, caplog):
+    """A guarded callback logs what it raised; the row, not marked delivered, goes again."""
+    pub = publisher(mosquitto, unit, tmp_path / "outbox.db")
+    real_delivered = pub.outbox.delivered
+    failures = []
+
+    def failing_once(row: int, reason_code: int) -> None:
+        if not failures:
+            failures.append(row)
+            raise sqlite3.OperationalError("disk I/O error")
+        real_delivered(row, reason_code)
+
+    pub.outbox.delivered = failing_once
+    with pub:
+        att = attestation(unit)
+        pub.attest(att)
+        assert pub.wait_delivered(att.id, 15), mosquitto.log()
+        assert pub.network.alive and pub.network.restarts == 0
+    # logged by the guarded callback, or by the sender when the PUBACK beat publish()
+    assert failures and "disk I/O error" in caplog.text
