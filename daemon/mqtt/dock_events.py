@@ -82,6 +82,13 @@ class MqttDockEvents:
             return None
         previous = self.publisher.outbox.last_attested(device_id)
         first, last, since = _range_of(Path(store), previous)
+        if last < first - 1:
+            # The archive copy is write-once: a ledger shorter than what was attested
+            # means it was replaced or cut behind the dock's back.
+            self.alert("integrity_failure", device_id, {
+                "problem": f"the archived ledger ends at entry {last}, but entries up to "
+                           f"{previous} were attested", "store": str(store)})
+            return None
         if last < first:
             log.info("%s: nothing new since entry %s to attest", device_id, previous)
             return None

@@ -34,9 +34,15 @@ def test_each_offload_attests_only_what_is_new(unit: Unit, mosquitto: Broker, tm
             assert second.first_seq == first.last_seq + 1
             assert [r.recording for r in second.recordings] == [first.last_seq + 1]
             assert pub.wait_delivered(second.id, 10)
-        assert wait_until(w, lambda: w.board.accepted == 2)
-        assert w.board.devices[DEVICE].attestation == second
-        assert w.board.alerts == []
+            assert wait_until(w, lambda: w.board.accepted == 2)
+            assert w.board.devices[DEVICE].attestation == second
+            assert w.board.alerts == []
+            unit.write_lines(unit.lines()[:5])  # the archive copy cut behind the dock's back
+            assert events.offloaded(DEVICE, unit.store, unit.verify(), None) is None
+            assert pub.flush(10)
+        assert wait_until(w, lambda: len(w.board.alerts) == 1)
+        [alert] = w.board.alerts
+        assert alert.alert == "integrity_failure" and "ends at entry 4" in alert.detail["problem"]
     finally:
         w.stop()
 
