@@ -35,6 +35,7 @@ from securesystemslib.signer import Signer
 from daemon.mqtt import topics
 from daemon.mqtt.client import SUCCESS_MAX, MqttConnection, NetworkThread, guarded
 from daemon.mqtt.outbox import Outbox
+from daemon.pki import check_name
 from protocol.alert import make_alert, sign_alert
 from protocol.attestation import Attestation, sign_attestation
 from protocol.envelope import encode_json
@@ -97,8 +98,9 @@ class DockPublisher:
     def alert(self, kind: str, device: str | None, detail: dict[str, Any],
               utc_ns: int | None = None) -> str:
         """Sign and keep an alert for ``custody/<unit>/alert/<kind>`` (not retained)."""
-        if kind not in topics.ALERT_KINDS:
-            raise ValueError(f"alert kind {kind!r}: one of {', '.join(topics.ALERT_KINDS)}")
+        if kind not in topics.ALERT_KINDS:  # still sent: an alert is never dropped
+            log.warning("alert kind %r is not one of %s", kind, ", ".join(topics.ALERT_KINDS))
+        check_name(kind)  # it is a topic level: no '/', '+' or '#'
         alert = make_alert(self.unit, self.dock, kind, device, detail,
                            time.time_ns() if utc_ns is None else utc_ns)
         self._put_at[alert.id] = time.monotonic()

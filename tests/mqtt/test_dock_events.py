@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.mqtt.dock_events import MqttDockEvents, _range_of
+from daemon.mqtt.dock_events import MqttDockEvents, _range_of, verify_archived
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import DEVICE, Unit
 from tests.mosquitto import Broker
@@ -96,3 +98,57 @@ def test_the_new_range_is_found_in_a_ledger_with_a_broken_line(unit: Unit):
     third = unit.entries()[2].entry.time.utc_ns
     unit.write_lines([*lines[:2], b"{not an entry", *lines[2:]])  # entry n is no longer line n
     assert _range_of(unit.store, 1) == (2, n - 1, third)
+
+
+@dataclass
+class OffloadReport:
+    """The fields of the dock's offload report (daemon.events) the attestation uses."""
+
+    first_seq: int
+    last_seq: int
+    archived_utc_ns: int
+    clock_offset_ns: int | None = None
+
+
+def test_the_docks_event_interface_attests_on_a_worker_and_catches_up_after_a_crash(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    archive = tmp_path / "archive"
+    (archive / "devices").mkdir(parents=True)
+    store = archive / "devices" / DEVICE
+    shutil.copytree(unit.store, store)
+    last = unit.entries()[-1].entry.seq
+    w = watcher(mosquitto, unit)
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            events = MqttDockEvents(pub, unit.trust, clock=soon_after(unit))
+            events.on_offloaded(DEVICE, store, OffloadReport(0, last, unit.clock.utc_ns, -7))
+            assert events.wait_idle(10)
+            events.alert("unknown_device", {"device": "CAM-9", "reason": "not_enrolled"})
+            assert pub.flush(10)
+            events.close()
+        assert wait_until(w, lambda: w.board.accepted == 2)
+        att = w.board.devices[DEVICE].attestation
+        assert (att.first_seq, att.last_seq, att.verdict, att.clock_offset_ns) == (
+            0, last, "intact", -7)
+        assert att.archived_utc_ns == unit.clock.utc_ns
+        assert w.board.alerts[0].detail == {"device": "CAM-9", "reason": "not_enrolled"}
+
+        # the dock archives more, then dies before it attests: caught up at its next start
+        unit.record(segments=1)
+        shutil.copytree(unit.store, store, dirs_exist_ok=True)
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            [late] = MqttDockEvents(pub, unit.trust, clock=soon_after(unit)).catch_up(archive)
+            assert late.first_seq == last + 1 and late.verdict == "intact"
+            assert pub.wait_delivered(late.id, 10)
+            assert MqttDockEvents(pub, unit.trust).catch_up(archive) == []
+        assert wait_until(w, lambda: w.board.devices[DEVICE].attestation == late)
+    finally:
+        w.stop()
+
+
+def test_an_archive_file_cut_short_shows_in_the_attestation(unit: Unit, tmp_path: Path):
+    victim = sorted((unit.store / MEDIA_DIR).iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    report = verify_archived(unit.store, unit.trust)
+    assert report.verdict == "broken"
+    assert [f.kind for f in report.errors] == ["media_truncated"]
