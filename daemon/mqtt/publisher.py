@@ -23,6 +23,7 @@ deduplicate by the statement's id.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -69,12 +70,9 @@ class DockPublisher:
         self._early: dict[int, tuple[Any, float]] = {}  # mid -> (reason code, when)
         self._refused: dict[int, float] = {}  # row -> not before (monotonic)
         self._delivered = threading.Condition()
-        self._delivered_keys: set[str] = set()
         self._connected = threading.Event()
         self._kick = threading.Event()
         self._stop = threading.Event()
-        self.ack_latency_s: dict[str, float] = {}  # key -> put -> PUBACK, this process
-        self._put_at: dict[str, float] = {}
 
     # --- what the dock calls ------------------------------------------------------
 
@@ -87,8 +85,8 @@ class DockPublisher:
         if (attestation.unit, attestation.dock) != (self.unit, self.dock):
             raise ValueError(f"attestation of {attestation.unit}/{attestation.dock} given to "
                              f"the publisher of {self.unit}/{self.dock}")
+        check_name(attestation.device)  # a topic level: no '/', '+' or '#'
         envelope = sign_attestation(attestation, self.signer)
-        self._put_at[attestation.id] = time.monotonic()
         self.outbox.put_attestation(topics.attestation(self.unit, attestation.device),
                                     encode_json(envelope), attestation.id, attestation.device,
                                     attestation.last_seq)
@@ -101,9 +99,10 @@ class DockPublisher:
         if kind not in topics.ALERT_KINDS:  # still sent: an alert is never dropped
             log.warning("alert kind %r is not one of %s", kind, ", ".join(topics.ALERT_KINDS))
         check_name(kind)  # it is a topic level: no '/', '+' or '#'
-        alert = make_alert(self.unit, self.dock, kind, device, detail,
+        # Whatever the caller put in the detail (paths, numbers), as JSON it can be signed.
+        plain = json.loads(json.dumps(detail, default=str))
+        alert = make_alert(self.unit, self.dock, kind, device, plain,
                            time.time_ns() if utc_ns is None else utc_ns)
-        self._put_at[alert.id] = time.monotonic()
         self.outbox.put(topics.alert(self.unit, kind), encode_json(sign_alert(alert, self.signer)),
                         key=alert.id, qos=1, retain=False)
         self._kick.set()
@@ -113,7 +112,7 @@ class DockPublisher:
         """True once the broker has acknowledged ``key`` (in this process or before)."""
         deadline = time.monotonic() + timeout
         with self._delivered:
-            while key not in self._delivered_keys:
+            while True:
                 status = self.outbox.status(key)
                 if status is not None and status[0] is not None:
                     return True
@@ -121,7 +120,6 @@ class DockPublisher:
                 if left <= 0:
                     return False
                 self._delivered.wait(min(left, 0.5))
-        return True
 
     def flush(self, timeout: float) -> bool:
         """True once nothing is pending in the outbox (e.g. before a planned stop)."""
@@ -205,9 +203,6 @@ class DockPublisher:
             return
         self.outbox.delivered(row, code)
         with self._delivered:
-            self._delivered_keys.add(key)
-            if key in self._put_at:
-                self.ack_latency_s[key] = time.monotonic() - self._put_at.pop(key)
             self._delivered.notify_all()
 
     # --- the sender thread ----------------------------------------------------------

@@ -65,3 +65,16 @@ def test_the_dock_status_says_online_and_offline(unit: Unit, mosquitto: Broker,
         w.stop()
     assert seen and all(t == topics.status("test-unit", DOCK) for _, t in seen)
     assert ACCEPTED not in {o for o, _ in seen}
+
+
+def test_an_alert_detail_that_is_not_json_is_sent_as_text(unit: Unit, mosquitto: Broker,
+                                                           tmp_path: Path):
+    w = watcher(mosquitto, unit)
+    try:
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            key = pub.alert("archive_full", None, {"archive": tmp_path, "free_bytes": 4096})
+            assert pub.wait_delivered(key, 10)
+        assert wait_until(w, lambda: len(w.board.alerts) == 1)
+        assert w.board.alerts[0].detail == {"archive": str(tmp_path), "free_bytes": 4096}
+    finally:
+        w.stop()
