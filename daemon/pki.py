@@ -12,12 +12,16 @@ stolen TLS key lets its thief connect as the device, not sign its evidence.
 Layout under the unit's key folder::
 
     tls/ca.crt  tls/ca.key              the unit's CA (ca.key: keep offline)
-    tls/<role>/<name>.crt  .key         one per broker, dock, device, watcher
-    tls/crl.pem                         revoked certificates (after a revoke)
+    tls/crl.pem                         revoked certificates (empty at first)
+    tls/{brokers,docks,devices,watchers}/<name>.crt  .key
 
     ca = UnitCA.create(keys / "tls", unit="Unit-7")
     ca.issue("DOCK-01", "dock", hosts=["127.0.0.1"])   # -> IssuedCert paths
     ca.revoke("CAM-0042")                               # -> tls/crl.pem
+
+The functions at the end (``create_ca``, ``issue``, ``revoke``, ``cert_path``,
+…) are the same operations addressed by the unit's key folder, as the dock's
+offload code uses them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from daemon.provision import ProvisionError
+
 ROLES = ("broker", "dock", "device", "watcher")
+ROLE_DIRS = {"broker": "brokers", "dock": "docks", "device": "devices", "watcher": "watchers"}
+KINDS = ROLE_DIRS  # the name the offload code knows it by
+TLS_DIR = "tls"
 # Servers need serverAuth (and the hosts they answer on); the dock is both a
 # TLS server (HTTPS offload) and an MQTT client.
 _SERVER_ROLES = ("broker", "dock")
@@ -43,7 +52,7 @@ CA_CERT, CA_KEY, CRL = "ca.crt", "ca.key", "crl.pem"
 CA_YEARS, LEAF_YEARS = 20, 5
 
 
-class PKIError(Exception):
+class PKIError(ProvisionError):
     """A certificate could not be made, loaded or revoked; names the file or name."""
 
 
@@ -139,7 +148,9 @@ class UnitCA:
         _write(folder / CA_KEY, _key_pem(key), 0o600, exclusive=True)
         _write(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644,
                exclusive=True)
-        return cls(folder, cert, key)
+        ca = cls(folder, cert, key)
+        ca.write_crl(set())  # so a broker or dock given the CRL can start before any revoke
+        return ca
 
     @classmethod
     def load(cls, folder: Path) -> UnitCA:
@@ -158,7 +169,8 @@ class UnitCA:
     # --- issuing --------------------------------------------------------------
 
     def paths(self, name: str, role: str) -> tuple[Path, Path]:
-        return (self.folder / role / f"{name}.crt", self.folder / role / f"{name}.key")
+        folder = self.folder / ROLE_DIRS[role]
+        return folder / f"{name}.crt", folder / f"{name}.key"
 
     def find(self, name: str) -> IssuedCert | None:
         """The certificate issued to ``name``, whatever its role."""
@@ -259,3 +271,54 @@ def certificate_name(der: bytes) -> str | None:
     cert = x509.load_der_x509_certificate(der)
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else None
+
+
+# --- the same, addressed by the unit's key folder --------------------------------
+
+
+def tls_dir(keys_dir: Path) -> Path:
+    return Path(keys_dir) / TLS_DIR
+
+
+def cert_path(keys_dir: Path, kind: str, name: str) -> Path:
+    return tls_dir(keys_dir) / ROLE_DIRS[kind] / f"{name}.crt"
+
+
+def key_path(keys_dir: Path, kind: str, name: str) -> Path:
+    return tls_dir(keys_dir) / ROLE_DIRS[kind] / f"{name}.key"
+
+
+def create_ca(keys_dir: Path, unit: str) -> Path:
+    """Make the unit's CA (and an empty CRL); returns its certificate's path."""
+    return UnitCA.create(tls_dir(keys_dir), unit).cert_path
+
+
+def issue(keys_dir: Path, kind: str, name: str, hosts: tuple[str, ...] = ()) -> Path:
+    """Issue ``name`` a certificate of role ``kind``; returns the .crt path.
+
+    A dock is a TLS server too: its certificate names itself, localhost,
+    127.0.0.1 and ``hosts``.
+    """
+    if kind == "dock":
+        hosts = tuple(dict.fromkeys((name, "localhost", "127.0.0.1", *hosts)))
+    return UnitCA.load(tls_dir(keys_dir)).issue(name, kind, hosts=hosts).cert
+
+
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    return x509.load_pem_x509_crl(Path(path).read_bytes())
+
+
+def revoke(keys_dir: Path, kind: str, name: str) -> int:
+    """Put ``name``'s certificate on the CRL; returns its serial number."""
+    ca = UnitCA.load(tls_dir(keys_dir))
+    issued = ca.find(name)
+    if issued is None or issued.role != kind:
+        raise PKIError(f"{cert_path(keys_dir, kind, name)}: no such certificate")
+    ca.revoke(name)
+    return issued.serial
+
+
+def is_revoked(keys_dir: Path, name: str, kind: str = "device") -> bool:
+    ca = UnitCA.load(tls_dir(keys_dir))
+    issued = ca.find(name)
+    return issued is not None and issued.role == kind and issued.serial in ca.revoked_serials()

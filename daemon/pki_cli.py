@@ -32,13 +32,16 @@ def unit_ca(keys: Path) -> UnitCA:
 
 def provision_unit_tls(keys: Path, docks: list[str],
                        dock_hosts: tuple[str, ...] = DEFAULT_DOCK_HOSTS) -> list[IssuedCert]:
+    """The CA and each dock's certificate, unless already made (by create_unit)."""
     ca = unit_ca(keys)
-    return [ca.issue(dock, "dock", hosts=list(dock_hosts)) for dock in docks]
+    return [ca.find(dock) or ca.issue(dock, "dock", hosts=[dock, *dock_hosts])
+            for dock in docks]
 
 
 def provision_device_tls(keys: Path, device: str) -> IssuedCert:
-    """A device's TLS certificate (its key is not its ledger signing key)."""
-    return unit_ca(keys).issue(device, "device")
+    """A device's TLS certificate (its key is not its ledger signing key), unless made."""
+    ca = unit_ca(keys)
+    return ca.find(device) or ca.issue(device, "device")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

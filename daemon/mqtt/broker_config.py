@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.mqtt import topics
-from daemon.pki import IssuedCert, PKIError, UnitCA, check_name
+from daemon.pki import ROLE_DIRS, IssuedCert, PKIError, UnitCA, check_name
 
 BROKER_USER = "mosquitto"
 
@@ -157,5 +157,5 @@ def write_broker_files(folder: Path, ca: UnitCA, broker: IssuedCert, unit: str, 
 
 
 def ca_names(ca: UnitCA, role: str) -> list[str]:
-    folder = ca.folder / role
+    folder = ca.folder / ROLE_DIRS[role]
     return sorted(p.stem for p in folder.glob("*.crt")) if folder.is_dir() else []

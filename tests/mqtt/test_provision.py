@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from daemon import pki
 from daemon.mqtt import topics
 from daemon.mqtt.client import MqttConnection
 from daemon.mqtt.presence import Presence
@@ -51,8 +52,8 @@ def start(conf: Path, port: int) -> subprocess.Popen:
 
 def can_publish(keys: Path, port: int, name: str, role: str) -> int | None:
     tls = keys / "tls"
-    conn = MqttConnection("127.0.0.1", port, tls / "ca.crt", tls / role / f"{name}.crt",
-                          tls / role / f"{name}.key")
+    conn = MqttConnection("127.0.0.1", port, tls / "ca.crt", pki.cert_path(keys, role, name),
+                          pki.key_path(keys, role, name))
     p = Presence(conn, "u1")
     p.start()
     try:
@@ -75,11 +76,11 @@ def test_provision_makes_a_broker_that_knows_the_units_identities(tmp_path: Path
     r = custody("provision", "cert", "--keys", keys, "--role", "watcher", "--name", "W1")
     assert r.returncode == 0 and "SIGHUP" in r.stdout
     tls = keys / "tls"
-    assert certificate_name(_der(tls / "device" / "X1.crt")) == "X1"
-    for key in [tls / "ca.key", tls / "dock" / "D1.key", tls / "device" / "X1.key"]:
+    assert certificate_name(_der(tls / "devices" / "X1.crt")) == "X1"
+    for key in [tls / "ca.key", tls / "docks" / "D1.key", tls / "devices" / "X1.key"]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     # the TLS key is not the ledger signing key
-    assert (tls / "device" / "X1.key").read_bytes() != (keys / "devices" / "X1.key").read_bytes()
+    assert (tls / "devices" / "X1.key").read_bytes() != (keys / "devices" / "X1.key").read_bytes()
 
     port = free_port()
     out = broker_dir / "mosq"
@@ -138,3 +139,21 @@ def test_a_broker_folder_its_user_cannot_reach_is_refused_by_name(tmp_path: Path
     os.chmod(tmp_path, 0o700)
     r = custody("provision", "mosquitto", "--keys", keys, "--out", tmp_path / "m")
     assert r.returncode == 2 and "cannot enter" in r.stderr and "mosquitto" in r.stderr
+
+
+def test_the_key_folder_functions_the_offload_code_uses(tmp_path: Path):
+    keys = tmp_path / "keys"
+    assert pki.create_ca(keys, "u1") == keys / "tls" / "ca.crt"
+    assert pki.load_crl(keys / "tls" / pki.CRL) is not None  # empty, there from the start
+    crt = pki.issue(keys, "dock", "D1", hosts=("dock.local",))
+    assert crt == pki.cert_path(keys, "dock", "D1") and pki.key_path(keys, "dock", "D1").exists()
+    san = x509.load_pem_x509_certificate(crt.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"D1", "localhost", "dock.local"}
+    pki.issue(keys, "device", "X1")
+    assert not pki.is_revoked(keys, "X1")
+    serial = pki.revoke(keys, "device", "X1")
+    assert pki.is_revoked(keys, "X1") and not pki.is_revoked(keys, "D1", "dock")
+    assert serial in {r.serial_number for r in pki.load_crl(keys / "tls" / pki.CRL)}
+    with pytest.raises(PKIError, match="no such certificate"):
+        pki.revoke(keys, "device", "D1")
