@@ -149,8 +149,12 @@ class UnitBoard:
     def table(self) -> str:
         rows = [HEADERS] + [self.devices[d].cells for d in sorted(self.devices)]
         widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                         for r in rows)
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        docks = [f"{d} {self.status[d]}" for d in sorted(self.status) if d in self.trust.docks]
+        if docks:
+            lines.append("docks: " + ", ".join(docks))
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {"unit": self.unit,

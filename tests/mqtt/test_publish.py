@@ -61,6 +61,7 @@ def test_the_dock_status_says_online_and_offline(unit: Unit, mosquitto: Broker,
         assert wait_until(w, lambda: w.board.status.get(DOCK) == "online")
         pub.close()
         assert wait_until(w, lambda: w.board.status.get(DOCK) == "offline")
+        assert w.board.table().splitlines()[-1] == f"docks: {DOCK} offline"
     finally:
         w.stop()
     assert seen and all(t == topics.status("test-unit", DOCK) for _, t in seen)
