@@ -7,6 +7,8 @@ import hashlib
 import sys
 from pathlib import Path
 
+from daemon import pki_cli
+from daemon.pki import PKIError
 from daemon.provision import ProvisionError, create_unit, enrol_device
 from device.ledger import system_clock
 from protocol.errors import ProtocolError
@@ -25,16 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument("--store", type=Path, required=True, help="the device's evidence folder")
     dev.add_argument("--officer", help="assign the device to this officer id")
     dev.add_argument("--by", default="", help="who provisions (technician id)")
+    pki_cli.add_parsers(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.what in pki_cli.COMMANDS:
+            pki_cli.run(args)
+            return 0
         if args.what == "unit":
-            create_unit(args.keys, args.unit, args.dock or ["DOCK-01"])
+            docks = args.dock or ["DOCK-01"]
+            create_unit(args.keys, args.unit, docks)
+            pki_cli.provision_unit_tls(args.keys, docks)
         else:
             enrol_device(args.keys, args.device, args.store, system_clock(), args.officer,
                          args.by)
-    except (ProvisionError, StoreError, ProtocolError) as e:
+            pki_cli.provision_device_tls(args.keys, args.device)
+    except (ProvisionError, StoreError, ProtocolError, PKIError) as e:
         print(f"custody provision: {e}", file=sys.stderr)
         return 2
     trust = args.keys / TRUST_NAME

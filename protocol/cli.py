@@ -17,6 +17,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("daemon.provision_cli", "create a unit's keys and trust file; enrol devices"),
     "verify": ("protocol.verify_cli", "verify a device store or archive and report continuity"),
+    "watch": ("daemon.watch_cli", "watch the unit's devices: signed attestations and alerts "
+              "over MQTT"),
     "export": ("daemon.export_cli", "decrypt segments for review (needs the archive key)"),
     "archive": ("daemon.archive.cli", "the custodian's archive: search, show, annotate, export, "
                 "delete"),

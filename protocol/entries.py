@@ -13,6 +13,7 @@ into bytes and signing them is :mod:`protocol.envelope`'s job.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -139,7 +140,7 @@ class Record:
         where = where or cls.__name__
         if not isinstance(data, dict):
             raise ProtocolError(f"{where}: expected an object")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         known: dict[str, Any] = {}
         for f in _data_fields(cls):
             if f.name not in data:
@@ -160,6 +161,12 @@ class Record:
 
     def validate(self, where: str) -> None:
         """Value checks beyond types; subclasses add theirs."""
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving the string annotations costs milliseconds per call: once per class.
+    return typing.get_type_hints(cls)
 
 
 def _data_fields(cls: type) -> list[dataclasses.Field]:

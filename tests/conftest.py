@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
 from protocol.store_reader import LEDGER_NAME, TRUST_NAME, read_store, read_trust
 from protocol.trust import TrustFile
 from protocol.verify import ContinuityReport, VerificationPolicy, verify
+from tests.mosquitto import Broker, UnitPKI
 
 # The hardware simulators' fixtures (sim_hardware, pulse_null_sink, console_cable)
 # are shipped in the package, as gpiozero ships its mock pins.
@@ -156,3 +157,22 @@ def other_store(unit: Unit, tmp_path: Path) -> Path:
     with LedgerWriter(store, OTHER_DEVICE, key, clock) as ledger:
         record_sample(ledger, store, unit.archive_public, "PC-0043", segments=2)
     return store
+
+
+# --- a real Mosquitto for the unit (tests/mosquitto.py) -------------------------
+
+WATCHER = "WATCH-01"
+
+
+@pytest.fixture
+def unit_pki(tmp_path: Path) -> UnitPKI:
+    """The test unit's TLS CA with certificates for the broker, dock, devices, a watcher."""
+    return UnitPKI.create(tmp_path / "pki", "test-unit", docks=[DOCK],
+                          devices=[DEVICE, OTHER_DEVICE], watchers=[WATCHER])
+
+
+@pytest.fixture
+def mosquitto(unit_pki: UnitPKI) -> Iterator[Broker]:
+    """A real Mosquitto on a free 127.0.0.1 port: TLS, client certificates, the unit's ACL."""
+    with Broker(unit_pki) as broker:
+        yield broker
