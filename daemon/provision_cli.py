@@ -7,6 +7,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from daemon import pki
 from daemon.provision import ProvisionError, create_unit, enrol_device
 from device.ledger import system_clock
 from protocol.errors import ProtocolError
@@ -19,18 +20,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unit.add_argument("--keys", type=Path, required=True, help="folder for the unit's keys")
     unit.add_argument("--unit", required=True, help="the unit's name")
     unit.add_argument("--dock", action="append", default=[], help="a dock id (repeatable)")
+    unit.add_argument("--dock-host", action="append", default=[],
+                      help="a host name or address devices reach the docks at, for their TLS "
+                      "certificates (repeatable; localhost is always included)")
     dev = sub.add_parser("device", help="enrol a device: key, trust entry, genesis entry")
     dev.add_argument("--keys", type=Path, required=True, help="the unit's key folder")
     dev.add_argument("--device", required=True, help="the device id (its serial)")
     dev.add_argument("--store", type=Path, required=True, help="the device's evidence folder")
     dev.add_argument("--officer", help="assign the device to this officer id")
     dev.add_argument("--by", default="", help="who provisions (technician id)")
+    rev = sub.add_parser("revoke", help="revoke a device's or dock's TLS certificate (CRL)")
+    rev.add_argument("--keys", type=Path, required=True, help="the unit's key folder")
+    who = rev.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", help="the device id")
+    who.add_argument("--dock", help="the dock id")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         if args.what == "unit":
-            create_unit(args.keys, args.unit, args.dock or ["DOCK-01"])
+            create_unit(args.keys, args.unit, args.dock or ["DOCK-01"], tuple(args.dock_host))
+        elif args.what == "revoke":
+            kind, name = ("device", args.device) if args.device else ("dock", args.dock)
+            serial = pki.revoke(args.keys, kind, name)
+            print(f"revoked {kind} {name} (certificate serial {serial:x}); copy "
+                  f"{pki.tls_dir(args.keys) / pki.CRL} to the docks and the broker")
+            return 0
         else:
             enrol_device(args.keys, args.device, args.store, system_clock(), args.officer,
                          args.by)
