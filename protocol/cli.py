@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("protocol.verify_cli", "verify a device store or archive and report continuity"),
     "export": ("daemon.export_cli", "decrypt segments for review (needs the archive key)"),
     "recorder": ("device.agent", "run the recorder service (systemd runs this on the device)"),
+    "dock": ("daemon.dock.service", "run the dock service: offload, verify, archive, receipts"),
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
     "hw": ("hardware.cli", "hardware checks for technicians (capture, ...)"),
