@@ -55,7 +55,7 @@ from device.receipts import ReceiptRefused, check_receipt
 from device.sealer import SegmentSealer
 from device.watch import BatteryWatch, OverdueWatch, StorageWatch, voice_note_reserve_bytes
 from hardware.camera import Camera, monotonic_us
-from hardware.clock import Clock
+from hardware.clock import Clock, SyncSource
 from hardware.controls import ControlEvent, Controls
 from hardware.factory import HardwareFactory
 from hardware.frames import AudioBlock, VideoFrame
@@ -694,6 +694,17 @@ class Recorder:
                 old_utc_ns=mono + offset - step, new_utc_ns=mono + offset,
                 source=str(self.clock.sync.source))))
             log.warning("wall clock stepped %.3f s; time_sync appended", step / 1e9)
+
+    def sync_clock(self, statement: dict[str, Any], set_to_ns: int | None) -> None:
+        """A dock's signed time statement: set the clock (if the dock says so) and
+        append the statement as one ``time_sync`` entry (device/offload.py calls this)."""
+        old = int(self.clock.now() * 1e9)
+        if set_to_ns is not None:
+            self.clock.set_time(set_to_ns / 1e9, SyncSource.DOCK)
+        self._utc_offset_ns = self._current_offset_ns()  # the step is declared here, once
+        self.known.apply(self.ledger.append(TimeSync(
+            old_utc_ns=old, new_utc_ns=int(self.clock.now() * 1e9), source="dock",
+            statement=statement)))
 
     # --- self-checks --------------------------------------------------------------------
 
