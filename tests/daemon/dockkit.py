@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -16,7 +17,7 @@ from daemon.dock.server import DockServer
 from daemon.events import RecordingEvents
 from daemon.provision import create_unit, device_key_path, enrol_device, load_signing_key
 from device.ledger import system_clock
-from device.offload import LedgerHost, OffloadSettings, Offloader
+from device.offload import LedgerHost, Offloader, OffloadSettings
 from protocol.entries import MediaFile, RecordStart, RecordStop, Segment
 from protocol.store_reader import MEDIA_DIR, TRUST_NAME, read_store, read_trust
 from protocol.verify import VerificationPolicy, verify
@@ -141,3 +142,77 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+class LinkProxy:
+    """A TCP relay on loopback standing for the dock link; it can drop the link.
+
+    ``drop_after(n)`` cuts every connection once ``n`` more bytes went device -> dock.
+    """
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns: list = []
+        self.upstream_bytes = 0
+        self.drop_at: int | None = None
+        self.drops = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def drop_after(self, n: int) -> None:
+        with self.lock:
+            self.drop_at = self.upstream_bytes + n
+
+    def cut(self) -> None:
+        import socket
+
+        with self.lock:
+            conns, self.conns = self.conns, []
+            self.drops += 1
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False),
+                             daemon=True).start()
+
+    def _pipe(self, src, dst, upstream: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                if upstream:
+                    with self.lock:
+                        self.upstream_bytes += len(data)
+                        due = self.drop_at is not None and self.upstream_bytes >= self.drop_at
+                        if due:
+                            self.drop_at = None
+                    if due:
+                        self.cut()
+                        return
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
