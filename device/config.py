@@ -195,6 +195,12 @@ class RecorderConfig:
     voice_note_max_seconds: float = 60.0
     overdue_warn_hours: float = 20.0
     overdue_hours: float = 24.0
+    dock_url: str = ""
+    dock_detect: str = "input"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    offload_chunk_bytes: int = 8 * MIB
     sim_epoch_unix_ns: int | None = None
     # Where the settings came from, for messages; not a setting.
     source: str = field(default="", compare=False, repr=False)
@@ -441,6 +447,13 @@ def _path(raw: Any) -> Path:
     return Path(raw)
 
 
+def _dock_url(raw: Any) -> str:
+    text = _string(raw)
+    if text and not re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?", text):
+        raise _Invalid(f"must be https://HOST:PORT (or empty), got {show_value(raw)}")
+    return text
+
+
 def _device_id(raw: Any) -> str:
     text = _string(raw)
     if text and not _DEVICE_ID.fullmatch(text):
@@ -595,6 +608,20 @@ SETTINGS: dict[str, Setting] = {
                 "Warn the officer to dock when media not yet offloaded is this many hours old"),
         Setting("overdue_hours", _number(1, 24), "1 to 24",
                 "Media not offloaded after this long is overdue (Art. 10: 24 hours)"),
+        Setting("dock_url", _dock_url, 'https://HOST:PORT, or "" for none',
+                "The dock's offload server; unset: the device never offloads"),
+        Setting("dock_detect", _choice("input", "link"), '"input" or "link"',
+                "How the device knows it is docked: the dock-detect input, or the dock "
+                "answering at dock_url"),
+        Setting("tls_cert_file", _path, "path; needed with dock_url",
+                "The device's TLS client certificate (tls/devices/<id>.crt)", "path"),
+        Setting("tls_key_file", _path, "path; needed with dock_url",
+                "The device's TLS key, apart from its ledger key (tls/devices/<id>.key)",
+                "path"),
+        Setting("tls_ca_file", _path, "path; needed with dock_url",
+                "The unit's CA certificate the dock's certificate must chain to", "path"),
+        Setting("offload_chunk_bytes", _integer(64 * 1024, 64 * MIB), "65536 to 67108864",
+                "Bytes per upload request: the most a dropped link makes the device send again"),
         Setting("sim_epoch_unix_ns", _integer(0), "0 or more",
                 "Simulated camera's epoch, Unix ns (custody sim); unset: now"),
     )
