@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from protocol.entries import OffloadReceiptEntry, Segment, TimeSync
-from protocol.time_statement import open_time_statement
 from protocol.store_reader import read_trust
+from protocol.time_statement import open_time_statement
 from tests.daemon.dockkit import verify_archive
 from tests.device.simrun import custody, ledger_bodies, run_sim
 
