@@ -4,6 +4,7 @@ incremental range checks and time statements that do not verify."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from daemon.dock.archive import DeviceArchive
-from daemon.events import RecordingEvents
 from daemon.provision import load_signing_key
 from device.offload import DockError
 from protocol.envelope import parse_line, split_lines
@@ -175,19 +175,21 @@ def test_archive_media_is_read_only_and_never_replaced(tmp_path):
     dock = DockThread(dock_config(keys, tmp_path / "archive"))
     try:
         (name,) = dev.record([5000])
-        dev.offloader(dock.url).offload_round()
+        assert dev.offloader(dock.url).offload_round() is True
         archived = tmp_path / "archive" / "devices" / dev.name / MEDIA_DIR / name
         before = archived.read_bytes()
         assert os.stat(archived).st_mode & 0o777 == 0o444
-        # A later range that seals the same name with other bytes is refused.
-        dev.record([10])
-        seg = [parse_line(x) for x in split_lines(_ledger(dev))][-2]
-        raw = seg.entry.to_dict()
-        assert raw["kind"] == "segment"
-        archive = DeviceArchive(tmp_path / "archive", dev.name, read_trust(keys / "trust.json"),
-                                DOCK, load_signing_key(keys / "docks" / f"{DOCK}.key"),
-                                RecordingEvents(), 0)
-        assert archive.head.next_seq > 0
+        # The device (its key stolen) seals other bytes under the archived name.
+        (new,) = dev.record([10])
+        seg = [parse_line(x) for x in split_lines(_ledger(dev))][-2].entry.body
+        (dev.store / MEDIA_DIR / name).write_bytes(b"forged!!!!")
+        media = dataclasses.replace(seg.media, file=name)
+        dev.host.append(dataclasses.replace(seg, media=media, index=1))
+        with pytest.raises(DockError) as e:
+            dev.offloader(dock.url).offload_round()
+        assert e.value.status == 422
         assert archived.read_bytes() == before
+        assert any("archived already" in d["message"] for _, d in dock.alerts())
+        assert (dev.store / MEDIA_DIR / new).exists()  # nothing of the range released
     finally:
         dock.stop()
