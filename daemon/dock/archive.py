@@ -113,6 +113,12 @@ def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent, directory=True)
 
 
+def _identity(path: Path) -> tuple[int, ...]:
+    """What changes if a file is replaced or written to (not its link count or ctime)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass
 class _Upload:
     """A media upload under way: its part file, and the hash of what it holds so far."""
@@ -144,6 +150,7 @@ class DeviceArchive:
         self.staged_lines = b""
         self.staged_at = 0.0
         self.uploads: dict[str, _Upload] = {}
+        self.reread: dict[str, tuple[int, ...]] = {}  # file -> identity when read back
         self.clock_offset_ns: int | None = None
         self._restage()
 
@@ -342,8 +349,17 @@ class DeviceArchive:
             if upload.hasher is None or upload.hasher.hexdigest() != upload.sha256:
                 self._reject(f"{name}.part", upload.part, None,
                              f"{name} does not match its sealed SHA-256", "media_hash")
-            os.replace(upload.part, self.incoming / MEDIA_DIR / name)
+        # Read back from the medium now, while other uploads go on, not at the commit.
+        os.chmod(upload.part, READ_ONLY)
+        if hash_from_medium(upload.part) != MediaDigest(upload.size, upload.sha256):
+            with self.lock:
+                self._reject(f"{name}.reread", upload.part, None, f"{name} read back from "
+                             "the archive medium does not match its seal", "archive_medium")
+        with self.lock:
+            done = self.incoming / MEDIA_DIR / name
+            os.replace(upload.part, done)
             fsync_path(self.incoming / MEDIA_DIR, directory=True)
+            self.reread[name] = _identity(done)
         log.info("%s: received %s (%d bytes)", self.device, name, upload.size)
         return upload.size, True
 
@@ -373,12 +389,15 @@ class DeviceArchive:
                         if src.exists():
                             self._quarantine(f"{name}.duplicate", src)
                         continue
-                    fsync_path(src)
-                    os.chmod(src, READ_ONLY)
+                    if self.reread.get(name) != _identity(src):  # from before a restart
+                        fsync_path(src)
+                        os.chmod(src, READ_ONLY)
                     os.link(src, dst)  # never replaces: a name already there fails
                     os.unlink(src)
                 fsync_path(media_dir, directory=True)
                 self._check_on_medium(report)
+                for name in report.media:
+                    self.reread.pop(name, None)
                 self._append_ledger(self.staged_lines)
             except OSError as e:
                 if e.errno == errno.ENOSPC:
@@ -402,9 +421,17 @@ class DeviceArchive:
         return offload
 
     def _check_on_medium(self, report: RangeReport) -> None:
-        """Re-read every archived file of the range from the medium before any receipt."""
+        """Every archived file of the range re-read from the medium before any receipt.
+
+        A file re-read when its upload completed (fsynced, read-only, then read
+        back with the page cache dropped) is not read again if it is still the
+        same file: same inode, size and modification time.
+        """
         for name, ref in sorted(report.media.items()):
-            got = hash_from_medium(self.store / MEDIA_DIR / name)
+            path = self.store / MEDIA_DIR / name
+            if name in self.reread and self.reread[name] == _identity(path):
+                continue
+            got = hash_from_medium(path)
             if got != MediaDigest(ref.size, ref.sha256):
                 self._reject(f"{name}.reread", self.store / MEDIA_DIR / name, report,
                              f"{name} read back from the archive medium does not match its "
