@@ -27,7 +27,6 @@ one device at a time (each :class:`DeviceArchive` has its own lock).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -121,12 +120,11 @@ def _identity(path: Path) -> tuple[int, ...]:
 
 @dataclass
 class _Upload:
-    """A media upload under way: its part file, and the hash of what it holds so far."""
+    """A media upload under way: its part file and how much it holds."""
 
     part: Path
     size: int  # as sealed
     sha256: str
-    hasher: Any = None  # hashlib object over the part's bytes, or None (hash it again)
     offset: int = 0
 
 
@@ -282,14 +280,8 @@ class DeviceArchive:
             if shutil.disk_usage(self.root).free - (ref.size - offset) < self.reserve_bytes:
                 self._full(name, ref.size - offset)
             upload = self.uploads.get(name)
-            if upload is None or upload.offset != have or upload.hasher is None:
-                upload = _Upload(part, ref.size, ref.sha256)
-                upload.hasher = hashlib.sha256()
-                if part.exists():  # a restart: hash again what is already there
-                    with open(part, "rb") as f:
-                        while block := f.read(1 << 20):
-                            upload.hasher.update(block)
-                upload.offset = have
+            if upload is None or upload.offset != have:  # the part file is the truth
+                upload = _Upload(part, ref.size, ref.sha256, have)
                 self.uploads[name] = upload
             part.touch()
             return upload
@@ -321,12 +313,11 @@ class DeviceArchive:
             while view:
                 view = view[os.write(fd, view):]
         except OSError as e:
-            upload.hasher = None  # what reached the file is unknown: hash it again
+            upload.offset = -1  # how much reached the file: its size says, next time
             if e.errno == errno.ENOSPC:
                 with self.lock:
                     self._full(upload.part.name[:-5], upload.size - upload.offset)
             raise
-        upload.hasher.update(data)
         upload.offset += len(data)
 
     def finish_upload(self, upload: _Upload, fd: int) -> tuple[int, bool]:
@@ -344,17 +335,15 @@ class DeviceArchive:
             raise
         if upload.offset < upload.size:
             return upload.offset, False
+        # Checked by reading it back from the medium (page cache dropped), now, while
+        # other uploads go on: one hash both of what arrived and of what the disk holds.
+        os.chmod(upload.part, READ_ONLY)
         with self.lock:
             self.uploads.pop(name, None)
-            if upload.hasher is None or upload.hasher.hexdigest() != upload.sha256:
-                self._reject(f"{name}.part", upload.part, None,
-                             f"{name} does not match its sealed SHA-256", "media_hash")
-        # Read back from the medium now, while other uploads go on, not at the commit.
-        os.chmod(upload.part, READ_ONLY)
         if hash_from_medium(upload.part) != MediaDigest(upload.size, upload.sha256):
             with self.lock:
-                self._reject(f"{name}.reread", upload.part, None, f"{name} read back from "
-                             "the archive medium does not match its seal", "archive_medium")
+                self._reject(f"{name}.part", upload.part, None,
+                             f"{name} does not match its sealed SHA-256", "media_hash")
         with self.lock:
             done = self.incoming / MEDIA_DIR / name
             os.replace(upload.part, done)
