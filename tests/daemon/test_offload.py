@@ -107,6 +107,19 @@ def test_offloads_on_its_own_when_docked_and_stops_when_undocked(world):
         offloader.close()
 
 
+def test_link_detect_offloads_when_the_dock_answers(world):
+    _, (dev, _), dock, archive = world
+    dev.host.docked = False  # no dock-detect input: the link itself is the sign
+    dev.record([3000])
+    offloader = dev.offloader(dock.url, dock_detect="link").start()
+    try:
+        wait_for(lambda: dev.media_left() == [], what="the offload")
+    finally:
+        offloader.close()
+    unreachable = dev.offloader("https://127.0.0.1:9", dock_detect="link")
+    assert unreachable.docked() is False
+
+
 def test_link_dropped_mid_transfer_resends_at_most_one_chunk(world):
     _, (dev, _), dock, archive = world
     chunk = 1 * MIB
