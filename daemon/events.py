@@ -68,6 +68,25 @@ class LoggingEvents:
         log.warning("ALERT %s %s", kind, json.dumps(detail, sort_keys=True, default=str))
 
 
+class GuardedEvents:
+    """Passes events on; an exception in a consumer is logged, never raised into the dock."""
+
+    def __init__(self, inner: DockEvents):
+        self.inner = inner
+
+    def on_offloaded(self, device: str, store: Path, report: OffloadReport) -> None:
+        try:
+            self.inner.on_offloaded(device, store, report)
+        except Exception:
+            log.exception("on_offloaded failed for %s", device)
+
+    def alert(self, kind: str, detail: dict[str, Any]) -> None:
+        try:
+            self.inner.alert(kind, detail)
+        except Exception:
+            log.exception("alert %s failed: %s", kind, detail)
+
+
 class RecordingEvents(LoggingEvents):
     """Logs, and keeps every event in lists (for a caller that waits on them)."""
 

@@ -303,7 +303,8 @@ class Offloader:
         if not self._synced:
             self._sync_time()
         state = self.client.json("GET", "/state")
-        lines = split_lines((self.store / LEDGER_NAME).read_bytes())
+        data = (self.store / LEDGER_NAME).read_bytes()
+        lines = split_lines(data[:data.rfind(b"\n") + 1])  # whole lines: one may be in writing
         self._take_receipt(state.get("receipt"), lines)
         next_seq = int(state["next_seq"])
         if next_seq > len(lines):

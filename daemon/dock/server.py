@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from daemon.dock.archive import DeviceArchive, Refused, copy_trust
 from daemon.dock.config import DockConfig
-from daemon.events import UNKNOWN_DEVICE, DockEvents, LoggingEvents
+from daemon.events import UNKNOWN_DEVICE, DockEvents, GuardedEvents, LoggingEvents
 from protocol.keys import SigningKey
 from protocol.store_reader import read_trust
 from protocol.time_statement import TimeStatement, sign_time_statement
@@ -84,7 +84,7 @@ class DockServer:
     def __init__(self, config: DockConfig, events: DockEvents | None = None):
         config.require()
         self.config = config
-        self.events: DockEvents = events or LoggingEvents()
+        self.events: DockEvents = GuardedEvents(events or LoggingEvents())
         self.trust = read_trust(config.trust_file)
         if config.dock_id not in self.trust.docks:
             raise ValueError(f"dock {config.dock_id!r} is not in {config.trust_file}")
@@ -294,8 +294,5 @@ class DockServer:
         log.info("%s: archived entries %d..%d, %d files, %.1f MiB at %.1f MiB/s; receipt signed",
                  device, report.first_seq, report.last_seq, len(report.media),
                  report.media_bytes / 2**20, rate)
-        try:
-            self.events.on_offloaded(device, archive.store, report)
-        except Exception:  # an event consumer must never undo an archived offload
-            log.exception("on_offloaded failed for %s", device)
+        self.events.on_offloaded(device, archive.store, report)  # guarded: never undoes it
         return web.json_response({"receipt": report.receipt})
