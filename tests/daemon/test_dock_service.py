@@ -89,3 +89,33 @@ def test_offloader_never_frees_when_the_dock_is_gone(tmp_path):
     with pytest.raises(DockError):
         dev.offloader("https://127.0.0.1:9").offload_round()
     assert dev.media_left() == sorted(dev.files)
+
+
+def test_dock_tells_systemd_it_is_ready_and_pings_the_watchdog(tmp_path):
+    import socket
+
+    keys, _ = make_unit(tmp_path)
+    path = tmp_path / "dock.toml"
+    path.write_text(dock_config(keys, tmp_path / "archive").to_toml())
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "protocol.cli", "dock", "--config",
+                             str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
+    try:
+        messages = []
+        while sum(m.count("WATCHDOG=1") for m in messages) < 3:
+            messages.append(notify.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        assert messages.index(next(m for m in messages if "READY=1" in m)) < \
+            messages.index(next(m for m in messages if "WATCHDOG=1" in m))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        while "STOPPING=1" not in notify.recv(4096).decode():
+            pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        notify.close()
