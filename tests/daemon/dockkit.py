@@ -161,6 +161,8 @@ class LinkProxy:
         self.upstream_bytes = 0
         self.drop_at: int | None = None
         self.drops = 0
+        self.flowing = threading.Event()  # cleared: the link stalls (holds every byte)
+        self.flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -200,6 +202,7 @@ class LinkProxy:
     def _pipe(self, src, dst, upstream: bool) -> None:
         try:
             while data := src.recv(1 << 16):
+                self.flowing.wait()
                 dst.sendall(data)
                 if upstream:
                     with self.lock:
