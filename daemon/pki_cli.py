@@ -22,6 +22,10 @@ COMMANDS = ("cert", "mosquitto", "revoke")
 DEFAULT_DOCK_HOSTS = ("localhost", "127.0.0.1")
 
 
+def folder_of(keys: Path) -> Path:
+    return Path(keys) / TLS_DIR
+
+
 def unit_ca(keys: Path) -> UnitCA:
     """The unit's CA in ``keys/tls``, made on first use (named after the trust file's unit)."""
     folder = Path(keys) / TLS_DIR
@@ -64,7 +68,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       "against the unit's CRL (after `custody provision revoke`)")
     rev = sub.add_parser("revoke", help="revoke an identity's certificate (writes tls/crl.pem)")
     rev.add_argument("--keys", type=Path, required=True, help="the unit's key folder")
-    rev.add_argument("--name", required=True, help="the identity to revoke")
+    who = rev.add_mutually_exclusive_group(required=True)
+    who.add_argument("--name", help="the identity to revoke")
+    who.add_argument("--device", help="a device id (the same as --name, checked to be a device)")
+    who.add_argument("--dock", help="a dock id (the same as --name, checked to be a dock)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -85,6 +92,14 @@ def run(args: argparse.Namespace) -> None:
                                    use_crl=args.crl)
         print(f"mosquitto: {files.conf} (ACL {files.acl}); run: mosquitto -c {files.conf}")
     else:
-        crl = ca.revoke(args.name)
-        print(f"revoked {args.name}: {crl}; run `custody provision mosquitto --crl` again and "
+        name, role = args.name, None
+        if args.device or args.dock:
+            name, role = (args.device, "device") if args.device else (args.dock, "dock")
+        issued = ca.find(name)
+        if issued is None or (role and issued.role != role):
+            raise PKIError(f"{folder_of(args.keys)}: no {role or 'certificate'} {name!r} to "
+                           "revoke")
+        crl = ca.revoke(name)
+        print(f"revoked {issued.role} {name} (certificate serial {issued.serial:x}): {crl}; "
+              "copy it to the docks; run `custody provision mosquitto --crl` again and "
               "restart mosquitto (it reads the CRL when its listener starts)")

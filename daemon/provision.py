@@ -7,6 +7,7 @@ Layout of a unit's key folder (``custody provision``)::
     archive-signing.key        Ed25519: the archive's own statements
     docks/<dock id>.key        Ed25519: signs receipts and attestations
     devices/<device id>.key    Ed25519: goes onto that device only
+    tls/                       the unit's TLS CA and link certificates (daemon/pki.py)
 
 Private keys are written 0600 and never overwritten; their bytes are never
 printed or logged.
@@ -50,8 +51,15 @@ def write_trust(keys_dir: Path, trust: TrustFile) -> None:
     os.replace(tmp, keys_dir / TRUST_NAME)
 
 
-def create_unit(keys_dir: Path, unit: str, docks: list[str]) -> TrustFile:
-    """Create a unit's archive and dock keys and its trust file."""
+def create_unit(keys_dir: Path, unit: str, docks: list[str],
+                dock_hosts: tuple[str, ...] = ()) -> TrustFile:
+    """Create a unit's archive and dock keys, its trust file and its TLS CA.
+
+    Each dock also gets its TLS certificate, naming ``dock_hosts`` (where
+    devices reach it) besides localhost.
+    """
+    from daemon import pki
+
     keys_dir = Path(keys_dir)
     if (keys_dir / TRUST_NAME).exists():
         raise ProvisionError(f"{keys_dir / TRUST_NAME}: a unit is already provisioned here")
@@ -76,6 +84,9 @@ def create_unit(keys_dir: Path, unit: str, docks: list[str]) -> TrustFile:
         trust.keys[key.keyid] = TrustedKey(keytype="ed25519", public=key.public_hex)
         trust.docks[dock] = Holder(keys=[key.keyid])
     write_trust(keys_dir, trust)
+    pki.create_ca(keys_dir, unit)
+    for dock in docks:
+        pki.issue(keys_dir, "dock", dock, dock_hosts)
     return trust
 
 
@@ -84,8 +95,11 @@ def enrol_device(keys_dir: Path, device: str, store: Path, clock: Clock,
     """Give a device its key, list it in the trust file, and write its genesis.
 
     The store gets the ``provisioned`` entry (seq 0) and, if an officer is
-    named, the ``assigned`` entry.
+    named, the ``assigned`` entry. The device also gets its TLS client
+    certificate (a key apart from its ledger key), if the unit has a CA.
     """
+    from daemon import pki
+
     keys_dir = Path(keys_dir)
     trust = read_trust(keys_dir / TRUST_NAME)
     if device in trust.devices:
@@ -97,6 +111,8 @@ def enrol_device(keys_dir: Path, device: str, store: Path, clock: Clock,
     trust.keys[key.keyid] = TrustedKey(keytype="ed25519", public=key.public_hex)
     trust.devices[device] = Holder(keys=[key.keyid])
     write_trust(keys_dir, trust)
+    if (pki.tls_dir(keys_dir) / pki.CA_CERT).exists():
+        pki.issue(keys_dir, "device", device)
     with LedgerWriter(store, device, key, clock) as ledger:
         ledger.append(Provisioned(
             unit=trust.unit, device_key=key.keyid,

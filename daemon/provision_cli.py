@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unit.add_argument("--keys", type=Path, required=True, help="folder for the unit's keys")
     unit.add_argument("--unit", required=True, help="the unit's name")
     unit.add_argument("--dock", action="append", default=[], help="a dock id (repeatable)")
+    unit.add_argument("--dock-host", action="append", default=[],
+                      help="a host name or address devices reach the docks at, for their TLS "
+                      "certificates (repeatable; localhost is always included)")
     dev = sub.add_parser("device", help="enrol a device: key, trust entry, genesis entry")
     dev.add_argument("--keys", type=Path, required=True, help="the unit's key folder")
     dev.add_argument("--device", required=True, help="the device id (its serial)")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.what == "unit":
             docks = args.dock or ["DOCK-01"]
-            create_unit(args.keys, args.unit, docks)
+            create_unit(args.keys, args.unit, docks, tuple(args.dock_host))
             pki_cli.provision_unit_tls(args.keys, docks)
         else:
             enrol_device(args.keys, args.device, args.store, system_clock(), args.officer,

@@ -27,6 +27,7 @@ from device.console.devicelog import log_to_device_log
 from device.console.maintenance import maintenance_commands
 from device.control import ControlError, ControlServer, dispatch
 from device.ledger import LedgerWriter, entry_clock
+from device.offload import Offloader, OffloadSettings, RecorderHost
 from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
@@ -57,6 +58,7 @@ class RecorderAgent:
             self.trust.keys[self.trust.archive_encryption_key].public)
         self.hardware: HardwareFactory | None = None
         self.recorder: Recorder | None = None
+        self.offloader: Offloader | None = None
         self.ledger: LedgerWriter | None = None
         self.stopped = threading.Event()
         self._boot_lock = threading.Lock()
@@ -108,10 +110,13 @@ class RecorderAgent:
                                      clock=clock, trust=self.trust, prompts=load_prompts(c))
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
+            self.offloader = start_offloader(c, self.recorder)
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
     def shutdown(self) -> None:
+        if self.offloader is not None:
+            self.offloader.close()
         if self.recorder is not None:
             self.recorder.close("shutdown")
         self.server.close()
@@ -151,7 +156,10 @@ class RecorderAgent:
     def _status(self) -> dict:
         if self.recorder is None:
             return {"state": str(State.BOOTING), "device": self.config.device_id}
-        return self.recorder.status()
+        status = self.recorder.status()
+        if self.offloader is not None:
+            status["offload"] = self.offloader.status()
+        return status
 
     def _press(self, button: str = "record", hold: float = 0.05) -> dict:
         recorder = self._need()
@@ -231,6 +239,17 @@ class RecorderAgent:
     def _shutdown(self) -> dict:
         self.stopped.set()
         return {}
+
+
+def start_offloader(config: RecorderConfig, recorder: Recorder) -> Offloader | None:
+    """The offloader beside the recorder, if a dock is configured (device/offload.py)."""
+    settings = OffloadSettings.from_config(config)
+    if settings is None:
+        return None
+    for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+        if getattr(config, key) is None:
+            raise ConfigError(key, "must be set with dock_url", config.source)
+    return Offloader(settings, config.store, config.device_id, RecorderHost(recorder)).start()
 
 
 def load_prompts(config: RecorderConfig) -> object | None:

@@ -200,6 +200,12 @@ class RecorderConfig:
     console_idle_seconds: float = 300.0
     reboot_command: str = "systemctl reboot"
     poweroff_command: str = "systemctl poweroff"
+    dock_url: str = ""
+    dock_detect: str = "input"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    offload_chunk_bytes: int = 8 * MIB
     sim_epoch_unix_ns: int | None = None
     # Where the settings came from, for messages; not a setting.
     source: str = field(default="", compare=False, repr=False)
@@ -446,6 +452,13 @@ def _path(raw: Any) -> Path:
     return Path(raw)
 
 
+def _dock_url(raw: Any) -> str:
+    text = _string(raw)
+    if text and not re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?", text):
+        raise _Invalid(f"must be https://HOST:PORT (or empty), got {show_value(raw)}")
+    return text
+
+
 def _device_id(raw: Any) -> str:
     text = _string(raw)
     if text and not _DEVICE_ID.fullmatch(text):
@@ -612,6 +625,20 @@ SETTINGS: dict[str, Setting] = {
                 "What the console's reboot runs once the recorder has sealed and stopped"),
         Setting("poweroff_command", _string, "a command line",
                 "What the console's shutdown runs once the recorder has sealed and stopped"),
+        Setting("dock_url", _dock_url, 'https://HOST:PORT, or "" for none',
+                "The dock's offload server; unset: the device never offloads"),
+        Setting("dock_detect", _choice("input", "link"), '"input" or "link"',
+                "How the device knows it is docked: the dock-detect input, or the dock "
+                "answering at dock_url"),
+        Setting("tls_cert_file", _path, "path; needed with dock_url",
+                "The device's TLS client certificate (tls/devices/<id>.crt)", "path"),
+        Setting("tls_key_file", _path, "path; needed with dock_url",
+                "The device's TLS key, apart from its ledger key (tls/devices/<id>.key)",
+                "path"),
+        Setting("tls_ca_file", _path, "path; needed with dock_url",
+                "The unit's CA certificate the dock's certificate must chain to", "path"),
+        Setting("offload_chunk_bytes", _integer(64 * 1024, 64 * MIB), "65536 to 67108864",
+                "Bytes per upload request: the most a dropped link makes the device send again"),
         Setting("sim_epoch_unix_ns", _integer(0), "0 or more",
                 "Simulated camera's epoch, Unix ns (custody sim); unset: now"),
     )

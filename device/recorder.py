@@ -55,7 +55,7 @@ from device.receipts import ReceiptRefused, check_receipt
 from device.sealer import SegmentSealer
 from device.watch import BatteryWatch, OverdueWatch, StorageWatch, voice_note_reserve_bytes
 from hardware.camera import Camera, monotonic_us
-from hardware.clock import Clock
+from hardware.clock import Clock, SyncSource
 from hardware.controls import ControlEvent, Controls
 from hardware.factory import HardwareFactory
 from hardware.frames import AudioBlock, VideoFrame
@@ -706,6 +706,18 @@ class Recorder:
                 old_utc_ns=mono + offset - step, new_utc_ns=mono + offset,
                 source=str(self.clock.sync.source))))
             log.warning("wall clock stepped %.3f s; time_sync appended", step / 1e9)
+
+    def sync_clock(self, statement: dict[str, Any], step_ns: int | None) -> None:
+        """A dock's signed time statement: step the clock by exactly its offset (if the
+        dock says so) and append the statement as one ``time_sync`` entry whose step is
+        that offset (device/offload.py calls this; docs/format.md, 6a)."""
+        old = int(self.clock.now() * 1e9)
+        new = old + (step_ns or 0)
+        if step_ns is not None:
+            self.clock.set_time(new / 1e9, SyncSource.DOCK)
+        self._utc_offset_ns = self._current_offset_ns()  # the step is declared here, once
+        self.known.apply(self.ledger.append(TimeSync(
+            old_utc_ns=old, new_utc_ns=new, source="dock", statement=statement)))
 
     # --- self-checks --------------------------------------------------------------------
 

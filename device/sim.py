@@ -12,6 +12,8 @@ and leaves::
     DIR/device.log   the device's log (recorder and console)
     DIR/console.log  what each ``console`` step's session showed
     DIR/keys/technician-password   technician ``tech``'s console password (tests, demo)
+    DIR/archive/     the dock's archive, when the scenario docks (a real `custody dock`)
+    DIR/dock.toml, DIR/dock.log           the dock's settings and log
     DIR/sim.json     when each step really ran, and the scenario's epoch
 
 The simulated camera's epoch is the scenario's start, so a frame's index is
@@ -63,6 +65,7 @@ class SimRunner:
         self.battery: float | None = None  # the simulated battery's level, across power-offs
         self.log: list[dict[str, Any]] = []
         self.final_status: dict[str, Any] | None = None  # the recorder's, just before the end
+        self.dock_proc: subprocess.Popen[bytes] | None = None
         self.config = self._provision()
 
     def _provision(self) -> RecorderConfig:
@@ -140,8 +143,58 @@ class SimRunner:
 
     # --- the scenario -------------------------------------------------------------------------
 
+    def start_dock(self) -> None:
+        """A real dock (`custody dock`, own process) on a free loopback port; the
+        device is given its address and TLS certificates."""
+        from daemon import pki
+        from daemon.dock.config import DockConfig
+
+        config = DockConfig(
+            dock_id=DOCK, archive=self.out / "archive", key_file=self.keys / "docks" /
+            f"{DOCK}.key", trust_file=self.keys / "trust.json",
+            tls_cert_file=pki.cert_path(self.keys, "dock", DOCK),
+            tls_key_file=pki.key_path(self.keys, "dock", DOCK),
+            tls_ca_file=pki.tls_dir(self.keys) / pki.CA_CERT,
+            crl_file=pki.tls_dir(self.keys) / pki.CRL, listen_port=0, reserve_bytes=0)
+        (self.out / "dock.toml").write_text(config.to_toml())
+        with open(self.out / "dock.log", "ab") as log:
+            self.dock_proc = subprocess.Popen(
+                [sys.executable, "-m", "protocol.cli", "dock", "--config",
+                 str(self.out / "dock.toml")], stdout=subprocess.PIPE, stderr=log,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        assert self.dock_proc.stdout is not None
+        line = self.dock_proc.stdout.readline().decode()  # "listening HOST PORT"
+        if not line.startswith("listening"):
+            raise SimError(f"the dock did not start; see {self.out / 'dock.log'}")
+        self.config = self.config.with_overrides({
+            "dock_url": f"https://127.0.0.1:{line.split()[2]}",
+            "tls_cert_file": str(pki.cert_path(self.keys, "device", DEVICE)),
+            "tls_key_file": str(pki.key_path(self.keys, "device", DEVICE)),
+            "tls_ca_file": str(pki.tls_dir(self.keys) / pki.CA_CERT)}, source="custody sim")
+
+    def stop_dock(self) -> None:
+        if self.dock_proc is not None and self.dock_proc.poll() is None:
+            self.dock_proc.send_signal(signal.SIGTERM)
+            try:
+                self.dock_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.dock_proc.pid, signal.SIGKILL)
+
+    def wait_offloaded(self, timeout: float = 60.0) -> None:
+        """Before the end while docked: let the offload in progress finish."""
+        assert self.client is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.client.call("status")
+            offload = status.get("offload") or {}
+            if not status.get("docked") or offload.get("state") in ("done", "failed"):
+                return
+            time.sleep(0.1)
+
     def run(self) -> int:
         try:
+            if any(step.action == "dock" for step in self.scenario.steps):
+                self.start_dock()
             self.power_on()
             self.wait_for("booting")
             self.epoch_unix_ns = time.time_ns()
@@ -165,6 +218,7 @@ class SimRunner:
             self._write_log()
             if self.proc is not None and self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            self.stop_dock()
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def do(self, step: Step) -> int:
@@ -205,6 +259,8 @@ class SimRunner:
                     f.write(transcript)
             case "end":
                 if self.proc is not None and self.proc.poll() is None:
+                    if self.dock_proc is not None:
+                        self.wait_offloaded()
                     self.final_status = client.call("status")
                     return self.power_off_cleanly()
         return 0

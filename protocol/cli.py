@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "archive": ("daemon.archive.cli", "the custodian's archive: search, show, annotate, export, "
                 "delete"),
     "recorder": ("device.agent", "run the recorder service (systemd runs this on the device)"),
+    "dock": ("daemon.dock.service", "run the dock service: offload, verify, archive, receipts"),
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
     "console": ("device.console.cli", "the technicians' serial maintenance console"),

@@ -85,14 +85,15 @@ def check_time_sync(body: TimeSync, device: str | None, trust: TrustFile) -> Tim
     """The statement of a ``time_sync`` entry, checked against the step it declares.
 
     It must be for this device, and the step the entry records must be the
-    statement's offset exactly (``new_utc_ns - old_utc_ns == offset_ns``).
+    statement's offset exactly (``new_utc_ns - old_utc_ns == offset_ns``), or none
+    at all: the dock measured the offset and found it small enough to leave.
     """
     if body.statement is None:
         raise ProtocolError("time_sync: no statement")
     statement = open_time_statement(body.statement, trust)
     if statement.device != device:
         raise ProtocolError(f"time statement: for device {statement.device!r}")
-    if body.new_utc_ns - body.old_utc_ns != statement.offset_ns:
+    if body.new_utc_ns - body.old_utc_ns not in (0, statement.offset_ns):
         raise ProtocolError(f"time statement: offset {statement.offset_ns} ns, but the entry "
                             f"steps the clock {body.new_utc_ns - body.old_utc_ns} ns")
     return statement

@@ -142,3 +142,13 @@ def test_the_dock_runs_custody_dock_as_its_own_user():
     assert service["User"] == "custody-dock" and service["Type"] == "notify"
     assert "/srv/custody/archive" in service["ReadWritePaths"].split()
     assert service["CapabilityBoundingSet"] == ""
+
+
+def test_dock_unit_runs_custody_dock_as_a_notify_service_with_a_watchdog():
+    service = unit("custody-dock.service")["Service"]
+    assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/custody") and argv[1:3] == ["dock", "--config"]
+    r = subprocess.run([sys.executable, "-m", "protocol.cli", "dock", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--config" in r.stdout

@@ -1,0 +1,1 @@
+"""The dock daemon: takes devices' evidence in over HTTPS, verifies and archives it."""

@@ -1,0 +1,74 @@
+"""``custody dock --config FILE``: the dock service systemd runs.
+
+It checks the settings (a bad value exits 2 naming the key), starts the
+offload server, tells systemd it is ready, pings the watchdog from the event
+loop itself (a stuck loop stops the pings, and systemd restarts the dock), and
+on SIGTERM stops taking requests and exits. An upload cut off by the stop is
+resumed by the device from what the dock made durable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from daemon.dock.config import DockConfig, DockConfigError
+from daemon.dock.server import DockServer
+from daemon.events import DockEvents
+from device.sdnotify import SystemdNotifier, watchdog_interval
+
+log = logging.getLogger("custody.dock")
+
+
+async def serve(config: DockConfig, events: DockEvents | None = None,
+                notifier: SystemdNotifier | None = None) -> int:
+    notifier = notifier or SystemdNotifier()
+    server = DockServer(config, events)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    port = await server.start()
+    # The port on one line of its own, for whoever started the dock on port 0.
+    print(f"listening {config.listen_host} {port}", flush=True)
+    notifier.ready(f"dock {config.dock_id} on port {port}")
+    interval = watchdog_interval()
+
+    async def ping() -> None:
+        while interval:
+            notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    pinger = asyncio.create_task(ping())
+    try:
+        await stopped.wait()
+    finally:
+        notifier.stopping()
+        pinger.cancel()
+        await server.stop()
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="the dock's TOML settings")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = DockConfig.from_file(args.config)
+        config.require()
+    except DockConfigError as e:
+        print(f"custody dock: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config))
+    except (OSError, ValueError) as e:  # a port in use, a key that is not the dock's
+        print(f"custody dock: {e}", file=sys.stderr)
+        return 2
