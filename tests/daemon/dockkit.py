@@ -84,11 +84,15 @@ class Device:
         return Offloader(self.settings(url, **overrides), self.store, self.name, self.host)
 
     def record(self, sizes: list[int], seed: int = 0) -> list[str]:
-        """A recording with one segment per size (random bytes: the dock checks hashes)."""
+        """A recording with one segment per size (random bytes: the dock checks hashes).
+
+        Made faster than real time, its captures lie before their entries, as a
+        pre-record buffer's would (a capture after its own entry is a finding)."""
+        lead = len(sizes) + 1
         start = self.host.append(RecordStart(trigger="button", category="scene",
-                                             officer="PC-1", pre_record_seconds=0))
+                                             officer="PC-1", pre_record_seconds=lead))
         rec, names = start.entry.seq, []
-        t0 = time.time_ns()
+        t0 = time.time_ns() - lead * 1_000_000_000
         for i, size in enumerate(sizes):
             name = f"r{rec:06d}-{i:05d}.cseg"
             data = os.urandom(size)

@@ -108,7 +108,8 @@ def test_dock_killed_after_archiving_signs_the_receipt_at_restart(tmp_path, monk
         assert seqs == list(range(len(seqs)))  # nothing archived twice
     finally:
         dock.stop()
-    assert verify_archive(tmp_path / "archive", dev.name).verdict == "intact"
+    report = verify_archive(tmp_path / "archive", dev.name)
+    assert report.verdict == "intact", report.findings
 
 
 def _ledger(dev) -> bytes:
