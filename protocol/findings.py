@@ -120,6 +120,9 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("recovered_media", INFO, "a recovered segment: the device signed its sealed bytes, and "
      "the package's plaintext is what they decrypt to"),
     ("stray_proof", INFO, "a proof for an entry that is not in the package"),
+    # --- a dock's check of a new range of a ledger (protocol/verify_range.py)
+    ("media_reused", ERROR, "one file sealed by two entries of a range a device offloads"),
+    ("empty_range", ERROR, "a device offloaded a range with no entries"),
     # --- forward compatibility
     ("unknown_kind", INFO, "an entry kind this verifier does not know: kept, not interpreted"),
     ("unknown_value", INFO, "a value outside a listed set (a newer phase, reason, source): "
