@@ -12,6 +12,7 @@ import pytest
 
 import device.vad
 import hardware.sim.sounds
+import hardware.sim.voices
 from device.vad import (
     WINDOW_SECONDS,
     SpeechDetector,
@@ -25,6 +26,7 @@ from hardware.microphone import MicrophoneConfig
 from hardware.sim.microphone import SimMicrophone
 from hardware.sim.signals import TONE_STEPS, to_int16, tone
 from hardware.sim.sounds import NON_SPEECH, mix_at_snr, non_speech, speech
+from hardware.sim.voices import PHRASES, OfficerVoice, build_voices
 from protocol.entries import MIN_SPEECH_SECONDS
 
 RATE = 48_000
@@ -186,6 +188,19 @@ def test_the_simulators_speak_is_speech(before_s: float) -> None:
     assert detector.runs[-1].end_seconds <= before_s + 3.0 + 0.3
 
 
+def test_the_officer_voice_is_built_once_and_is_speech(tmp_path) -> None:
+    folder = tmp_path / "voices"
+    assert build_voices(folder) is True
+    assert build_voices(folder) is False  # up to date: nothing spoken again
+    voice = OfficerVoice.load(folder)
+    assert len(voice.phrases) == len(PHRASES)
+    said = voice.say(4.0)
+    assert len(said) == 4 * RATE and np.max(np.abs(said)) <= 0.61
+    assert heard(to_int16(said)).speech_seconds > 2.5
+    # At another microphone rate too.
+    assert heard(to_int16(voice.say(4.0, 16_000)), 16_000).speech_seconds > 2.5
+
+
 def test_the_simulator_without_speak_is_not_speech() -> None:
     detector = SpeechDetector(RATE)
     for b in _sim_capture(4.5, 0.0, 0.0):
@@ -298,7 +313,7 @@ def test_refuses_what_it_cannot_judge() -> None:
         non_speech("kazoo", 1.0, RATE)
 
 
-@pytest.mark.parametrize("module", [device.vad, hardware.sim.sounds])
+@pytest.mark.parametrize("module", [device.vad, hardware.sim.sounds, hardware.sim.voices])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
