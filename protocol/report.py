@@ -83,8 +83,9 @@ class RecordingReport:
     _last: Segment | None = field(default=None, repr=False)
     _last_seq: int = field(default=-1, repr=False)
     _last_end: tuple[str, int] | None = field(default=None, repr=False)  # (boot, monotonic)
-    # span -> (boot id, wall − monotonic clock) when it began: its captures' offset
-    _span_clock: dict[int, tuple[str, int]] = field(default_factory=dict, repr=False)
+    # (boot id, wall − monotonic clock) at the latest record_start or resume:
+    # the offset the captures of the current span are stamped with
+    _span_clock: tuple[str, int] = field(default=("", 0), repr=False)
     _pending: list[int] = field(default_factory=list, repr=False)  # interruptions since
     _unresumed: set[int] = field(default_factory=set, repr=False)
     _boot_unclaimed: int | None = field(default=None, repr=False)  # seq of a boot change

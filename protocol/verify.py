@@ -354,7 +354,7 @@ class _LedgerCheck:
                 rec = self.recordings.get(body.recording)
                 if rec is not None:
                     self.claims_boot(rec, seq, "its resume")
-                    rec._span_clock[rec.spans] = _span_clock(signed)
+                    rec._span_clock = _span_clock(signed)
                     rec.spans += 1
                     rec._unresumed.discard(body.interruption)
             case VoiceNote():
@@ -425,7 +425,7 @@ class _LedgerCheck:
         seq = signed.entry.seq
         rec = RecordingReport(recording=seq, officer=body.officer, category=body.category,
                               start_utc_ns=signed.entry.time.utc_ns, _start_time=_when(signed),
-                              _span_clock={0: _span_clock(signed)})
+                              _span_clock=_span_clock(signed))
         prev = self.last_recording
         if prev is not None:
             end = prev._end_time or prev._start_time
@@ -448,10 +448,10 @@ class _LedgerCheck:
             self.find(seq, "segment_after_stop", f"segment of recording {body.recording} after "
                       "its record_stop")
         # A span's captures are stamped on the monotonic clock plus the wall
-        # clock's offset when the span began (its record_start or resume), so
-        # a step within a span moves entries, not captures. Back on the
-        # monotonic clock of that boot:
-        boot, offset = rec._span_clock.get(body.span, (t.boot_id, t.utc_ns - t.monotonic_ns))
+        # clock's offset when the span began (the recording's latest
+        # record_start or resume), so a step within a span moves entries, not
+        # captures. Back on the monotonic clock of that boot:
+        boot, offset = rec._span_clock
         first_mono = body.first_capture_utc_ns - offset
         last_mono = body.last_capture_utc_ns - offset
         ahead = last_mono - t.monotonic_ns

@@ -67,6 +67,10 @@ def _verify_store(store: Path, source: TrustSource, extra: list[KeptReceipt],
 
 
 def run(args: argparse.Namespace) -> int:
+    # JSON strings may hold lone surrogates ("\\ud800"): shown escaped, never a crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if is_package(args.path):  # an evidence package (docs/archive.md)
         return run_package(args)
     try:

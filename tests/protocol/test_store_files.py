@@ -211,3 +211,21 @@ def test_a_fifo_given_as_receipt_is_refused_not_waited_on(unit: Unit, tmp_path: 
     os.mkfifo(fifo)
     r = custody_verify(unit.store, "--receipt", fifo)
     assert r.returncode == 2 and "FIFO" in r.stderr
+
+
+def test_a_lone_surrogate_in_a_signed_name_is_printed_escaped(unit: Unit):
+    """JSON may escape a lone surrogate ("\\udc80"): a valid string no UTF-8 can hold."""
+    last = unit.entries()[-1]
+    doc = {**last.entry.to_dict(), "seq": last.entry.seq + 1, "prev": last.digest,
+           "kind": "record_start",
+           "body": {"trigger": "button", "category": "scene", "officer": "PC-\udc80",
+                    "pre_record_seconds": 0}}
+    doc["time"] = {**doc["time"], "utc_ns": doc["time"]["utc_ns"] + 1,
+                   "monotonic_ns": doc["time"]["monotonic_ns"] + 1}
+    payload = json.dumps(doc).encode()  # ASCII, the surrogate as an escape
+    line = encode_json(sign_payload(payload, ENTRY_PAYLOAD_TYPE,
+                                    [unit.device_key.signer()]).to_dict())
+    unit.write_lines([*unit.lines(), line])
+    r = custody_verify(unit.store)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "PC-\\udc80" in r.stdout
