@@ -145,3 +145,19 @@ def test_the_dock_install_places_the_broker_drop_in_archive_and_units(tmp_path):
     assert (root / "srv/custody/archive").is_dir()
     assert "custody-dock:x:" in (etc / "passwd").read_text()
     assert (etc / "custody/dock.toml").is_file()
+
+
+def test_the_installed_dock_settings_are_ones_the_dock_accepts():
+    import dataclasses
+    import tomllib
+
+    from daemon.dock.config import DockConfig
+    from daemon.mqtt.settings import MqttSettings
+
+    text = (ROOT / "docs/examples/dock.toml").read_text()
+    top = text[:text.index("[mqtt]")]
+    config = DockConfig.from_toml(top, source="dock.toml")  # raises on a bad or unknown key
+    assert config.archive == Path("/srv/custody/archive")
+    # The [mqtt] table's files exist only on a dock; its keys are the settings'.
+    mqtt = tomllib.loads(text)["mqtt"]
+    assert set(mqtt) <= {f.name for f in dataclasses.fields(MqttSettings)}

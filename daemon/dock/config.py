@@ -25,6 +25,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from daemon.mqtt.client import MqttSettingsError
+from daemon.mqtt.settings import MqttSettings
+
 MIB = 1 << 20
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -92,6 +95,8 @@ class DockConfig:
     reserve_bytes: int = 512 * MIB
     max_ledger_bytes: int = 64 * MIB
     clock_threshold_s: float = 1.0
+    # [mqtt]: where attestations and alerts go (docs/mqtt.md); unset: the dock only logs them
+    mqtt: MqttSettings | None = None
     source: str = field(default="", compare=False, repr=False)
 
     REQUIRED = ("dock_id", "archive", "key_file", "trust_file", "tls_cert_file",
@@ -104,6 +109,8 @@ class DockConfig:
         except tomllib.TOMLDecodeError as e:
             raise DockConfigError("", f"not valid TOML: {e}", source) from e
         values: dict[str, Any] = {}
+        if "mqtt" in table:
+            values["mqtt"] = _mqtt(table.pop("mqtt"), source, base_dir)
         for key, raw in table.items():
             setting = SETTINGS.get(key)
             if setting is None:
@@ -142,11 +149,29 @@ class DockConfig:
         lines = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "source" or value is None:
+            if f.name in ("source", "mqtt") or value is None:
                 continue
             lines.append(f"{f.name} = " + (f'"{value}"' if isinstance(value, str | Path)
                                            else repr(value)))
+        if self.mqtt is not None:
+            lines.append("\n[mqtt]")
+            for f in fields(self.mqtt):
+                value = getattr(self.mqtt, f.name)
+                lines.append(f"{f.name} = " + (f'"{value}"' if isinstance(value, str | Path)
+                                               else repr(value)))
         return "\n".join(lines) + "\n"
+
+
+def _mqtt(raw: Any, source: str, base_dir: Path | None) -> MqttSettings:
+    """The ``[mqtt]`` table; its relative paths, like the others, from the file's folder."""
+    if isinstance(raw, dict) and base_dir is not None:
+        raw = {k: (str(Path(base_dir) / v) if k in ("ca", "cert", "key", "outbox")
+                   and isinstance(v, str) and v and not Path(v).is_absolute() else v)
+               for k, v in raw.items()}
+    try:
+        return MqttSettings.from_table(raw, source=source)
+    except MqttSettingsError as e:
+        raise DockConfigError("", str(e)) from None
 
 
 # name -> (checker, meaning); defaults are the DockConfig fields

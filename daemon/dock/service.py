@@ -19,14 +19,34 @@ from pathlib import Path
 from daemon.dock.config import DockConfig, DockConfigError
 from daemon.dock.server import DockServer
 from daemon.events import DockEvents
+from daemon.mqtt.dock_events import MqttDockEvents
+from daemon.mqtt.publisher import DockPublisher
 from device.sdnotify import SystemdNotifier, watchdog_interval
+from protocol.keys import SigningKey
+from protocol.store_reader import read_trust
 
 log = logging.getLogger("custody.dock")
+
+
+def mqtt_events(config: DockConfig) -> tuple[DockPublisher, MqttDockEvents]:
+    """The dock's publisher and the events that attest each offload over MQTT."""
+    assert config.mqtt is not None
+    trust = read_trust(config.trust_file)
+    key = SigningKey.from_pem(Path(config.key_file).read_bytes())
+    publisher = config.mqtt.publisher(trust.unit, config.dock_id, key.signer())
+    publisher.start()
+    return publisher, MqttDockEvents(publisher, trust)
 
 
 async def serve(config: DockConfig, events: DockEvents | None = None,
                 notifier: SystemdNotifier | None = None) -> int:
     notifier = notifier or SystemdNotifier()
+    publisher = None
+    if events is None and config.mqtt is not None:
+        publisher, mqtt = mqtt_events(config)
+        # What was archived while the dock was down (a crash before attesting) first.
+        await asyncio.to_thread(mqtt.catch_up, Path(config.archive))
+        events = mqtt
     server = DockServer(config, events)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,6 +70,10 @@ async def serve(config: DockConfig, events: DockEvents | None = None,
         notifier.stopping()
         pinger.cancel()
         await server.stop()
+        if publisher is not None:  # what is still queued stays in the outbox for next time
+            await asyncio.to_thread(events.close)
+            await asyncio.to_thread(publisher.flush, 5)
+            await asyncio.to_thread(publisher.close)
     return 0
 
 
