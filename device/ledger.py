@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from device.journal_auth import JournalKey
 from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
@@ -86,6 +87,8 @@ class LedgerWriter:
         self.path = Path(store) / LEDGER_NAME
         self.device, self.clock = device, clock
         self._signer = key.signer()
+        #: The MAC key of the sealer's recovery records, derived from the same key.
+        self.journal_key = JournalKey.derive(key)
         self._lock = threading.Lock()  # appends come from several threads of the recorder
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.last = self._read_last()
