@@ -29,6 +29,7 @@ from protocol.entries import (
     Exemption,
     Interruption,
     KeyRotated,
+    LedgerGap,
     Marker,
     MediaFile,
     OffloadReceiptEntry,
@@ -399,6 +400,12 @@ class _LedgerCheck:
                                             "recording": body.recording, "hours": body.hours})
             case TimeSync() | ConsoleAction():
                 pass
+            case LedgerGap():  # the device's own word that entries (and their media) are gone
+                lost = (f"{body.first_seq}..{body.last_seq}" if body.last_seq is not None
+                        else f"from {body.first_seq} on (how many is unknown: its high-water "
+                        "mark was gone too)")
+                self.find(seq, "ledger_gap", f"the device declares entries {lost} gone from "
+                          "its ledger")
             case KeyRotated():
                 if fingerprint(bytes.fromhex(body.new_public)) != body.new_key:
                     self.find(seq, "bad_key_rotation", "new_key is not the new key's id")
