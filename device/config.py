@@ -173,6 +173,7 @@ class RecorderConfig:
     store: Path | None = None
     key_file: Path | None = None
     trust_file: Path | None = None
+    otp_state_dir: Path | None = None
     control_socket: Path = Path("/run/custody/recorder.sock")
     hardware: str = "pi"
     board: str = DEFAULT_BOARD
@@ -546,9 +547,13 @@ SETTINGS: dict[str, Setting] = {
                 "The evidence folder: the ledger and sealed segments; on a filesystem that keeps "
                 "extended attributes (ext4 does)", "path"),
         Setting("key_file", _path, "path; required for a recorder",
-                "The device's Ed25519 private key (PEM)", "path"),
+                "The device's Ed25519 signing key, wrapped by the board's OTP secret "
+                "(custody-wrapped-key/1; docs/hardware.md, Key custody)", "path"),
         Setting("trust_file", _path, "path; required for a recorder",
                 "The unit's trust file (trust.json)", "path"),
+        Setting("otp_state_dir", _path, "path; the simulator only",
+                "Where the simulated board keeps its OTP secret: never inside the store (a Pi "
+                "reads its OTP through the firmware)", "path"),
         Setting("control_socket", _path, "path",
                 "Unix socket the recorder takes commands on", "path"),
         Setting("hardware", _choice("pi", "sim"), '"pi" or "sim"',

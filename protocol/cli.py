@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recorder": ("device.agent", "run the recorder service (systemd runs this on the device)"),
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
+    "otp": ("device.otp_cli", "the board's OTP secret and the device keys it wraps"),
     "hw": ("hardware.cli", "hardware checks for technicians (capture, ...)"),
 }
 
