@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US, fragment_trigger_us
+from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, fragment_trigger_us
 from hardware.board import DEFAULT_BOARD, board_names
 
 MIB = 1024 * 1024
@@ -141,6 +141,11 @@ CATEGORY_KEYS: tuple[str, ...] = ("retention_days", "description", "starts", "st
 _REQUIRED_CATEGORY_KEYS = ("retention_days", "description")
 
 
+# A GOP is at most about this long (less the margin the muxer's fragment trigger
+# takes), as when a fragment was a GOP; fragments are shorter now (MAX_FRAGMENT_US).
+MAX_GOP_US = 1_000_000
+
+
 def max_keyframe_interval(fps: int, audio_rate: int | None) -> int:
     """The longest GOP, in frames, that fits in one fragment.
 
@@ -154,7 +159,7 @@ def max_keyframe_interval(fps: int, audio_rate: int | None) -> int:
     (24, 12)
     """
     trigger_us = fragment_trigger_us(
-        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US
+        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_GOP_US
     )
     return max(1, trigger_us * fps // 1_000_000)
 

@@ -95,9 +95,10 @@ def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
             sealer.wait_durable()
             marks.append(read_fragment_marks(sealer.path)[-1])
 
+    # Fragments of up to a second, as a GOP: some span more than one encryption chunk.
     muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
                          origin_us=min(frames[0].timestamp_us, blocks[0].timestamp_us),
-                         on_fragment_end=fragment_end)
+                         on_fragment_end=fragment_end, max_fragment_us=1_000_000)
     for _, kind, item in capture_events(frames, blocks):
         (muxer.add_video if kind == 0 else muxer.add_audio)(item)
     muxer.close()
