@@ -52,8 +52,14 @@ class LayeredSimRunner(SimRunner):
         self.backing = backing
         self.layer = LazyLayer(backing, self.store)
         self.at_cuts: list[Durable] = []
+        self.status_at_cuts: list[dict] = []  # the recorder's status just before each cut
 
     def power_cut(self) -> None:
+        try:  # what the recorder had seen of this span, just before its power goes
+            status = self.client.call("status") if self.client is not None else {}
+        except Exception:  # noqa: BLE001 - already off (a battery shutdown), or busy
+            status = {}
+        self.status_at_cuts.append(status)
         self.layer.cut()  # the instant of the cut: the page cache is gone
         super().power_cut()  # and the recorder with it
         self.at_cuts.append(durable_state(self.backing))
