@@ -493,7 +493,7 @@ def test_the_example_settings_file_is_valid() -> None:
     assert example
     config = RecorderConfig.from_toml(example.group(1), base_dir="/etc/custody")
     config.require_identity()
-    assert config.key_file == Path("/etc/custody/keys/device.pem")
+    assert config.key_file == Path("/etc/custody/keys/device.key")  # wrapped (custody otp)
     assert config.effective_keyframe_interval == 20
 
 
