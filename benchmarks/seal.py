@@ -55,6 +55,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from device.journal_auth import JournalKey
 from device.muxer import FragmentInfo
 from device.sealer import FRAGMENT_MARKS, SegmentSealer
 from protocol.keys import ArchiveSecretKey
@@ -76,9 +77,14 @@ class Workload:
         self.size = self.segments * len(self.plaintext)
 
 
+JOURNAL_KEY = JournalKey(os.urandom(32))
+
+
 def seal_pass(work: Workload, store: Path, archive_public: bytes, run: int) -> None:
     for s in range(work.segments):
-        sealer = SegmentSealer(store, f"r{run:06d}-{s:05d}.cseg", archive_public)
+        # As the recorder does: marks and journal lines authenticated (device/journal_auth).
+        sealer = SegmentSealer(store, f"r{run:06d}-{s:05d}.cseg", archive_public,
+                               journal_key=JOURNAL_KEY)
         offset = 0
         for f in range(work.fragments):
             start = offset

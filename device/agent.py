@@ -26,6 +26,7 @@ from device.config import ConfigError, RecorderConfig
 from device.console.devicelog import log_to_device_log
 from device.console.maintenance import maintenance_commands
 from device.control import ControlError, ControlServer, dispatch
+from device.key_custody import KeyCustodyError, load_signing_key
 from device.ledger import LedgerWriter, entry_clock
 from device.offload import Offloader, OffloadSettings, RecorderHost
 from device.receipts import ReceiptRefused
@@ -33,7 +34,7 @@ from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
 from hardware.factory import HardwareFactory, make_factory
-from protocol.keys import SigningKey
+from hardware.otp import OtpSecret, PiOtp
 from protocol.store_reader import StoreError, read_trust
 
 log = logging.getLogger("custody.recorder")
@@ -46,13 +47,26 @@ def unix_to_monotonic_us(unix_ns: int) -> int:
     return (unix_ns - (time.time_ns() - time.monotonic_ns())) // 1000
 
 
+def board_otp(config: RecorderConfig) -> OtpSecret:
+    """The OTP secret of the board the recorder runs on."""
+    if config.hardware == "sim":
+        from hardware.sim.otp import SimOtp
+
+        if config.otp_state_dir is None:
+            raise ConfigError("otp_state_dir", "must be set for the simulator (a folder "
+                              "outside the store)")
+        return SimOtp(config.otp_state_dir)
+    return PiOtp()
+
+
 class RecorderAgent:
     """The recorder process: settings, ledger, hardware, control socket, systemd."""
 
     def __init__(self, config: RecorderConfig):
         self.config = config
         check_store_keeps_marks(config.store)  # before anything is recorded there
-        self.key = SigningKey.from_pem(config.key_file.read_bytes())
+        # Unwrapped by this board's OTP secret: a copied card starts nothing.
+        self.key = load_signing_key(config.key_file, board_otp(config), config.device_id)
         self.trust = read_trust(config.trust_file)
         self.archive_public = bytes.fromhex(
             self.trust.keys[self.trust.archive_encryption_key].public)
@@ -276,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         config.require_identity()
         log_to_device_log(config.log_file)  # the device's log, which the console shows
         agent = RecorderAgent(config)
-    except (ConfigError, OSError, StoreError, ValueError) as e:  # names the key or path
+    except (ConfigError, OSError, StoreError, ValueError, KeyCustodyError) as e:  # names it
         print(f"custody recorder: {e}", file=sys.stderr)
         return 2
     return agent.run()

@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US, fragment_trigger_us
+from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, fragment_trigger_us
 from hardware.board import DEFAULT_BOARD, board_names
 
 MIB = 1024 * 1024
@@ -141,6 +141,11 @@ CATEGORY_KEYS: tuple[str, ...] = ("retention_days", "description", "starts", "st
 _REQUIRED_CATEGORY_KEYS = ("retention_days", "description")
 
 
+# A GOP is at most about this long (less the margin the muxer's fragment trigger
+# takes), as when a fragment was a GOP; fragments are shorter now (MAX_FRAGMENT_US).
+MAX_GOP_US = 1_000_000
+
+
 def max_keyframe_interval(fps: int, audio_rate: int | None) -> int:
     """The longest GOP, in frames, that fits in one fragment.
 
@@ -154,7 +159,7 @@ def max_keyframe_interval(fps: int, audio_rate: int | None) -> int:
     (24, 12)
     """
     trigger_us = fragment_trigger_us(
-        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US
+        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_GOP_US
     )
     return max(1, trigger_us * fps // 1_000_000)
 
@@ -173,6 +178,7 @@ class RecorderConfig:
     store: Path | None = None
     key_file: Path | None = None
     trust_file: Path | None = None
+    otp_state_dir: Path | None = None
     control_socket: Path = Path("/run/custody/recorder.sock")
     hardware: str = "pi"
     board: str = DEFAULT_BOARD
@@ -564,9 +570,13 @@ SETTINGS: dict[str, Setting] = {
                 "The evidence folder: the ledger and sealed segments; on a filesystem that keeps "
                 "extended attributes (ext4 does)", "path"),
         Setting("key_file", _path, "path; required for a recorder",
-                "The device's Ed25519 private key (PEM)", "path"),
+                "The device's Ed25519 signing key, wrapped by the board's OTP secret "
+                "(custody-wrapped-key/1; docs/hardware.md, Key custody)", "path"),
         Setting("trust_file", _path, "path; required for a recorder",
                 "The unit's trust file (trust.json)", "path"),
+        Setting("otp_state_dir", _path, "path; the simulator only",
+                "Where the simulated board keeps its OTP secret: never inside the store (a Pi "
+                "reads its OTP through the firmware)", "path"),
         Setting("control_socket", _path, "path",
                 "Unix socket the recorder takes commands on", "path"),
         Setting("hardware", _choice("pi", "sim"), '"pi" or "sim"',

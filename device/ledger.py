@@ -4,11 +4,15 @@
 append builds the next entry (``seq`` and ``prev`` from the last entry on
 disk, so numbering survives reboots and re-installs), signs it with the
 device key, writes one line and fsyncs before returning: an entry the caller
-has seen returned is on the medium.
+has seen returned is on the medium. Then it moves the ledger's high-water
+mark (``device/high_water.py``); a ledger found shorter than that mark at
+start is declared in a ``ledger_gap`` entry, and numbering goes on after the
+mark, so no seq is ever reused.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime
+from device.high_water import HighWaterMark
+from device.journal_auth import JournalKey
+from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime, KeyRotated, LedgerGap
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from hardware.clock import Clock as DeviceClock
 
 Clock = Callable[[], EntryTime]
+log = logging.getLogger(__name__)
 
 
 def boot_id() -> str:
@@ -86,14 +93,45 @@ class LedgerWriter:
         self.path = Path(store) / LEDGER_NAME
         self.device, self.clock = device, clock
         self._signer = key.signer()
+        #: The MAC key of the sealer's recovery records, derived from the same key.
+        self.journal_key = JournalKey.derive(key)
         self._lock = threading.Lock()  # appends come from several threads of the recorder
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.last = self._read_last()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Where the next entry goes: after the last one, or after the high-water mark.
+        self._next_seq = 0 if self.last is None else self.last.entry.seq + 1
+        self._prev = self.last.digest if self.last else GENESIS_PREV
+        self._marks = HighWaterMark(self.path.parent, device, self.journal_key)
+        #: The ``ledger_gap`` entry this start appended, if the ledger had lost entries.
+        self.declared_gap: SignedEntry | None = None
+        self._declare_lost_entries()
 
     @property
     def next_seq(self) -> int:
-        return 0 if self.last is None else self.last.entry.seq + 1
+        return self._next_seq
+
+    def _declare_lost_entries(self) -> None:
+        """A ledger shorter than its high-water mark (or with its mark gone) says so."""
+        mark = self._marks.read()
+        last_seq = self._next_seq - 1
+        if mark is not None and mark.seq <= last_seq:
+            return  # the ledger reaches the mark (or is one entry past it: cut before the mark)
+        if mark is None:
+            # No mark: a new ledger (genesis only), or one whose mark was removed.
+            if last_seq <= 0 and not self._marks.exists():
+                return
+            if (self.last is not None and isinstance(self.last.entry.body, KeyRotated)
+                    and (last_seq, self._prev) in self._marks.claims()):
+                return  # the old key's last mark, on its key_rotated entry: nothing lost
+            gap = LedgerGap(first_seq=last_seq + 1, last_seq=None, last_head=None)
+            log.error("%s: its high-water mark is gone; declared (%s)", self.path, gap)
+        else:
+            gap = LedgerGap(first_seq=last_seq + 1, last_seq=mark.seq, last_head=mark.head)
+            self._next_seq, self._prev = mark.seq + 1, mark.head
+            log.error("%s: entries %d..%d are gone (the ledger ends before its high-water "
+                      "mark); declared", self.path, gap.first_seq, mark.seq)
+        self.declared_gap = self.append(gap)
 
     def _read_last(self) -> SignedEntry | None:
         if not self.path.exists():
@@ -129,8 +167,8 @@ class LedgerWriter:
     def _append(self, body: Body) -> SignedEntry:
         entry = Entry(
             device=self.device,
-            seq=self.next_seq,
-            prev=self.last.digest if self.last else GENESIS_PREV,
+            seq=self._next_seq,
+            prev=self._prev,
             time=self.clock(),
             body=body,
         )
@@ -141,6 +179,11 @@ class LedgerWriter:
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
         self.last = signed
+        self._next_seq, self._prev = entry.seq + 1, signed.digest
+        try:  # after the entry is durable: a cut in between leaves the mark one behind
+            self._marks.write(entry.seq, signed.digest)
+        except OSError:
+            log.exception("%s: high-water mark not moved to %d", self.path, entry.seq)
         return signed
 
     def close(self) -> None:

@@ -84,7 +84,10 @@ from hardware.frames import AudioBlock, VideoFrame
 from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT
 
 VIDEO_CLOCK_HZ = 90_000  # MPEG's 90 kHz: exact for 24, 25, 30, 60 and 30000/1001 fps
-MAX_FRAGMENT_US = 1_000_000
+# A fragment is what a power cut may lose, so fragments are kept short: cut by
+# duration between keyframes too (a recovered file is a prefix of a segment that
+# starts at a keyframe, so it decodes whatever the fragment boundaries). h12b, ADR 0015.
+MAX_FRAGMENT_US = 400_000
 DEFAULT_SEGMENT_US = 60_000_000
 # FFmpeg's own choice at 48 kHz (96 ms), the largest block the FLAC "subset" allows
 # up to 48 kHz; bigger blocks compress slightly better and cost fewer packets.

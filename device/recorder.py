@@ -426,14 +426,16 @@ class Recorder:
         from device.recovery import recover_pending
 
         reason = "crash" if self.known.last_boot_id == boot_id() else "power_loss"
-        recovered = recover_pending(self.store)
+        # h12b: only what the device's journal key authenticates is sealed.
+        recovered = recover_pending(self.store, journal_key=self.ledger.journal_key)
         for r in recovered:
             if r.segment is not None:
                 self.append(r.segment)
         rec = self.known.open_recording
         if rec is None or self.known.unresumed(rec.seq) is not None:
             return
-        cuts = [r.cut_utc_ns for r in recovered if r.recording == rec.seq]
+        cuts = [r.cut_utc_ns for r in recovered  # h12b: None when nothing authenticated says
+                if r.recording == rec.seq and r.cut_utc_ns is not None]
         cut = max(cuts) if cuts else rec.last_capture_utc_ns or int(self.clock.now() * 1e9)
         self.append(Interruption(reason=reason, detected_by="boot_recovery", cut_utc_ns=cut,
                                  recording=rec.seq))
@@ -1131,7 +1133,8 @@ class Recorder:
         self._signal("error")
         sink.abandon()
         try:
-            recovered = recover_file(self.store, sink.file)
+            recovered = recover_file(self.store, sink.file,  # h12b: the journal key
+                                     journal_key=self.ledger.journal_key)
         except Exception:  # left in pending/ for the next start's recovery
             log.exception("%s: could not be recovered now", sink.file)
             recovered = None
@@ -1332,7 +1335,8 @@ class _QueuedSink:
             context={"recording": self.rec.seq, "span": self.span, "index": self.index,
                      "utc_offset_ns": self.rec.utc_offset_ns,
                      "frame_period_ns": 1_000_000_000 // r.config.fps,
-                     "audio_rate": r.config.audio_rate})
+                     "audio_rate": r.config.audio_rate},
+            journal_key=r.ledger.journal_key)  # h12b: marks and journal lines authenticated
 
     def write(self, data: bytes) -> int:
         chunk = bytes(data)

@@ -45,7 +45,9 @@ What the recorder then appends, per recording, in this order: each returned
 results'), then calls :func:`release_journal` for each result.
 
 >>> import tempfile
->>> recover_pending(Path(tempfile.mkdtemp()))  # nothing pending: nothing to do
+>>> from protocol.keys import SigningKey
+>>> key = JournalKey.derive(SigningKey.generate())
+>>> recover_pending(Path(tempfile.mkdtemp()), journal_key=key)  # nothing pending: nothing to do
 []
 """
 
@@ -62,12 +64,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device.journal_auth import JournalKey
 from device.ledger import fsync_dir
 from device.sealer import (
     JOURNAL_FORMAT,
     JOURNAL_SUFFIX,
     PENDING_DIR,
     clear_fragment_marks,
+    encryption_of,
     journal_path,
     read_fragment_marks,
 )
@@ -78,7 +82,6 @@ from protocol.segment_crypto import (
     HEADER_SIZE,
     MAGIC,
     MAX_CHUNK_PLAINTEXT,
-    SCHEME,
     TAG_SIZE,
     read_layout,
 )
@@ -103,12 +106,13 @@ class RecoveredSegment:
     clock mapped to UTC with the recording's offset, like capture times. The
     cut came at or after it, and at most about one fragment plus the seal
     queue's delay later. It is never before ``last_capture_utc_ns``. Without a
-    journaled offset it falls back to the wall-clock mtime of the files.
+    authenticated record saying when (no journal, or one that does not
+    verify) it is None: the recorder then takes the ledger's last capture.
     """
 
     segment: Segment | None  # the body to append; None: nothing whole survived
     recording: int  # seq of the recording's record_start
-    cut_utc_ns: int
+    cut_utc_ns: int | None  # None: no authenticated record says when (the ledger must)
     file: str  # the file in media/ (segment) or the pending file's name (none)
     span: int | None = None
     index: int | None = None
@@ -126,6 +130,7 @@ class _Journal:
     fragments: list[dict[str, Any]] = field(default_factory=list)  # the marks (add_marks)
     finished: dict[str, Any] | None = None  # the last "sealed" or "recovered" line
     last_written_monotonic_ns: int | None = None
+    refused: int = 0  # lines and marks that did not verify: never trusted, only counted
 
     @property
     def context(self) -> dict[str, Any]:
@@ -137,9 +142,20 @@ class _Journal:
         if written is not None:
             self.last_written_monotonic_ns = max(self.last_written_monotonic_ns or 0, written)
 
-    def add_marks(self, segment_path: Path) -> None:
-        """Take in the fragment marks of the segment file (in pending/ or media/)."""
+    def add_marks(self, segment_path: Path, name: str, key: JournalKey) -> None:
+        """Take in the fragment marks of the segment file (in pending/ or media/).
+
+        Only marks the device made for this very file (``name``, and the
+        recording, span and index its authenticated header names) count.
+        """
+        names = {"file": name, **{k: self.context.get(k) for k in ("recording", "span", "index")}}
         for mark in read_fragment_marks(segment_path):
+            if not (self.header and key.verify(mark)
+                    and all(mark.get(k) == v for k, v in names.items())):
+                log.error("%s: a fragment mark that is not the device's for this file; "
+                          "not trusted", segment_path)
+                self.refused += 1
+                continue
             if _int(mark, "stored_size") is not None:
                 self.note_written(mark)
                 self.fragments.append(mark)
@@ -150,14 +166,17 @@ def _int(record: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_journal(path: Path) -> _Journal:
+def read_journal(path: Path, key: JournalKey) -> _Journal:
     """Parse a journal file; a last line cut short (no ``\\n``) or unreadable is ignored.
 
-    Its fragment records are the segment file's marks (:meth:`_Journal.add_marks`).
+    Only lines whose MAC ``key`` verifies, made for the file the journal is
+    named after, are taken in; the others are counted in ``refused``. Its
+    fragment records are the segment file's marks (:meth:`_Journal.add_marks`).
     """
     journal = _Journal(header={})
     if not path.exists():
         return journal
+    file = path.name[: -len(JOURNAL_SUFFIX)]
     lines = path.read_bytes().split(b"\n")[:-1]  # the piece after the last \n is torn
     for line in lines:
         try:
@@ -166,6 +185,11 @@ def read_journal(path: Path) -> _Journal:
             log.warning("%s: unreadable journal line skipped", path)
             continue
         if not isinstance(record, dict):
+            continue
+        if not key.verify(record) or record.get("file") != file:
+            log.error("%s: a journal line that is not the device's for %s; not trusted",
+                      path, file)
+            journal.refused += 1
             continue
         journal.note_written(record)
         if record.get("journal") == JOURNAL_FORMAT:
@@ -258,8 +282,11 @@ def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:
     """
     if len({c.recording for c in cuts}) != 1:
         raise ValueError("one interruption per recording: give the cuts of one recording")
+    known = [c.cut_utc_ns for c in cuts if c.cut_utc_ns is not None]
+    if not known:
+        raise ValueError("no cut time is known: take the ledger's last capture")
     return Interruption(reason=reason, detected_by=DETECTED_BY,
-                        cut_utc_ns=max(c.cut_utc_ns for c in cuts), recording=cuts[0].recording)
+                        cut_utc_ns=max(known), recording=cuts[0].recording)
 
 
 def release_journal(store: Path, recovered: RecoveredSegment) -> None:
@@ -277,6 +304,7 @@ class _LedgerFacts:
     """What recovery needs to know of the ledger."""
 
     files: set[str] = field(default_factory=set)  # every media file an entry seals
+    ephemerals: set[str] = field(default_factory=set)  # their segment headers' ephemeral keys
     # Per recording: the highest segment index entered, or inf once stopped.
     reached: dict[int, float] = field(default_factory=dict)
 
@@ -289,7 +317,10 @@ def _read_ledger(ledger: Path) -> _LedgerFacts:
                 entry = parse_line(line).entry
             except ProtocolError:
                 continue  # a line torn by the cut is no entry
-            facts.files.update(media.file for media in entry.media())
+            for media in entry.media():
+                facts.files.add(media.file)
+                if isinstance(media.encryption.get("ephemeral"), str):
+                    facts.ephemerals.add(media.encryption["ephemeral"])
             body = entry.body
             if isinstance(body, Segment):
                 facts.reached[body.recording] = max(facts.reached.get(body.recording, -1),
@@ -322,8 +353,8 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 class _Recovery:
     """One pass over a store's pending/ folder."""
 
-    def __init__(self, store: Path, ledger: Path):
-        self.store, self.ledger = Path(store), ledger
+    def __init__(self, store: Path, ledger: Path, key: JournalKey):
+        self.store, self.ledger, self.key = Path(store), ledger, key
         self.pending = self.store / PENDING_DIR
         self.media = self.store / MEDIA_DIR
         self._facts: _LedgerFacts | None = None
@@ -336,6 +367,21 @@ class _Recovery:
 
     def in_ledger(self, file: str) -> bool:
         return file in self.facts.files
+
+    def already_sealed(self, name: str, data: bytes) -> str | None:
+        """Why a pending file is a copy of sealed evidence (its name or header), or None."""
+        if name in self.facts.files:
+            return f"the ledger already seals a file named {name}"
+        ephemeral = data[len(MAGIC):len(MAGIC) + 32].hex() if data.startswith(MAGIC) else None
+        if ephemeral is None:
+            return None
+        if ephemeral in self.facts.ephemerals:
+            return "its segment header (ephemeral key) is one the ledger already seals"
+        for sealed in self.media.glob("*" + SEGMENT_SUFFIX) if self.media.is_dir() else ():
+            with open(sealed, "rb") as f:
+                if f.read(HEADER_SIZE)[len(MAGIC):len(MAGIC) + 32].hex() == ephemeral:
+                    return f"its segment header (ephemeral key) is that of media/{sealed.name}"
+        return None
 
     def went_on_after(self, context: dict[str, Any]) -> bool:
         """The ledger holds a later segment of this file's recording, or its record_stop."""
@@ -364,9 +410,9 @@ class _Recovery:
     def recover(self, name: str) -> RecoveredSegment | None:
         path = self.pending / name
         journal_file = journal_path(path)
-        journal = read_journal(journal_file)
+        journal = read_journal(journal_file, self.key)
         if path.exists():
-            journal.add_marks(path)
+            journal.add_marks(path, name, self.key)
             return self._recover_cut_file(name, path, journal_file, journal)
         return self._recover_moved_file(name, journal_file, journal)
 
@@ -382,6 +428,10 @@ class _Recovery:
             self._set_aside(name, path, journal_file, journal, context)
             return None
         data = path.read_bytes()
+        copied = self.already_sealed(name, data)
+        if copied is not None:
+            log.error("%s: refused, never sealed: %s; kept aside", name, copied)
+            return self._set_aside(name, path, journal_file, journal, context)
         sealed = journal.finished if (journal.finished or {}).get("sealed") else None
         if sealed and (sealed.get("stored_size"), sealed.get("stored_sha256")) == (
                 len(data), hashlib.sha256(data).hexdigest()):
@@ -409,13 +459,13 @@ class _Recovery:
             linked = self.media / earlier["media_file"]
             if linked.exists() and os.path.samefile(linked, path):
                 media_file = earlier["media_file"]  # linked already; only the unlink was missed
-        finished = {"recovered": True, "media_file": media_file, "tail_file": tail,
+        finished = {"file": name, "recovered": True, "media_file": media_file, "tail_file": tail,
                     "fragment": kept.get("fragment"),
                     **{k: kept.get(k) for k in ("stored_size", "stored_sha256",
                                                 "plaintext_size", "plaintext_sha256")}}
         # The intent first: a cut during the move leaves a journal that says where to look.
         if journal_file.exists():
-            _append_line(journal_file, finished)
+            _append_line(journal_file, self.key.seal(finished))
         self.media.mkdir(exist_ok=True)
         if not (self.media / media_file).exists():
             os.link(path, self.media / media_file)  # fails rather than overwrite evidence
@@ -443,7 +493,7 @@ class _Recovery:
             media_file = self._free_media_name(name, time.time_ns())
             if media_file != (sealed.get("media_file") or name):
                 # Say where it goes before it goes, so a cut now cannot lose track of it.
-                sealed = {**sealed, "media_file": media_file}
+                sealed = self.key.seal({**sealed, "media_file": media_file})
                 _append_line(journal_file, sealed)
             self.media.mkdir(exist_ok=True)
             os.link(path, self.media / media_file)  # fails rather than overwrite evidence
@@ -469,8 +519,7 @@ class _Recovery:
                         name, context)
             return None
         return RecoveredSegment(
-            segment=None, recording=recording, cut_utc_ns=self._cut_utc_ns(journal, context,
-                                                                            [self.pending / tail]),
+            segment=None, recording=recording, cut_utc_ns=self._cut_utc_ns(journal, context),
             file=name, span=_int(context, "span"), index=_int(context, "index"), tail_file=tail)
 
     # --- a file that already left pending/ ------------------------------------------------
@@ -489,7 +538,7 @@ class _Recovery:
         if not media_path.exists() or not all(k in context for k in _CONTEXT_KEYS):
             log.error("%s: journal without its file or context; left as it is", name)
             return None
-        journal.add_marks(media_path)
+        journal.add_marks(media_path, name, self.key)
         data = media_path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if finished is None or (finished.get("stored_size"), finished.get("stored_sha256")) != (
@@ -498,7 +547,7 @@ class _Recovery:
             finished = None
             for record in journal.fragments:
                 if (record["stored_size"], record.get("stored_sha256")) == (len(data), digest):
-                    finished = {"recovered": True, "media_file": media_file, **record}
+                    finished = {**record, "recovered": True, "media_file": media_file}
         if finished is not None and finished.get("recovered"):
             kept = next((r for r in reversed(journal.fragments)
                          if r["stored_size"] == finished["stored_size"]), None)
@@ -523,6 +572,8 @@ class _Recovery:
     # --- helpers --------------------------------------------------------------------------
 
     def _context(self, name: str, journal: _Journal) -> dict[str, Any]:
+        # Only an authenticated header is read (read_journal); the name says no more
+        # than which recording to declare the cut for, never what to seal.
         context = dict(journal.context)
         match = _NAME.fullmatch(name)
         if match:  # r<recording>-<index>.cseg: the recorder's names say this much
@@ -537,13 +588,16 @@ class _Recovery:
         log.error("media/%s exists already; the recovered file gets another name", name)
         return f"{stem}.recovered-{stamp}{SEGMENT_SUFFIX}"
 
-    def _cut_utc_ns(self, journal: _Journal, context: dict[str, Any],
-                    files: list[Path]) -> int:
+    def _cut_utc_ns(self, journal: _Journal, context: dict[str, Any]) -> int | None:
+        """When the device last wrote an authenticated record, in UTC; None if never.
+
+        Not the files' mtime: whoever wrote the store while the device was off
+        chose that.
+        """
         offset = _int(context, "utc_offset_ns")
-        if offset is not None and journal.last_written_monotonic_ns is not None:
+        if journal.header and offset is not None and journal.last_written_monotonic_ns:
             return journal.last_written_monotonic_ns + offset
-        # No journaled clock: the files' last change on the wall clock.
-        return max((f.stat().st_mtime_ns for f in files if f.exists()), default=time.time_ns())
+        return None
 
     def _result(self, name: str, journal: _Journal, context: dict[str, Any],
                 finished: dict[str, Any], kept: dict[str, Any], *, recovered: bool,
@@ -564,7 +618,7 @@ class _Recovery:
             size=finished["stored_size"], sha256=finished["stored_sha256"],
             plaintext_size=finished.get("plaintext_size"),
             plaintext_sha256=finished.get("plaintext_sha256"),
-            encryption={"scheme": SCHEME, "recipient": header[-32:].hex()})
+            encryption=encryption_of(header))
         segment = Segment(
             recording=context["recording"], span=context["span"], index=context["index"],
             media=media,
@@ -574,9 +628,9 @@ class _Recovery:
             audio_samples=content.get("audio_samples") or 0, audio_rate=context["audio_rate"],
             recovered=recovered)
         last_capture_utc_ns = None if last_capture_us is None else last_capture_us * 1000 + offset
-        cut = self._cut_utc_ns(journal, context, [journal_file])
+        cut = self._cut_utc_ns(journal, context)
         if last_capture_utc_ns is not None:
-            cut = max(cut, last_capture_utc_ns)
+            cut = max(cut or last_capture_utc_ns, last_capture_utc_ns)
         return RecoveredSegment(
             segment=segment, recording=context["recording"], cut_utc_ns=cut, file=media_file,
             span=context["span"], index=context["index"],
@@ -589,18 +643,22 @@ def _first_not_none(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def recover_pending(store: Path, ledger: Path | None = None) -> list[RecoveredSegment]:
+def recover_pending(store: Path, ledger: Path | None = None, *,
+                    journal_key: JournalKey) -> list[RecoveredSegment]:
     """Seal what a cut left in ``store/pending/`` and say what to append for it.
 
     Call it at start, before recording. ``ledger`` (default ``store/ledger.jsonl``)
     is only read, to see which files already have their ``segment`` entry.
+    ``journal_key`` is the device's (:class:`~device.journal_auth.JournalKey`):
+    only what it authenticates is sealed; everything else is kept aside.
     Results come sorted by recording and index. Never deletes media bytes.
     """
     store = Path(store)
-    return _Recovery(store, ledger or store / LEDGER_NAME).run()
+    return _Recovery(store, ledger or store / LEDGER_NAME, journal_key).run()
 
 
-def recover_file(store: Path, file: str, ledger: Path | None = None) -> RecoveredSegment | None:
+def recover_file(store: Path, file: str, ledger: Path | None = None, *,
+                 journal_key: JournalKey) -> RecoveredSegment | None:
     """The same for one file of ``pending/``, while the device runs.
 
     For a file the medium refused to go on writing (the recorder's seal
@@ -612,4 +670,4 @@ def recover_file(store: Path, file: str, ledger: Path | None = None) -> Recovere
     pending = store / PENDING_DIR / file
     if not pending.exists() and not journal_path(pending).exists():
         return None
-    return _Recovery(store, ledger or store / LEDGER_NAME).recover(file)
+    return _Recovery(store, ledger or store / LEDGER_NAME, journal_key).recover(file)

@@ -83,9 +83,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from device.journal_auth import JournalKey
 from device.ledger import fsync_dir
 from protocol.entries import MediaFile
 from protocol.segment_crypto import (
+    MAGIC,
     MAX_CHUNK_PLAINTEXT,
     SCHEME,
     STORED_CHUNK_MAX,
@@ -168,6 +170,16 @@ def fragment_content(fragment: FragmentInfo) -> dict[str, int | None]:
         "first_sample_us": fragment.first_sample_us,
         "last_sample_us": fragment.last_sample_us,
     }
+
+
+def encryption_of(header: bytes) -> dict[str, str]:
+    """A MediaFile's ``encryption``: the scheme, the archive key and this file's ephemeral key.
+
+    The ephemeral key is fresh for every file, so the ledger says which
+    headers it has sealed: recovery refuses a pending file that repeats one.
+    """
+    return {"scheme": SCHEME, "recipient": header[-32:].hex(),
+            "ephemeral": header[len(MAGIC):len(MAGIC) + 32].hex()}
 
 
 def _json_line(record: dict[str, Any]) -> bytes:
@@ -284,8 +296,11 @@ class SegmentSealer:
 
     def __init__(self, store: Path, file: str, archive_public: bytes,
                  codecs: dict[str, str] | None = None,
-                 context: dict[str, Any] | None = None):
+                 context: dict[str, Any] | None = None,
+                 journal_key: JournalKey | None = None):
         self.store, self.file = Path(store), file
+        # Without a key the records carry no MAC, and recovery trusts none of them.
+        self._journal_key = journal_key
         self.codecs = codecs or {"video": "h264", "audio": "flac"}
         self.context = dict(context or {})
         self._encryptor = SegmentEncryptor(archive_public)
@@ -311,6 +326,7 @@ class SegmentSealer:
             self._journal_lines([{
                 "journal": JOURNAL_FORMAT, "file": file, "codecs": self.codecs,
                 "opened_monotonic_ns": time.monotonic_ns(), "context": self.context,
+                "segment_header_sha256": hashlib.sha256(self._encryptor.header).hexdigest(),
             }])
             fsync_dir(pending)
             opened.pop_all()  # open for good: close() closes them
@@ -365,7 +381,7 @@ class SegmentSealer:
             self._seal_chunk(self._buffer)
             self._buffer = bytearray()
         self._writer.put(_Durable({
-            "fragment": self.fragments, "plaintext_size": self.plaintext_size,
+            **self._names, "fragment": self.fragments, "plaintext_size": self.plaintext_size,
             "plaintext_sha256": self._plain.copy().hexdigest(),
             "content": None if content is None else fragment_content(content),
         }))
@@ -456,7 +472,8 @@ class SegmentSealer:
         records = [item.record for item in items]
         fragments = [r for r in records if "fragment" in r]
         if fragments:
-            mark = {**fragments[-1], "written_monotonic_ns": time.monotonic_ns()}
+            mark = self._authenticate({**fragments[-1],
+                                       "written_monotonic_ns": time.monotonic_ns()})
             os.setxattr(self._fd, FRAGMENT_MARKS[self._flushes % 2], _json_line(mark))
             self._flushes += 1
         os.fsync(self._fd)  # not fdatasync: the mark is metadata
@@ -475,8 +492,17 @@ class SegmentSealer:
             self._durable_fragments += len(fragments)
             self._durable.notify_all()
 
+    @property
+    def _names(self) -> dict[str, Any]:
+        """What every mark and line says it is about, so none can be moved to another file."""
+        return {"file": self.file, **{k: self.context.get(k)
+                                      for k in ("recording", "span", "index")}}
+
+    def _authenticate(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self._journal_key is None else self._journal_key.seal(record)
+
     def _journal_lines(self, records: list[dict[str, Any]]) -> None:
-        _writev_fully(self._journal_fd, [_json_line(r) for r in records])
+        _writev_fully(self._journal_fd, [_json_line(self._authenticate(r)) for r in records])
         os.fdatasync(self._journal_fd)
 
     def close(self, keep_journal: bool = False) -> MediaFile:
@@ -494,7 +520,8 @@ class SegmentSealer:
             self._buffer = bytearray()
             # Whole and durable: say so before moving it, so a cut from here on (or a
             # refused move) leaves a file that recovery seals whole, not cut short.
-            self._writer.put(_Durable({"sealed": True, "plaintext_size": self.plaintext_size,
+            self._writer.put(_Durable({**self._names, "sealed": True,
+                                       "plaintext_size": self.plaintext_size,
                                        "plaintext_sha256": self._plain.hexdigest()}))
         finally:  # after a failure too: the threads end and the files close
             self._writer.finish()  # after it has handed the sealed line over
@@ -515,7 +542,7 @@ class SegmentSealer:
             file=self.file, container="mp4", codecs=self.codecs, size=self.size,
             sha256=self._stored.hexdigest(), plaintext_size=self.plaintext_size,
             plaintext_sha256=self._plain.hexdigest(),
-            encryption={"scheme": SCHEME, "recipient": self._encryptor.header[-32:].hex()},
+            encryption=encryption_of(self._encryptor.header),
         )
 
     def release_journal(self) -> None:

@@ -8,6 +8,8 @@ and leaves::
 
     DIR/keys/        the unit: trust.json and, for tests only, archive-secret.key
     DIR/device/      the device store
+    DIR/device-keys/ the device's signing key, wrapped by the simulated board's OTP secret
+    DIR/otp/         the simulated board's OTP secret (the board, not the card)
     DIR/recorder.toml, DIR/recorder.log   the agent's settings and log
     DIR/device.log   the device's log (recorder and console)
     DIR/console.log  what each ``console`` step's session showed
@@ -69,8 +71,11 @@ class SimRunner:
         self.config = self._provision()
 
     def _provision(self) -> RecorderConfig:
-        from daemon.provision import create_unit, device_key_path, enrol_device
+        from daemon.provision import create_unit, device_key_path, enrol_device, load_signing_key
+        from device.key_custody import wrap_signing_key, write_wrapped_key
         from device.ledger import system_clock
+        from device.otp_cli import program_otp
+        from hardware.sim.otp import SimOtp
 
         if self.out.exists() and any(self.out.iterdir()):
             raise SimError(f"{self.out}: not empty; give a new folder")
@@ -78,11 +83,17 @@ class SimRunner:
         enrol_device(self.keys, DEVICE, self.store, system_clock(), officer=OFFICER,
                      by="TECH-SIM")
         technicians = provision_sim_technician(self.keys)
+        # The simulated board: its OTP outside the store, the key on the "card" wrapped by it.
+        otp_dir, key_file = self.out / "otp", self.out / "device-keys" / "signing.key"
+        otp = SimOtp(otp_dir)
+        program_otp(otp, dry_run=False, confirm=lambda _: True)
+        write_wrapped_key(key_file, wrap_signing_key(
+            load_signing_key(device_key_path(self.keys, DEVICE)), otp.read() or b"", DEVICE))
         base = RecorderConfig.from_toml("").with_overrides({
             "technicians_file": str(technicians), "log_file": str(self.out / "device.log"),
             "reboot_command": "true", "poweroff_command": "true",
             "device_id": DEVICE, "store": str(self.store),
-            "key_file": str(device_key_path(self.keys, DEVICE)),
+            "key_file": str(key_file), "otp_state_dir": str(otp_dir),
             "trust_file": str(self.keys / "trust.json"),
             "control_socket": str(self._socket_dir / "recorder.sock"), "hardware": "sim",
         }, source="custody sim")

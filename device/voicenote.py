@@ -16,7 +16,7 @@ close an encryption chunk and fdatasync there. FLAC packets are all
 keyframes, so fragments are cut by duration only (``frag_duration``; cutting
 at every keyframe would make one fragment, and one fsync, per 96 ms packet);
 FFmpeg cuts *before* the packet that reaches the limit, so the trigger sits
-one packet plus margin below :data:`~device.muxer.MAX_FRAGMENT_US`. PTS 0 is
+one packet plus margin below :data:`VOICE_NOTE_FRAGMENT_US`. PTS 0 is
 the first sample's capture time and audio PTS counts samples, so no sample is
 lost or repeated by timestamp rounding.
 
@@ -50,7 +50,6 @@ import numpy as np
 
 from device.muxer import (
     DEFAULT_FLAC_BLOCK_SAMPLES,
-    MAX_FRAGMENT_US,
     FragmentInfo,
     Sink,
     _FragmentSpotter,
@@ -63,6 +62,9 @@ from protocol.entries import MediaFile
 
 VOICE_NOTE_CODECS = {"audio": "flac"}  # the MediaFile's codecs: no video track
 _JITTER_US = 5_000
+# A cut voice note is never recovered (it names no recording), so its fragments stay
+# a second long: the short fragments of segments (muxer.MAX_FRAGMENT_US) buy it nothing.
+VOICE_NOTE_FRAGMENT_US = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class VoiceNoteWriter:
         on_fragment_end: Callable[[FragmentInfo], None] | None = None,
         *,
         max_seconds: float | None = None,
-        max_fragment_us: int = MAX_FRAGMENT_US,
+        max_fragment_us: int = VOICE_NOTE_FRAGMENT_US,
         flac_block_samples: int = DEFAULT_FLAC_BLOCK_SAMPLES,
         speech: SpeechListener | None = None,
     ) -> None:

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
     "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
     "console": ("device.console.cli", "the technicians' serial maintenance console"),
+    "otp": ("device.otp_cli", "the board's OTP secret and the device keys it wraps"),
     "hw": ("hardware.cli", "hardware checks for technicians (capture, ...)"),
 }
 

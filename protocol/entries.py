@@ -402,6 +402,26 @@ class Overdue(Body):
 
 
 @dataclass
+class LedgerGap(Body):
+    """The device found its ledger shorter than its high-water mark: entries are gone.
+
+    Its ``seq`` comes after the mark (``last_seq`` + 1) and its ``prev`` is
+    ``last_head``, so no seq is used twice. ``last_seq`` and ``last_head`` are
+    None when the mark itself was gone: how much is missing cannot be said.
+    """
+
+    KIND: ClassVar[str] = "ledger_gap"
+    first_seq: int  # the first entry missing (the ledger's last entry + 1)
+    last_seq: int | None  # the last entry missing: the mark's seq
+    last_head: str | None  # SHA-256 of that entry's payload, as the mark says
+
+    def validate(self, where: str) -> None:
+        _hex64(self.last_head, f"{where}.last_head")
+        if self.last_seq is not None and self.last_seq < self.first_seq:
+            raise ProtocolError(f"{where}: last_seq before first_seq")
+
+
+@dataclass
 class UnknownBody(Body):
     """A kind this version does not know: kept as it is."""
 
@@ -411,7 +431,7 @@ BODY_CLASSES: dict[str, type[Body]] = {
     for cls in (
         Provisioned, Assigned, RecordStart, Segment, Marker, Interruption, Resume, VoiceNote,
         Exemption, RecordStop, TimeSync, OffloadReceiptEntry, ConsoleAction, KeyRotated,
-        Overdue,
+        Overdue, LedgerGap,
     )
 }
 

@@ -123,6 +123,9 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     # --- a dock's check of a new range of a ledger (protocol/verify_range.py)
     ("media_reused", ERROR, "one file sealed by two entries of a range a device offloads"),
     ("empty_range", ERROR, "a device offloaded a range with no entries"),
+    # --- the device's own declarations
+    ("ledger_gap", ERROR, "the device declares entries gone from its ledger (cut back while "
+     "it was off): its high-water mark had gone further"),
     # --- forward compatibility
     ("unknown_kind", INFO, "an entry kind this verifier does not know: kept, not interpreted"),
     ("unknown_value", INFO, "a value outside a listed set (a newer phase, reason, source): "

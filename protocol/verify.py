@@ -27,6 +27,7 @@ from protocol.entries import (
     Exemption,
     Interruption,
     KeyRotated,
+    LedgerGap,
     Marker,
     MediaFile,
     OffloadReceiptEntry,
@@ -398,6 +399,12 @@ class _LedgerCheck:
                 self.report.console_actions.append({
                     "seq": seq, "utc_ns": entry.time.utc_ns, "technician": body.technician,
                     "command": body.command, "result": body.result})
+            case LedgerGap():  # the device's own word that entries (and their media) are gone
+                lost = (f"{body.first_seq}..{body.last_seq}" if body.last_seq is not None
+                        else f"from {body.first_seq} on (how many is unknown: its high-water "
+                        "mark was gone too)")
+                self.find(seq, "ledger_gap", f"the device declares entries {lost} gone from "
+                          "its ledger")
             case KeyRotated():
                 if fingerprint(bytes.fromhex(body.new_public)) != body.new_key:
                     self.find(seq, "bad_key_rotation", "new_key is not the new key's id")

@@ -274,11 +274,13 @@ def test_the_derived_keyframe_interval_is_the_longest_gop_under_the_muxers_fragm
 ) -> None:
     from fractions import Fraction
 
-    from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US, fragment_trigger_us
+    from device.config import MAX_GOP_US
+    from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, fragment_trigger_us
 
     gop = max_keyframe_interval(fps, audio_rate)
+    # The GOP budget of a one-second fragment (fragments are now shorter than a GOP).
     trigger_us = fragment_trigger_us(
-        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US
+        Fraction(fps), audio_rate, DEFAULT_FLAC_BLOCK_SAMPLES, MAX_GOP_US
     )
     assert gop >= 1
     assert gop == 1 or gop * 1_000_000 / fps <= trigger_us  # the GOP fits...
@@ -491,7 +493,7 @@ def test_the_example_settings_file_is_valid() -> None:
     assert example
     config = RecorderConfig.from_toml(example.group(1), base_dir="/etc/custody")
     config.require_identity()
-    assert config.key_file == Path("/etc/custody/keys/device.pem")
+    assert config.key_file == Path("/etc/custody/keys/device.key")  # wrapped (custody otp)
     assert config.effective_keyframe_interval == 20
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from daemon.export import export_store
+from device.journal_auth import JournalKey
 from device.muxer import FragmentInfo, SegmentMuxer
 from device.recovery import (
     DETECTED_BY,
@@ -57,6 +58,8 @@ from tests.device.conftest import (
 REPO = Path(__file__).resolve().parents[2]
 UTC_OFFSET_NS = 1_790_000_000_000_000_000 - CAPTURE_EPOCH_US * 1000
 NAME = "r000007-00002.cseg"
+# The device's journal key (in the recorder: derived from its signing key).
+KEY = JournalKey(hashlib.sha256(b"the device's journal key, for these tests").digest())
 
 
 def context(recording: int = 7, index: int = 2) -> dict:
@@ -82,7 +85,7 @@ def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
 
     ``marks``, if given, receives every fragment's mark (the file keeps the last two).
     """
-    sealer = SegmentSealer(store, name, archive_public, context=ctx or context())
+    sealer = SegmentSealer(store, name, archive_public, context=ctx or context(), journal_key=KEY)
     fragments: list[FragmentInfo] = []
 
     def fragment_end(fragment: FragmentInfo) -> None:
@@ -92,9 +95,10 @@ def write_unsealed(store: Path, archive_public: bytes, frames: list[VideoFrame],
             sealer.wait_durable()
             marks.append(read_fragment_marks(sealer.path)[-1])
 
+    # Fragments of up to a second, as a GOP: some span more than one encryption chunk.
     muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
                          origin_us=min(frames[0].timestamp_us, blocks[0].timestamp_us),
-                         on_fragment_end=fragment_end)
+                         on_fragment_end=fragment_end, max_fragment_us=1_000_000)
     for _, kind, item in capture_events(frames, blocks):
         (muxer.add_video if kind == 0 else muxer.add_audio)(item)
     muxer.close()
@@ -203,7 +207,7 @@ def test_a_cut_at_any_byte_keeps_exactly_the_whole_marked_fragments(
         whole = read_layout(cut).whole_size
         expected = [mark for mark in marks if mark["stored_size"] <= whole]
 
-        [result] = recover_pending(store)
+        [result] = recover_pending(store, journal_key=KEY)
 
         if not expected:
             assert result.segment is None and result.recording == 7
@@ -234,7 +238,7 @@ def test_bytes_changed_after_they_were_marked_are_not_sealed_but_kept_aside(
     damaged[before_last + 100] ^= 0x01  # a bit flipped inside the last fragment (a failing medium)
     pending.write_bytes(damaged)
 
-    [result] = recover_pending(tmp_path)
+    [result] = recover_pending(tmp_path, journal_key=KEY)
 
     check_recovered(result, tmp_path, archive, frames, pcm)  # decrypts: every chunk authentic
     assert result.segment is not None and result.segment.media.size == before_last
@@ -245,11 +249,11 @@ def test_a_pending_file_with_only_a_header_is_kept_aside_and_its_cut_reported(
     archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
     before = time.monotonic_ns()
-    SegmentSealer(tmp_path, NAME, archive.public_raw, context=context())
+    SegmentSealer(tmp_path, NAME, archive.public_raw, context=context(), journal_key=KEY)
     header_only = (tmp_path / "pending" / NAME).read_bytes()
     assert len(header_only) == HEADER_SIZE
 
-    [result] = recover_pending(tmp_path)
+    [result] = recover_pending(tmp_path, journal_key=KEY)
 
     assert result.segment is None and result.recording == 7 and result.index == 2
     assert result.file == NAME and result.last_capture_utc_ns is None
@@ -259,7 +263,7 @@ def test_a_pending_file_with_only_a_header_is_kept_aside_and_its_cut_reported(
     assert files == {result.tail_file: header_only,
                      result.tail_file + ".journal": files[result.tail_file + ".journal"]}
     assert not (tmp_path / "media").exists()
-    assert recover_pending(tmp_path) == []  # reported once
+    assert recover_pending(tmp_path, journal_key=KEY) == []  # reported once
 
 
 def test_two_pending_files_are_both_recovered_in_order(
@@ -270,9 +274,10 @@ def test_two_pending_files_are_both_recovered_in_order(
                    audio_blocks(pcm[: 3 * AUDIO_RATE], CAPTURE_EPOCH_US))
     # The next recording's first segment, cut before its first fragment was whole.
     SegmentSealer(tmp_path, "r000009-00000.cseg", archive.public_raw,
-                  context=context(recording=9, index=0)).write(b"not yet a fragment")
+                  context=context(recording=9, index=0),
+                  journal_key=KEY).write(b"not yet a fragment")
 
-    first, second = recover_pending(tmp_path)
+    first, second = recover_pending(tmp_path, journal_key=KEY)
 
     check_recovered(first, tmp_path, archive, frames, pcm)
     assert first.file == NAME and first.tail_file is None  # nothing beyond the last fragment
@@ -285,13 +290,14 @@ def test_a_cut_voice_note_is_kept_aside_without_declaring_anything(
 ) -> None:
     # A voice note's context names no recording: it cannot become a segment entry.
     sealer = SegmentSealer(tmp_path, "v000012-1700.cseg", archive.public_raw,
-                           codecs={"audio": "flac"}, context={"kind": "voice_note"})
+                           codecs={"audio": "flac"}, context={"kind": "voice_note"},
+                           journal_key=KEY)
     sealer.write(b"flac" * 1000)
     sealer.end_fragment(FragmentInfo(0, 0, 4000, total_audio_samples=4608))
     sealer.wait_durable()
     before = sealer.path.read_bytes()
 
-    assert recover_pending(tmp_path) == []
+    assert recover_pending(tmp_path, journal_key=KEY) == []
 
     [kept, journal] = sorted((tmp_path / "pending").iterdir())
     assert kept.name.startswith("v000012-1700.cseg.tail-") and kept.read_bytes() == before
@@ -307,7 +313,7 @@ def test_recovery_never_overwrites_media(
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / NAME).write_bytes(b"a sealed file of the same name")
 
-    [result] = recover_pending(tmp_path)
+    [result] = recover_pending(tmp_path, journal_key=KEY)
 
     assert (tmp_path / "media" / NAME).read_bytes() == b"a sealed file of the same name"
     assert result.file != NAME and result.file.endswith(".cseg")
@@ -331,9 +337,9 @@ def test_recovered_segment_verifies_exports_and_is_entered_once(
     pending = unit.store / "pending" / name
     pending.write_bytes(pending.read_bytes()[:-5000])  # the last fragment torn
 
-    [result] = recover_pending(unit.store)
+    [result] = recover_pending(unit.store, journal_key=KEY)
     # Cut again before the entry was appended: the same body comes back, nothing moves.
-    [again] = recover_pending(unit.store)
+    [again] = recover_pending(unit.store, journal_key=KEY)
     assert again.segment == result.segment and again.cut_utc_ns == result.cut_utc_ns
     assert result.segment is not None and result.segment.recovered
 
@@ -343,7 +349,8 @@ def test_recovered_segment_verifies_exports_and_is_entered_once(
     assert (interruption.detected_by, interruption.recording) == (DETECTED_BY, rec)
     unit.append(result.segment, interruption)
 
-    assert recover_pending(unit.store) == []  # entered: the journal goes, nothing repeats
+    # entered: the journal goes, nothing repeats
+    assert recover_pending(unit.store, journal_key=KEY) == []
     assert [p.name for p in (unit.store / "pending").iterdir()] == [result.tail_file]
     report = unit.verify()
     assert not report.errors, report.errors
@@ -363,7 +370,7 @@ def test_a_cut_after_sealing_but_before_the_entry_is_recovered_whole(
     if where == "move_refused":  # a same-named file in media/: sealing stops short of the move
         (tmp_path / "media").mkdir()
         (tmp_path / "media" / NAME).write_bytes(b"an orphan of an earlier cut")
-    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=context())
+    sealer = SegmentSealer(tmp_path, NAME, archive.public_raw, context=context(), journal_key=KEY)
     muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
                          on_fragment_end=sealer.end_fragment)
     for _, kind, item in capture_events(frames, audio_blocks(pcm[: 2 * AUDIO_RATE],
@@ -383,7 +390,7 @@ def test_a_cut_after_sealing_but_before_the_entry_is_recovered_whole(
         lines = sealer.journal.read_bytes().splitlines(keepends=True)
         sealer.journal.write_bytes(b"".join(lines[:-1]))
 
-    [result] = recover_pending(tmp_path)
+    [result] = recover_pending(tmp_path, journal_key=KEY)
 
     segment = result.segment
     assert segment is not None and result.sealed_before_cut and not segment.recovered
@@ -414,7 +421,7 @@ def _child(store: Path, archive_public: bytes, data_file: Path, speed: float) ->
     frames, pcm = pickle.loads(data_file.read_bytes())
     frames = [VideoFrame(*f) for f in frames]
     blocks = audio_blocks(pcm, CAPTURE_EPOCH_US)
-    sealer = SegmentSealer(store, NAME, archive_public, context=context())
+    sealer = SegmentSealer(store, NAME, archive_public, context=context(), journal_key=KEY)
     muxer = SegmentMuxer(sealer, width=WIDTH, height=HEIGHT, fps=FPS,
                          origin_us=CAPTURE_EPOCH_US, on_fragment_end=sealer.end_fragment)
     out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)
@@ -461,7 +468,7 @@ def kill_while_writing(tmp_path: Path, archive: ArchiveSecretKey, clip: EncodedC
             child.stderr.close()
         before = pending_files(store)
 
-        [result] = recover_pending(store)
+        [result] = recover_pending(store, journal_key=KEY)
 
         after = pending_files(store)
         if result.segment is None:  # killed before a fragment was whole
