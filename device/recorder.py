@@ -41,6 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -113,14 +114,37 @@ ALLOWED = {
 
 
 @dataclass
+class _Session:
+    """The recording the officer has open, as the presses left it.
+
+    A press decides from this, at the moment of the press, what it does —
+    never from how far the seal thread has got with the ledger. ``seq`` is
+    resolved once ``record_start`` is appended (by the seal thread, in order).
+    """
+
+    seq: Future[int] = field(default_factory=Future)
+    interrupted: bool = False  # ended by an interruption: the next press resumes it
+    span: int = 0  # at boot, a recording a cut left open: its last span...
+    next_index: int = 0  # ...and its next segment's index
+
+
+@dataclass
 class _Start:
-    recording: int
-    span: int
-    first_index: int
+    session: _Session
+    resume: bool
+    start: RecordStart | None  # a new recording's entry, as the press found it
     utc_offset_ns: int  # capture clock -> UTC, fixed for the span
     frames: list[VideoFrame]
     blocks: list[AudioBlock]
     press_us: int
+
+
+@dataclass
+class _Mark:
+    """A marker, in capture order: after the record_start it belongs to."""
+
+    phase: str
+    entry: Future[SignedEntry] = field(default_factory=Future)
 
 
 @dataclass
@@ -196,6 +220,7 @@ class _Ending:
     cut_us: int
     deadline: float
     waiting: set[type] = field(default_factory=lambda: {VideoFrame, AudioBlock})
+    after: list[Any] = field(default_factory=list)  # pressed since: queued behind it
 
 
 @dataclass
@@ -297,7 +322,7 @@ class Recorder:
         self.state = State.BOOTING
         self.stats = RecorderStats()
         self.known = LedgerState.read(self.store)
-        self.recording: int | None = None  # seq of the recording being captured
+        self._session: _Session | None = None  # the recording the presses left open
         self.docked = False
         self.overdue_warning = False
         #: Called (once) when the recorder must power the device down (battery).
@@ -346,6 +371,14 @@ class Recorder:
     def officer(self) -> str:
         return self.known.officer
 
+    @property
+    def recording(self) -> int | None:
+        """The seq of the recording being captured (once its record_start is appended)."""
+        session = self._session
+        if self.state != State.RECORDING or session is None or not session.seq.done():
+            return None
+        return session.seq.result() if session.seq.exception() is None else None
+
     # --- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -364,6 +397,11 @@ class Recorder:
         self.storage = hw.storage(str(self.store))
         self._battery.low_percent = hw.board.battery.low_percent
         self.recover_cut()
+        open_ = self.known.open_recording
+        if open_ is not None:  # a cut left it open: the next press resumes it
+            self._session = _Session(interrupted=True, span=open_.span,
+                                     next_index=open_.segments)
+            self._session.seq.set_result(open_.seq)
         for name, target in (("mux", self._mux_loop), ("seal", self._seal_loop),
                              ("video", self._video_loop), ("audio", self._audio_loop),
                              ("watch", self._watch_loop)):
@@ -487,22 +525,17 @@ class Recorder:
         assert self.camera is not None
         self.camera.request_keyframe()  # with no pre-record, start at once
         self._end_memo()  # an exemption memo in progress ends here
-        rec = self.known.open_recording
-        if rec is not None:
-            cut = self.known.unresumed(rec.seq)
-            if cut is None:  # open without a declared cut: never silent
-                cut = self.append(Interruption(
-                    reason="other", detected_by="resume_without_stop",
-                    cut_utc_ns=rec.last_capture_utc_ns or 0, recording=rec.seq)).entry.seq
-            self.append(Resume(interruption=cut, recording=rec.seq))
-            seq, span, index = rec.seq, rec.span, rec.segments
-        else:
-            seq = self.append(RecordStart(
+        session = self._session
+        resume = session is not None and session.interrupted
+        start = None
+        if session is None or not resume:
+            session = _Session()
+            start = RecordStart(
                 trigger=trigger, category=self.config.category, officer=self.officer,
                 pre_record_seconds=round(self._prerecord.seconds, 3),
-                pre_record_audio=self.config.pre_record_audio)).entry.seq
-            span, index = 0, 0
+                pre_record_audio=self.config.pre_record_audio)
             self._next_phase = 0
+        session.interrupted = False
         offset = self._utc_offset_ns
         with self._route_lock:
             self._finish_ending()  # a stop pressed a moment ago goes first
@@ -510,13 +543,18 @@ class Recorder:
             for watch in (self._camera_watch, self._mic_watch):
                 watch.rearm()
             frames, blocks = self._prerecord.drain()
-            self.recording = seq
+            self._session = session
             self._break_segment = False  # for a recording that has ended
-            self._capture_q.put(_Start(seq, span, index, offset, frames, blocks, press_us))
+            self._capture_q.put(_Start(session, resume, start, offset, frames, blocks,
+                                       press_us))
         self._signal("recording_started", red=True)
-        log.info("recording %d span %d started (%d pre-record frames)", seq, span, len(frames))
-        if self.known.unexplained:
-            self._begin_memo(interruption=self.known.unexplained[-1])
+        try:
+            seq = session.seq.result(timeout=30)
+        except Exception:
+            log.exception("the recording's start could not be appended")
+            return None
+        log.info("recording %d started (%s, %d pre-record frames)", seq,
+                 "resumed" if resume else "new", len(frames))
         return seq
 
     def stop_recording(self, trigger: str) -> None:
@@ -529,7 +567,7 @@ class Recorder:
         with self._route_lock:
             self._transition(State.STANDBY)
             self._begin_ending(_Stop(trigger), cut_us)
-            self.recording = None
+            self._session = None  # the officer closed it: the next press starts anew
         self._signal("recording_stopped", red=False)
 
     def interrupt(self, reason: str, detected_by: str) -> None:
@@ -541,7 +579,8 @@ class Recorder:
         with self._route_lock:
             self._transition(State.STANDBY)
             self._begin_ending(cut, cut.cut_us)
-            self.recording = None
+            if self._session is not None:
+                self._session.interrupted = True  # the next press resumes it
         self._signal("recording_stopped", red=False)
         log.warning("recording interrupted: %s (%s)", reason, detected_by)
 
@@ -551,7 +590,16 @@ class Recorder:
             order = MARKER_PHASES[:-1]  # "other" is the chord's
             phase = order[min(self._next_phase, len(order) - 1)]
             self._next_phase += 1
-        entry = self.append(Marker(phase=phase, recording=self.recording))
+        if not self._threads or not all(t.is_alive() for t in self._threads):
+            entry = self.append(Marker(phase=phase, recording=None))
+        else:  # in capture order: after the record_start (or stop) pressed before it
+            mark = _Mark(phase)
+            with self._route_lock:
+                if self._ending is not None:
+                    self._ending.after.append(mark)
+                else:
+                    self._capture_q.put(mark)
+            entry = mark.entry.result(timeout=60)
         self._signal("marker")
         return entry
 
@@ -851,6 +899,8 @@ class Recorder:
         """Under the route lock: queue the pending stop behind the capture it waited for."""
         if self._ending is not None:
             self._capture_q.put(self._ending.item)
+            for item in self._ending.after:
+                self._capture_q.put(item)
             self._ending = None
 
     def _expire_ending(self) -> bool:
@@ -950,6 +1000,7 @@ class Recorder:
 
     def _mux_loop(self) -> None:
         rec: _Recording | None = None
+        interrupted: _Recording | None = None  # the span an interruption ended, to resume
         segmenter: Segmenter | None = None
         audio_only: _AudioSpan | None = None  # while the camera is down
         video_from_us = 0  # frames before this are covered by audio-only segments
@@ -974,8 +1025,8 @@ class Recorder:
                     elif segmenter is not None:
                         segmenter.add_audio(item)
                 elif isinstance(item, _Start):
-                    rec = _Recording(item.recording, item.span, item.first_index,
-                                     item.utc_offset_ns, item.press_us)
+                    rec = self._begin_span(item, interrupted)
+                    interrupted = None
                     segmenter, audio_only, video_from_us = self._new_span(rec), None, 0
                     # In capture order, as live capture comes: fed one stream after
                     # the other, the segmenter would take the audio for stalled.
@@ -985,6 +1036,8 @@ class Recorder:
                             segmenter.add_video(buffered)
                         else:
                             segmenter.add_audio(buffered)
+                elif isinstance(item, _Mark):
+                    self._submit(lambda m=item, r=rec: self._append_marker(m, r))
                 elif isinstance(item, _Barrier):
                     self._submit(item.passed.set)  # behind every seal this loop asked for
                 elif rec is None:
@@ -1025,15 +1078,66 @@ class Recorder:
                         segmenter = self._new_span(rec)
                     elif isinstance(item, _Interrupt):
                         self._submit(lambda r=rec, i=item: self._declare_interruption(r, i))
-                        rec = None
+                        rec, interrupted = None, rec
                     elif isinstance(item, _Stop):
                         self._submit(lambda r=rec, t=item.trigger: self._finish_recording(r, t))
-                        rec = None
+                        rec, interrupted = None, None
             except Exception as e:  # keep the agent alive; the fault is logged and shown
                 self.stats.last_error = f"mux: {e}"
                 log.exception("mux thread")
                 self._signal("error")
         self._seal_q.put(_END)
+
+    def _begin_span(self, start: _Start, interrupted: _Recording | None) -> _Recording:
+        """On the mux thread: the span a press starts, its entry appended in order.
+
+        A new recording waits here for its ``record_start`` (the seal thread
+        appends it after everything queued before, a stop pressed a moment ago
+        included): its segments are named by its seq.
+        """
+        session = start.session
+        self._submit(lambda: self._open_span(start))
+        seq = session.seq.result()  # raises if it could not be appended
+        if not start.resume:
+            return _Recording(seq, 0, 0, start.utc_offset_ns, start.press_us)
+        if interrupted is not None and interrupted.seq == seq:
+            rec = interrupted.next_span()
+        else:  # left open by a cut before this boot
+            rec = _Recording(seq, session.span + 1, session.next_index, 0, 0, True)
+        rec.utc_offset_ns, rec.press_us, rec.first_frame_seen = (
+            start.utc_offset_ns, start.press_us, False)
+        return rec
+
+    def _open_span(self, start: _Start) -> None:
+        """On the seal thread: ``record_start``, or ``resume`` of the open recording."""
+        session = start.session
+        try:
+            if start.start is not None:
+                session.seq.set_result(self.append(start.start).entry.seq)
+            else:
+                seq = session.seq.result()
+                cut = self.known.unresumed(seq)
+                if cut is None:  # open without a declared cut: never silent
+                    last = self.known.recordings[seq].last_capture_utc_ns \
+                        if seq in self.known.recordings else None
+                    cut = self.append(Interruption(
+                        reason="other", detected_by="resume_without_stop",
+                        cut_utc_ns=last or 0, recording=seq)).entry.seq
+                self.append(Resume(interruption=cut, recording=seq))
+        except Exception as e:
+            if not session.seq.done():
+                session.seq.set_exception(e)
+            raise
+        if self.known.unexplained:
+            self._begin_memo(interruption=self.known.unexplained[-1])
+
+    def _append_marker(self, mark: _Mark, rec: _Recording | None) -> None:
+        try:
+            mark.entry.set_result(self.append(Marker(
+                phase=mark.phase, recording=rec.seq if rec is not None else None)))
+        except Exception as e:
+            mark.entry.set_exception(e)
+            raise
 
     def _next_file(self, rec: _Recording) -> tuple[str, int]:
         """The next segment's name and index; never one a cut left behind."""
