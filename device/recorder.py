@@ -291,6 +291,7 @@ class RecorderStats:
     source_losses: int = 0  # capture the camera or microphone itself lost
     seal_failures: int = 0  # segments the medium refused to go on writing
     refused_transitions: int = 0
+    refused_presses: int = 0  # presses with nothing to act on (logged)
     prompts: int = 0
     voice_notes: int = 0
     freed_files: int = 0
@@ -519,7 +520,8 @@ class Recorder:
             self._refuse(State.RECORDING)
             return None
         if not self._storage_watch.can_start(self._free_bytes()):
-            log.error("storage full: refusing to start (nothing is overwritten)")
+            self.stats.refused_transitions += 1
+            log.error("refused: storage full, no recording starts (nothing is overwritten)")
             self._signal("storage_low")
             return None
         assert self.camera is not None
@@ -603,23 +605,33 @@ class Recorder:
         self._signal("marker")
         return entry
 
-    def press_function(self) -> None:
-        """Short press: ends a voice note, or makes a choice in the function menu."""
+    def press_function(self) -> bool:
+        """Short press: ends a voice note, or makes a choice in the function menu.
+
+        False (refused, and logged) when there is neither to act on.
+        """
         if self._memo is not None and self._memo.collecting and self._menu is None:
             self._end_memo()
         elif self._menu is not None:
             self._menu.press()
+        else:
+            return self._refuse_press("function", "no menu and no voice note to end")
+        return True
 
-    def hold_function(self) -> None:
+    def hold_function(self) -> bool:
         """Long press. Recording: arm a declared interruption (the reason is chosen by
         short presses: weather, location change, other; the next record press stops).
-        Standby: an exemption (Art. 5; short presses choose the reason, then a memo)."""
+        Standby: an exemption (Art. 5; short presses choose the reason, then a memo).
+        False (refused, and logged) in any other state."""
         if self.state == State.RECORDING:
             self._interrupt_reason = OFFICER_REASONS[0]
             self._menu = _FunctionMenu(OFFICER_REASONS, self._choose_interrupt_reason)
         elif self.state == State.STANDBY:
             self._menu = _FunctionMenu(EXEMPTION_REASONS, self._exemption_chosen)
+        else:
+            return self._refuse_press("function (held)", f"nothing to do while {self.state}")
         self._signal("marker")
+        return True
 
     def _choose_interrupt_reason(self, reason: str) -> None:
         self._menu = None
@@ -1282,6 +1294,11 @@ class Recorder:
         self.stats.refused_transitions += 1
         log.warning("refused: %s -> %s is not allowed", self.state, to)
 
+    def _refuse_press(self, button: str, why: str) -> bool:
+        self.stats.refused_presses += 1
+        log.warning("refused: a %s press (%s)", button, why)
+        return False
+
     def status(self) -> dict[str, Any]:
         s = self.stats
         return {
@@ -1290,7 +1307,7 @@ class Recorder:
             "bytes_sealed": s.bytes_sealed, "dropped_frames": s.dropped_frames,
             "dropped_samples": s.dropped_samples, "overflows": s.overflows,
             "source_losses": s.source_losses, "seal_failures": s.seal_failures,
-            "refused_transitions": s.refused_transitions,
+            "refused_transitions": s.refused_transitions, "refused_presses": s.refused_presses,
             "press_to_frame_ms": s.press_to_frame_ms[-1] if s.press_to_frame_ms else None,
             "capture_queue": self._capture_q.qsize(), "seal_queue": self._seal_q.qsize(),
             "prerecord_seconds": round(self._prerecord.seconds, 3),
