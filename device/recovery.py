@@ -237,18 +237,6 @@ def cut_reason(ledger_last_boot_id: str | None, current_boot_id: str) -> str:
     return "crash" if ledger_last_boot_id == current_boot_id else "power_loss"
 
 
-def last_boot_id(ledger: Path) -> str | None:
-    """The boot id of a ledger's last readable entry (None if there is none)."""
-    if not ledger.exists():
-        return None
-    for line in reversed(split_lines(ledger.read_bytes())):
-        try:
-            return parse_line(line).entry.time.boot_id
-        except ProtocolError:
-            continue  # a line torn by the cut
-    return None
-
-
 def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:
     """The ``interruption`` entry body for one recording's cuts (its latest cut time).
 
