@@ -7,8 +7,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from daemon.provision import ProvisionError, create_unit, enrol_device
-from device.ledger import system_clock
+from daemon.provision import ProvisionError, create_unit, enrol_device, provisioning_clock
 from protocol.errors import ProtocolError
 from protocol.store_reader import TRUST_NAME, StoreError
 
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if args.what == "unit":
             create_unit(args.keys, args.unit, args.dock or ["DOCK-01"])
         else:
-            enrol_device(args.keys, args.device, args.store, system_clock(), args.officer,
+            enrol_device(args.keys, args.device, args.store, provisioning_clock(), args.officer,
                          args.by)
     except (ProvisionError, StoreError, ProtocolError) as e:
         print(f"custody provision: {e}", file=sys.stderr)

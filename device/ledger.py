@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime
+from protocol.chain import EntryClock, next_entry
+from protocol.entries import Body, EntryTime
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
@@ -25,7 +25,7 @@ from protocol.store_reader import LEDGER_NAME
 if TYPE_CHECKING:
     from hardware.clock import Clock as DeviceClock
 
-Clock = Callable[[], EntryTime]
+Clock = EntryClock
 
 
 def boot_id() -> str:
@@ -127,13 +127,7 @@ class LedgerWriter:
             return self._append(body)
 
     def _append(self, body: Body) -> SignedEntry:
-        entry = Entry(
-            device=self.device,
-            seq=self.next_seq,
-            prev=self.last.digest if self.last else GENESIS_PREV,
-            time=self.clock(),
-            body=body,
-        )
+        entry = next_entry(self.last, self.device, self.clock(), body)
         signed = sign_entry(entry, self._signer)
         line = signed.to_line()
         written = os.write(self._fd, line)
