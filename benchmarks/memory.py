@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/memory.py            # ~45 s of recording, fits in 60 s
     .venv/bin/python benchmarks/memory.py --full     # 10 minutes, after a full pre-record
 
-The real agent runs as a subprocess (``python -m protocol.cli recorder --config
+The real agent runs as a subprocess (``python -m custody_cli recorder --config
 FILE``, ``hardware = "sim"``, which puts the simulated camera's encoder in its
 own process, as a Pi's hardware encoder is outside the agent). A unit and a
 device store are provisioned first (``daemon.provision``). Settings are the
@@ -113,7 +113,7 @@ def main() -> None:
         log_path = root / "recorder.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "recorder", "--config",
+                [sys.executable, "-m", "custody_cli", "recorder", "--config",
                  str(root / "recorder.toml")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
@@ -182,7 +182,7 @@ def main() -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait()
             client.close()
-        verify = subprocess.run([sys.executable, "-m", "protocol.cli", "verify", str(store),
+        verify = subprocess.run([sys.executable, "-m", "custody_cli", "verify", str(store),
                                  "--json"], capture_output=True, text=True, timeout=120)
         try:
             report = json.loads(verify.stdout)

@@ -91,7 +91,7 @@ class SimRunner:
             env["CUSTODY_SIM_BATTERY"] = str(self.battery)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "recorder", "--config",
+                [sys.executable, "-m", "custody_cli", "recorder", "--config",
                  str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)  # own process group: a cut kills it all

@@ -27,6 +27,6 @@ def test_recorder_unit_runs_custody_recorder_as_a_notify_service_with_a_watchdog
     assert argv[0].endswith("/custody") and argv[1:3] == ["recorder", "--config"]
     assert service["RuntimeDirectoryMode"] == "0700"
     # the subcommand and option it names exist
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "recorder", "--help"],
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "recorder", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--config" in r.stdout
