@@ -564,6 +564,7 @@ class Recorder:
             "next_seq": self.ledger.next_seq, "last_error": s.last_error,
             "unexplained": self.known.unexplained,
             "voice_note": self.voice_notes.current is not None,
+            "voice_note_listening": self.voice_notes.listening,
             "prompts": s.prompts, "voice_notes": s.voice_notes, "freed_files": s.freed_files,
             "docked": self.docked, "overdue_warning": self.overdue_warning,
             "overdue": self.overdue(), "free_bytes": self._free_bytes(),

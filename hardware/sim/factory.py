@@ -53,7 +53,8 @@ class SimFactory(HardwareFactory):
 
         The simulated camera encodes in its own process, as a Pi's hardware
         encoder works outside the agent; ``CUSTODY_SIM_BATTERY`` is the level
-        the battery had at the last power-off.
+        the battery had at the last power-off; ``CUSTODY_SIM_CHARGER`` that a
+        charger is plugged in.
         """
         epoch = None
         if epoch_unix_ns:  # the wall-clock instant on this boot's monotonic clock
@@ -61,6 +62,8 @@ class SimFactory(HardwareFactory):
         factory = cls(board, epoch_us=epoch, camera_isolation="process")
         if os.environ.get("CUSTODY_SIM_BATTERY"):
             factory.battery().set_level(float(os.environ["CUSTODY_SIM_BATTERY"]))
+        if os.environ.get("CUSTODY_SIM_CHARGER"):  # plugged in after a battery shutdown
+            factory.battery().charge()
         return factory
 
     def control_commands(self) -> dict[str, Callable[..., dict]]:
