@@ -191,7 +191,7 @@ class MuxStage:
                     continue
                 elif isinstance(item, CameraFault):
                     if segmenter is not None:
-                        segmenter.close()
+                        self._close(segmenter)
                     self.seal.put(Declare(rec.ref, "camera_fault", "camera_watchdog",
                                           item.cut_us, resume=True))
                     rec = rec.next_span()
@@ -206,7 +206,7 @@ class MuxStage:
                         audio_only.close()
                         audio_only = AudioOnlySpan(self, rec)
                     elif segmenter is not None:
-                        segmenter.close()
+                        self._close(segmenter)
                         segmenter = self._new_span(rec)
                 elif isinstance(item, CameraBack):
                     if audio_only is not None:
@@ -217,7 +217,7 @@ class MuxStage:
                     if audio_only is not None:
                         audio_only.close()
                     elif segmenter is not None:
-                        segmenter.close()
+                        self._close(segmenter)
                     segmenter, audio_only = None, None
                     if isinstance(item, Overflow):
                         self.seal.put(Declare(rec.ref, item.reason, item.detected_by,
@@ -238,6 +238,19 @@ class MuxStage:
                 log.exception("mux thread")
                 self._signal("error")
         self.seal.put(End())
+
+    def _close(self, segmenter: Segmenter) -> None:
+        """Finish a span's segmenter; what it could not place is counted in ``status``.
+
+        It drops only audio older than its open segment (the microphone stalled
+        longer than the segmenter waits: the mic watchdog declares that silence)
+        and frames before a span's first keyframe (before the span's start).
+        """
+        segmenter.close()
+        self.stats.dropped_samples += segmenter.audio_samples_dropped
+        if segmenter.audio_samples_dropped:
+            log.warning("%d late audio samples had no segment (the microphone stalled)",
+                        segmenter.audio_samples_dropped)
 
     def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
         """The span a press starts, its entry appended in order.
