@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
@@ -41,7 +42,7 @@ from hardware.clock import Clock
 from hardware.controls import ControlEvent, Controls
 from hardware.factory import HardwareFactory
 from hardware.indicators import Indicators
-from hardware.microphone import Microphone, MicrophoneConfig
+from hardware.microphone import Microphone
 from protocol.entries import (
     EXEMPTION_REASONS,
     MARKER_PHASES,
@@ -112,7 +113,8 @@ class Recorder:
         self._seal_q = SealQueue(int(config.queue_seconds * media_bytes_per_s))
         self.voice_notes = VoiceNotes(config, self.appender, self.stats, archive_public,
                                       self._seal_q.put, self._signal, prompts)
-        self.router = CaptureRouter(config, self.stats, self.voice_notes)
+        self.router = CaptureRouter(config, self.stats, self.voice_notes,
+                                    audio_block=hardware.microphone_config().block)
         self.mux = MuxStage(config, self.stats, self.store, self.appender.known,
                             self.router.queue, self._seal_q, self._signal)
         self.seal = SealStage(config, self.stats, self.appender, self._seal_q,
@@ -169,7 +171,8 @@ class Recorder:
             width=c.width, height=c.height, fps=c.fps, bitrate=c.video_bitrate,
             keyframe_interval=c.effective_keyframe_interval, overlay=c.overlay,
             device_id=c.device_id, officer_id=self.officer)
-        self.microphone = hw.microphone(MicrophoneConfig(rate=c.audio_rate))
+        # The board's [audio] settings (input device, block), at the recorder's rate.
+        self.microphone = hw.microphone(replace(hw.microphone_config(), rate=c.audio_rate))
         self.router.camera, self.router.microphone = self.camera, self.microphone
         self.controls = hw.controls()
         self.controls.when_event = self._on_control_event

@@ -37,7 +37,7 @@ from device.recorder.messages import (
 from device.recorder.stats import RecorderStats
 from hardware.camera import Camera
 from hardware.frames import AudioBlock, VideoFrame
-from hardware.microphone import Microphone, MicrophoneConfig
+from hardware.microphone import Microphone
 from protocol.entries import RecordStart
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ class CaptureRouter:
     router's own queue, where the seal stage says a medium refused a file.
     """
 
-    def __init__(self, config: RecorderConfig, stats: RecorderStats, voice_notes: VoiceNotes):
+    def __init__(self, config: RecorderConfig, stats: RecorderStats, voice_notes: VoiceNotes,
+                 audio_block: int):
         self.config, self.stats, self.voice_notes = config, stats, voice_notes
-        per_second = config.fps + config.audio_rate // MicrophoneConfig().block + 1
+        per_second = config.fps + config.audio_rate // audio_block + 1
         self.queue: queue.Queue[CaptureMessage] = queue.Queue(
             int(config.queue_seconds * per_second))
         self.feedback: queue.SimpleQueue[MediumRefused] = queue.SimpleQueue()
