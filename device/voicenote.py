@@ -47,14 +47,8 @@ from typing import Any
 import av
 import numpy as np
 
-from device.muxer import (
-    DEFAULT_FLAC_BLOCK_SAMPLES,
-    MAX_FRAGMENT_US,
-    FragmentInfo,
-    Sink,
-    _FragmentSpotter,
-    _sample_time_us,
-)
+from device.mp4boxes import FragmentInfo, FragmentSpotter, Sink
+from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, MAX_FRAGMENT_US, _sample_time_us
 from device.sealer import SegmentSealer
 from device.vad import DEFAULT_AGGRESSIVENESS, SpeechDetector
 from hardware.frames import AudioBlock
@@ -117,7 +111,7 @@ class VoiceNoteWriter:
         self.speech = SpeechDetector(rate, aggressiveness)
 
         # Given the rate, the spotter counts each fragment's samples from its moof.
-        self._spotter = _FragmentSpotter(sink, self._fragment_ended, rate)
+        self._spotter = FragmentSpotter(sink, self._fragment_ended, rate)
         self._container = av.open(
             self._spotter,
             mode="w",

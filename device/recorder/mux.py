@@ -1,7 +1,7 @@
 """The mux stage: capture in, fragmented MP4 segments out, as messages to the seal stage.
 
 One thread takes the capture queue in order. A span's frames and audio go
-through a :class:`~device.muxer.Segmenter` (H.264 + FLAC, cut at keyframes);
+through a :class:`~device.segmenter.Segmenter` (H.264 + FLAC, cut at keyframes);
 while the camera is down, audio alone goes into audio-only segments. Every
 byte, fragment end, segment end and declaration becomes a message on the
 seal queue, so the seal stage appends in the order things happened.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from device.config import RecorderConfig
 from device.ledger_state import LedgerState
-from device.muxer import FragmentInfo, Segmenter, SegmentSummary
+from device.muxer import FragmentInfo, SegmentSummary
 from device.recorder.messages import (
     AppendMarker,
     Barrier,
@@ -46,6 +46,7 @@ from device.recorder.messages import (
 )
 from device.recorder.seal import SealQueue
 from device.recorder.stats import RecorderStats
+from device.segmenter import Segmenter
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock, VideoFrame
 
