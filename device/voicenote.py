@@ -236,6 +236,7 @@ def seal_voice_note(
     rate: int | None = None,
     max_seconds: float | None = None,
     context: dict[str, Any] | None = None,
+    on_sealed: Callable[[MediaFile, VoiceNoteSummary], None] | None = None,
 ) -> tuple[MediaFile, VoiceNoteSummary]:
     """Write ``blocks`` as a voice note sealed into ``store`` (encrypted to the archive key).
 
@@ -245,8 +246,10 @@ def seal_voice_note(
     ``MediaFile`` for the ``voice_note`` entry and the summary; the caller
     appends the entry (``VoiceNote(interruption=..., media=..., first_capture_utc_ns=
     <first_sample_us on the UTC clock>, audio_samples=..., audio_rate=...,
-    speech_seconds=...)``). Blocks beyond ``max_seconds`` are not written. If
-    writing fails, the partial file stays in ``pending/``, as a segment's would.
+    speech_seconds=...)``) — in ``on_sealed(media, summary)``, if given: the
+    journal is then released only once that returned (the entry durable).
+    Blocks beyond ``max_seconds`` are not written. If writing fails, the partial
+    file stays in ``pending/``, as a segment's would.
 
     >>> import tempfile
     >>> from protocol.keys import ArchiveSecretKey
@@ -269,4 +272,11 @@ def seal_voice_note(
                 if writer.add(block) is not None:
                     break
     summary = writer.close()
-    return sealer.close(), summary
+    if on_sealed is None:
+        return sealer.close(), summary
+    # The same two-phase close as a segment's: the journal stays until the caller
+    # has appended the note's entry, so a cut in between still finds the file.
+    media = sealer.close(keep_journal=True)
+    on_sealed(media, summary)
+    sealer.release_journal()
+    return media, summary

@@ -126,19 +126,23 @@ class VoiceNotes:
                 self._signal("marker")
             log.warning("no audio for the voice note; the prompt will repeat")
             return
-        media, summary = seal_voice_note(self.appender.store, memo.file,
-                                         self.archive_public, memo.blocks)
-        first_utc = summary.first_sample_us * 1000 + self.appender.utc_offset_ns
+        def append_entry(media, summary) -> None:  # noqa: ANN001 - seal_voice_note's
+            first_utc = summary.first_sample_us * 1000 + self.appender.utc_offset_ns
+            if memo.exemption is not None:
+                self.appender.append(Exemption(reason=memo.exemption, voice_memo=media))
+                return
+            assert memo.interruption is not None
+            self.appender.append(VoiceNote(interruption=memo.interruption, media=media,
+                                           first_capture_utc_ns=first_utc,
+                                           audio_samples=summary.audio_samples,
+                                           audio_rate=self.config.audio_rate,
+                                           speech_seconds=round(summary.speech_seconds, 3)))
+
+        _, summary = seal_voice_note(self.appender.store, memo.file, self.archive_public,
+                                     memo.blocks, on_sealed=append_entry)
         if memo.exemption is not None:
-            self.appender.append(Exemption(reason=memo.exemption, voice_memo=media))
             self._signal("marker")
             return
-        assert memo.interruption is not None
-        self.appender.append(VoiceNote(interruption=memo.interruption, media=media,
-                                       first_capture_utc_ns=first_utc,
-                                       audio_samples=summary.audio_samples,
-                                       audio_rate=self.config.audio_rate,
-                                       speech_seconds=round(summary.speech_seconds, 3)))
         self.stats.voice_notes += 1
         if summary.speech_seconds < MIN_SPEECH_SECONDS:
             log.warning("no speech in the voice note; the prompt will repeat at the next start")
