@@ -243,15 +243,17 @@ class MuxStage:
     def _close(self, segmenter: Segmenter) -> None:
         """Finish a span's segmenter; what it could not place is counted in ``status``.
 
-        It drops only audio older than its open segment (the microphone stalled
-        longer than the segmenter waits: the mic watchdog declares that silence)
-        and frames before a span's first keyframe (before the span's start).
+        It drops only audio it had no segment for — older than its open segment
+        (the microphone stalled longer than it waits), or all of it when no
+        keyframe came before the span ended (the camera down: the camera fault,
+        cut at the last frame, declares that time) — and frames before a span's
+        first keyframe (before the span's start).
         """
         segmenter.close()
         self.stats.dropped_samples += segmenter.audio_samples_dropped
         if segmenter.audio_samples_dropped:
-            log.warning("%d late audio samples had no segment (the microphone stalled)",
-                        segmenter.audio_samples_dropped)
+            log.warning("%d audio samples had no segment to go in (declared by the fault "
+                        "that ended the span)", segmenter.audio_samples_dropped)
 
     def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
         """The span a press starts, its entry appended in order.
