@@ -29,7 +29,7 @@ whose journal says it was sealed whole (final chunk durable) but that never
 reached ``media/`` is moved there whole, and its entry says ``recovered: false``.
 A file whose recording the ledger shows going on after it (a later segment,
 or its ``record_stop``) is one the medium refused while recording, declared
-then (``device/recorder.py``) and not recoverable at once: it is moved aside
+then (``device/recorder/seal.py``) and not recoverable at once: it is moved aside
 whole and nothing is returned for it, since an entry now would come after
 later ones.
 
