@@ -6,7 +6,7 @@
 Each start provisions nothing new: one unit and device store are made first
 (``daemon.provision``, as ``custody sim`` does), then ``--starts`` times the
 real agent is started as a subprocess, exactly as systemd would start it —
-``python -m protocol.cli recorder --config FILE`` with ``hardware = "sim"`` and
+``python -m custody_cli recorder --config FILE`` with ``hardware = "sim"`` and
 ``sim_epoch_unix_ns`` set, so it boots straight to standby; the simulated
 camera encodes in its own process, as the agent always does on "sim".
 
@@ -77,7 +77,7 @@ class Agent:
         with open(self.log, "wb") as log:
             self.started = time.perf_counter()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "recorder", "--config", str(path)],
+                [sys.executable, "-m", "custody_cli", "recorder", "--config", str(path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.client = ControlClient(config.control_socket, timeout=10)

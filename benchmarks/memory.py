@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/memory.py            # ~45 s of recording, fits in 60 s
     .venv/bin/python benchmarks/memory.py --full     # 10 minutes, after a full pre-record
 
-The real agent runs as a subprocess (``python -m protocol.cli recorder --config
+The real agent runs as a subprocess (``python -m custody_cli recorder --config
 FILE``, ``hardware = "sim"``, which puts the simulated camera's encoder in its
 own process, as a Pi's hardware encoder is outside the agent). A unit and a
 device store are provisioned first (``daemon.provision``). Settings are the
@@ -66,6 +66,25 @@ def proc_status_kib(pid: int, *fields: str) -> dict[str, int]:
     return out
 
 
+def largest_mappings(pid: int, n: int = 8) -> list[list[Any]]:
+    """The ``n`` largest resident mappings of ``pid``, by file (anonymous ones as
+    ``[anon]``, ``[heap]``, ``[stack]``), in MiB: what a run-to-run difference is made of."""
+    by_name: dict[str, int] = {}
+    name = "[anon]"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    name = head[5] if len(head) > 5 else "[anon]"
+                elif head and head[0] == "Rss:":
+                    by_name[name] = by_name.get(name, 0) + int(head[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:n]
+    return [[Path(k).name if k.startswith("/") else k, round(v / 1024, 1)] for k, v in top]
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -113,7 +132,7 @@ def main() -> None:
         log_path = root / "recorder.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "recorder", "--config",
+                [sys.executable, "-m", "custody_cli", "recorder", "--config",
                  str(root / "recorder.toml")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
@@ -148,6 +167,9 @@ def main() -> None:
             else:
                 wait(lambda s: s["prerecord_seconds"] > 0, 15)
             standby_rss = proc_status_kib(proc.pid, "VmRSS")["VmRSS"] / 1024
+            standby_split = proc_status_kib(proc.pid, "RssAnon", "RssFile", "RssShmem")
+            standby_maps = largest_mappings(proc.pid)
+            max_rss, max_maps, max_split = standby_rss, standby_maps, standby_split
             prerecord_at_press = status()["prerecord_seconds"]
             client.call("press", button="record")
             pressed = time.monotonic()
@@ -157,6 +179,9 @@ def main() -> None:
                 if rss is None or proc.poll() is not None:
                     raise RuntimeError("the agent died:\n" + log_path.read_text()[-3000:])
                 samples.append((now - pressed, rss / 1024))
+                if rss / 1024 > max_rss + 1:  # a new high: what is it made of?
+                    max_rss, max_maps = rss / 1024, largest_mappings(proc.pid)
+                    max_split = proc_status_kib(proc.pid, "RssAnon", "RssFile", "RssShmem")
                 if len(samples) % 10 == 1:  # the camera child and the queues, now and then
                     camera_rss.append(sum(proc_status_kib(c, "VmRSS").get("VmRSS", 0)
                                           for c in children(proc.pid)) / 1024)
@@ -182,7 +207,7 @@ def main() -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait()
             client.close()
-        verify = subprocess.run([sys.executable, "-m", "protocol.cli", "verify", str(store),
+        verify = subprocess.run([sys.executable, "-m", "custody_cli", "verify", str(store),
                                  "--json"], capture_output=True, text=True, timeout=120)
         try:
             report = json.loads(verify.stdout)
@@ -210,6 +235,12 @@ def main() -> None:
         "verify_exit": verify.returncode, "verdict": verdict,
         "recordings": len(recordings), "video": args.video,
         "goals": {"rss_mb_max": GOAL_RSS_MB, "rss_growth_mb": GOAL_GROWTH_MB},
+        # What varies from run to run: resident memory split anonymous / file-backed
+        # (shared libraries), and the largest mappings, in standby and at the high.
+        "rss_split_mb_standby": {k: round(v / 1024, 1) for k, v in standby_split.items()},
+        "rss_split_mb_at_max": {k: round(v / 1024, 1) for k, v in max_split.items()},
+        "largest_mappings_standby": standby_maps, "largest_mappings_at_max": max_maps,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     result["ok"] = (result["rss_mb_max"] <= GOAL_RSS_MB
                     and result["rss_growth_mb"] <= GOAL_GROWTH_MB and result["verified"])

@@ -112,7 +112,7 @@ def run_dock(keys: Path, archive: Path, root: Path) -> tuple[subprocess.Popen, i
         listen_port=0, reserve_bytes=0)
     path = root / "dock.toml"
     path.write_text(config.to_toml())
-    proc = subprocess.Popen([sys.executable, "-m", "protocol.cli", "dock", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "custody_cli", "dock", "--config",
                              str(path), "--log-level", "WARNING"], stdout=subprocess.PIPE,
                             start_new_session=True)
     line = proc.stdout.readline().decode()

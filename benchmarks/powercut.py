@@ -97,7 +97,7 @@ def measure(out: Path, trials: int) -> dict:
                     and e.body.recording == recording and e.body.detected_by == "boot_recovery"]
         detected += any(d.reason == "power_loss" for d in declared)
         crash_reports += any(d.reason == "crash" for d in declared)
-    verify = subprocess.run([sys.executable, "-m", "protocol.cli", "verify", "--json",
+    verify = subprocess.run([sys.executable, "-m", "custody_cli", "verify", "--json",
                              str(out / "device")], capture_output=True, text=True)
     findings = json.loads(verify.stdout)["findings"] if verify.stdout else []
     return {
@@ -130,7 +130,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         (work / "powercut.toml").write_text(scenario(args.trials, np.random.default_rng(args.seed)))
-        run = subprocess.run([sys.executable, "-m", "protocol.cli", "sim",
+        run = subprocess.run([sys.executable, "-m", "custody_cli", "sim",
                               str(work / "powercut.toml"), "--out", str(out)],
                              capture_output=True, text=True)
         if run.returncode != 0:

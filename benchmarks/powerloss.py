@@ -120,7 +120,7 @@ def main() -> int:
             print(runner.log_path.read_text()[-3000:], file=sys.stderr)
             return 1
         measured = losses(out, runner.status_at_cuts)
-        verify = subprocess.run([sys.executable, "-m", "protocol.cli", "verify", "--json",
+        verify = subprocess.run([sys.executable, "-m", "custody_cli", "verify", "--json",
                                  str(out / "device")], capture_output=True, text=True)
         findings = json.loads(verify.stdout)["findings"] if verify.stdout else []
         result = {"max_loss_s": measured.pop("max_loss_s"),

@@ -7,7 +7,7 @@
 Two checks, both decoding what was written with PyAV and reading every frame's
 index from its picture (:func:`hardware.sim.pattern.read_frame_index`):
 
-1. **Segmenter** (``device.muxer.Segmenter``, the exact class the recorder's mux
+1. **Segmenter** (``device.segmenter.Segmenter``, the exact class the recorder's mux
    thread uses). Real H.264 from the simulated camera's encoder loop
    (:func:`hardware.sim.camera.encoder_loop`: libx264, test picture, 320x180@30,
    keyframe interval 6, plus randomly forced IDRs so cuts fall at irregular
@@ -61,7 +61,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from device.muxer import Segmenter
+from device.segmenter import Segmenter
 from hardware.camera import CameraConfig
 from hardware.frames import AudioBlock, VideoFrame
 from hardware.sim.camera import EncoderJob, encoder_loop

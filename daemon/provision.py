@@ -16,12 +16,14 @@ printed or logged.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from device.ledger import Clock, LedgerWriter
-from protocol.entries import Assigned, Provisioned
+from protocol.chain import EntryClock, next_entry
+from protocol.entries import Assigned, Body, EntryTime, Provisioned
+from protocol.envelope import SignedEntry, sign_entry
 from protocol.keys import ArchiveSecretKey, SigningKey
-from protocol.store_reader import TRUST_NAME, read_trust
+from protocol.store_reader import LEDGER_NAME, TRUST_NAME, read_trust
 from protocol.trust import Holder, TrustedKey, TrustFile
 
 ARCHIVE_SECRET = "archive-secret.key"
@@ -90,7 +92,39 @@ def create_unit(keys_dir: Path, unit: str, docks: list[str],
     return trust
 
 
-def enrol_device(keys_dir: Path, device: str, store: Path, clock: Clock,
+def provisioning_clock() -> EntryClock:
+    """Entry times from this (the provisioning) machine's clocks and boot."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: one id per process is the best we can say
+        boot = f"pid-{os.getpid()}"
+
+    def now() -> EntryTime:
+        return EntryTime(utc_ns=time.time_ns(), clock_source="ntp", clock_synced=True,
+                         monotonic_ns=time.monotonic_ns(), boot_id=boot)
+
+    return now
+
+
+def write_genesis(store: Path, device: str, key: SigningKey, clock: EntryClock,
+                  bodies: list[Body]) -> list[SignedEntry]:
+    """A new device ledger holding ``bodies`` (the chain rule is protocol's), fsync'd."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    signed: list[SignedEntry] = []
+    for body in bodies:
+        last = signed[-1] if signed else None
+        signed.append(sign_entry(next_entry(last, device, clock(), body), key.signer()))
+    fd = os.open(store / LEDGER_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"".join(s.to_line() for s in signed))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return signed
+
+
+def enrol_device(keys_dir: Path, device: str, store: Path, clock: EntryClock,
                  officer: str | None = None, by: str = "") -> TrustFile:
     """Give a device its key, list it in the trust file, and write its genesis.
 
@@ -113,13 +147,12 @@ def enrol_device(keys_dir: Path, device: str, store: Path, clock: Clock,
     write_trust(keys_dir, trust)
     if (pki.tls_dir(keys_dir) / pki.CA_CERT).exists():
         pki.issue(keys_dir, "device", device)
-    with LedgerWriter(store, device, key, clock) as ledger:
-        ledger.append(Provisioned(
-            unit=trust.unit, device_key=key.keyid,
-            archive_key=trust.archive_encryption_key,
-            dock_keys=[k for holder in trust.docks.values() for k in holder.keys]))
-        if officer:
-            ledger.append(Assigned(officer=officer, by=by))
+    genesis: list[Body] = [Provisioned(
+        unit=trust.unit, device_key=key.keyid, archive_key=trust.archive_encryption_key,
+        dock_keys=[k for holder in trust.docks.values() for k in holder.keys])]
+    if officer:
+        genesis.append(Assigned(officer=officer, by=by))
+    write_genesis(store, device, key, clock, genesis)
     return trust
 
 

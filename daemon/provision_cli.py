@@ -9,8 +9,7 @@ from pathlib import Path
 
 from daemon import pki_cli
 from daemon.pki import PKIError
-from daemon.provision import ProvisionError, create_unit, enrol_device
-from device.ledger import system_clock
+from daemon.provision import ProvisionError, create_unit, enrol_device, provisioning_clock
 from protocol.errors import ProtocolError
 from protocol.store_reader import TRUST_NAME, StoreError
 
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             create_unit(args.keys, args.unit, docks, tuple(args.dock_host))
             pki_cli.provision_unit_tls(args.keys, docks)
         else:
-            enrol_device(args.keys, args.device, args.store, system_clock(), args.officer,
+            enrol_device(args.keys, args.device, args.store, provisioning_clock(), args.officer,
                          args.by)
             pki_cli.provision_device_tls(args.keys, args.device)
     except (ProvisionError, StoreError, ProtocolError, PKIError) as e:

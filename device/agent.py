@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,9 @@ from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
-from hardware.factory import HardwareFactory, make_factory
-from hardware.otp import OtpSecret, PiOtp
+from hardware.board import load_board
+from hardware.factory import HardwareFactory, factory_class
+from hardware.otp import OtpSecret
 from protocol.store_reader import StoreError, read_trust
 
 log = logging.getLogger("custody.recorder")
@@ -42,21 +41,12 @@ log = logging.getLogger("custody.recorder")
 BUTTONS = ("record", "marker", "function")
 
 
-def unix_to_monotonic_us(unix_ns: int) -> int:
-    """A wall-clock instant on this boot's monotonic clock (for the simulator's epoch)."""
-    return (unix_ns - (time.time_ns() - time.monotonic_ns())) // 1000
-
-
 def board_otp(config: RecorderConfig) -> OtpSecret:
-    """The OTP secret of the board the recorder runs on."""
-    if config.hardware == "sim":
-        from hardware.sim.otp import SimOtp
-
-        if config.otp_state_dir is None:
-            raise ConfigError("otp_state_dir", "must be set for the simulator (a folder "
-                              "outside the store)")
-        return SimOtp(config.otp_state_dir)
-    return PiOtp()
+    """The OTP secret of the board the recorder runs on (its backend knows where)."""
+    try:
+        return factory_class(config.hardware).otp_secret(config.otp_state_dir)
+    except ValueError as e:
+        raise ConfigError("otp_state_dir", str(e)) from None
 
 
 class RecorderAgent:
@@ -77,7 +67,7 @@ class RecorderAgent:
         self.stopped = threading.Event()
         self._boot_lock = threading.Lock()
         self.notifier = SystemdNotifier()
-        self.server = ControlServer(config.control_socket, dispatch(self._commands()))
+        self.server = ControlServer(config.control_socket, self._handle)
 
     # --- running ---------------------------------------------------------------------
 
@@ -86,7 +76,8 @@ class RecorderAgent:
             signal.signal(sig, lambda *_: self.stopped.set())
         self.server.start()
         try:
-            if not (self.config.hardware == "sim" and self.config.sim_epoch_unix_ns is None):
+            if not (factory_class(self.config.hardware).waits_for_epoch
+                    and self.config.sim_epoch_unix_ns is None):
                 self.boot(self.config.sim_epoch_unix_ns)
             interval = watchdog_interval()
             pinger = None
@@ -107,17 +98,8 @@ class RecorderAgent:
             if self.recorder is not None:
                 raise ControlError("already booted")
             c = self.config
-            if c.hardware == "sim":
-                from hardware.sim.factory import SimFactory
-
-                epoch = unix_to_monotonic_us(epoch_unix_ns) if epoch_unix_ns else None
-                # The simulated camera encodes in its own process, as a Pi's
-                # hardware encoder works outside the agent.
-                self.hardware = SimFactory(epoch_us=epoch, camera_isolation="process")
-                if os.environ.get("CUSTODY_SIM_BATTERY"):  # the level it had at power-off
-                    self.hardware.battery().set_level(float(os.environ["CUSTODY_SIM_BATTERY"]))
-            else:
-                self.hardware = make_factory("pi", c.board)
+            self.hardware = factory_class(c.hardware).for_service(
+                load_board(c.board) if c.board else None, epoch_unix_ns)
             clock = self.hardware.clock()
             self.ledger = LedgerWriter(c.store, c.device_id, self.key, entry_clock(clock))
             self.recorder = Recorder(c, self.hardware, self.ledger, self.archive_public,
@@ -145,22 +127,33 @@ class RecorderAgent:
     # --- the control socket's commands ---------------------------------------------------
 
     def _commands(self) -> dict[str, Any]:
-        return {
+        """The control socket's commands: the agent's own, then those only the
+        hardware backend offers (a simulated world's, once booted)."""
+        table: dict[str, Any] = {
             "status": self._status,
             "press": self._press,
             "marker": self._marker,
             "sim_begin": self._sim_begin,
             "receipt": self._receipt,
-            "speak": self._speak,
-            "clock_jump": self._clock_jump,
-            "battery": self._set_battery,
-            "storage_left": self._storage_left,
-            "dock": self._dock,
-            "camera_fault": self._camera_fault,
-            "camera_ok": self._camera_ok,
             "shutdown": self._shutdown,
             **maintenance_commands(self),  # the serial console's (device/console/)
         }
+        if self.hardware is not None:
+            backend = self.hardware.control_commands()
+            if "press" in backend:  # its own buttons, pressed through their real path
+                press_button = backend.pop("press")
+
+                def press(button: str = "record", hold: float = 0.05) -> dict:
+                    recorder = self._need()
+                    press_button(button, hold)
+                    return {"state": str(recorder.state)}
+
+                table["press"] = press
+            table.update(backend)
+        return table
+
+    def _handle(self, request: Any) -> dict:
+        return dispatch(self._commands())(request)
 
     def _need(self) -> Recorder:
         if self.recorder is None:
@@ -176,15 +169,13 @@ class RecorderAgent:
         return status
 
     def _press(self, button: str = "record", hold: float = 0.05) -> dict:
+        """A technician's press from the console (a backend with buttons of its own
+        to press offers its own ``press``)."""
         recorder = self._need()
         if button not in BUTTONS:
             raise ControlError(f"no button {button!r}; buttons: {', '.join(BUTTONS)}")
-        from hardware.sim.factory import SimFactory
-
-        if isinstance(self.hardware, SimFactory):
-            self.hardware.press(button, hold)  # through the real gpiozero path
-        elif button == "record":
-            recorder.press_record()  # a technician's press from the console
+        if button == "record":
+            recorder.press_record()
         elif button == "marker":
             recorder.mark("other")
         return {"state": str(recorder.state)}
@@ -192,63 +183,17 @@ class RecorderAgent:
     def _marker(self, phase: str = "other") -> dict:
         return {"seq": self._need().mark(phase).entry.seq}
 
-    def _sim(self) -> Any:
-        from hardware.sim.factory import SimFactory
-
-        if not isinstance(self.hardware, SimFactory):
-            raise ControlError("only on simulated hardware")
-        return self.hardware
-
     def _sim_begin(self, epoch_unix_ns: int) -> dict:
-        if self.config.hardware != "sim":
+        if not factory_class(self.config.hardware).waits_for_epoch:
             raise ControlError("only on simulated hardware")
         self.boot(epoch_unix_ns)
         return self._status()
-
-    def _speak(self, seconds: float = 2.0) -> dict:
-        self._sim().speak(seconds)
-        return {}
-
-    def _clock_jump(self, seconds: float) -> dict:
-        self._sim().clock().jump(seconds)
-        return {}
 
     def _receipt(self, receipt: dict) -> dict:
         try:
             return {"freed": self._need().accept_receipt(receipt)}
         except ReceiptRefused as e:
             raise ControlError(f"receipt refused: {e}") from e
-
-    def _set_battery(self, percent: float) -> dict:
-        self._sim().battery().set_level(percent)
-        return {}
-
-    def _storage_left(self, bytes: int) -> dict:
-        storage = self._need().storage
-        from hardware.sim.storage import SimStorage, directory_bytes
-
-        if not isinstance(storage, SimStorage):
-            raise ControlError("only on simulated hardware")
-        storage.capacity_bytes = directory_bytes(storage.path) + bytes
-        return {"free_bytes": storage.status().free_bytes}
-
-    def _camera_fault(self) -> dict:
-        self._sim()
-        camera = self._need().camera
-        assert camera is not None
-        camera.stop()  # the sensor stops delivering, as a failed camera does
-        return {}
-
-    def _camera_ok(self) -> dict:
-        self._sim()
-        camera = self._need().camera
-        assert camera is not None
-        camera.start()
-        return {}
-
-    def _dock(self, docked: bool = True) -> dict:
-        self._sim().set_docked(docked)
-        return {}
 
     def _shutdown(self) -> dict:
         self.stopped.set()

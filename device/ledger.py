@@ -16,13 +16,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.high_water import HighWaterMark
 from device.journal_auth import JournalKey
-from protocol.entries import GENESIS_PREV, Body, Entry, EntryTime, KeyRotated, LedgerGap
+from protocol.chain import EntryClock, entry_after
+from protocol.entries import GENESIS_PREV, Body, EntryTime, KeyRotated, LedgerGap
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
@@ -31,7 +31,9 @@ from protocol.store_reader import LEDGER_NAME
 if TYPE_CHECKING:
     from hardware.clock import Clock as DeviceClock
 
-Clock = Callable[[], EntryTime]
+Clock = EntryClock
+#: What provisioning writes into a new device's ledger (daemon/provision.py).
+GENESIS_KINDS = ("provisioned", "assigned")
 log = logging.getLogger(__name__)
 
 
@@ -118,8 +120,9 @@ class LedgerWriter:
         if mark is not None and mark.seq <= last_seq:
             return  # the ledger reaches the mark (or is one entry past it: cut before the mark)
         if mark is None:
-            # No mark: a new ledger (genesis only), or one whose mark was removed.
-            if last_seq <= 0 and not self._marks.exists():
+            # No mark: a new ledger (provisioning's genesis only: it writes no mark, as
+            # the dock has not the device's journal key), or one whose mark was removed.
+            if not self._marks.exists() and self._genesis_only():
                 return
             if (self.last is not None and isinstance(self.last.entry.body, KeyRotated)
                     and (last_seq, self._prev) in self._marks.claims()):
@@ -132,6 +135,18 @@ class LedgerWriter:
             log.error("%s: entries %d..%d are gone (the ledger ends before its high-water "
                       "mark); declared", self.path, gap.first_seq, mark.seq)
         self.declared_gap = self.append(gap)
+
+    def _genesis_only(self) -> bool:
+        """The ledger holds only what provisioning writes (``provisioned``, ``assigned``).
+
+        Cut back to that with its marks deleted, a ledger is not caught here; the
+        dock's archived copy, which the next offload must continue, catches it."""
+        if self.last is None:
+            return True
+        if self.last.entry.seq > 1:
+            return False
+        lines = split_lines(self.path.read_bytes())
+        return all(parse_line(line).entry.kind in GENESIS_KINDS for line in lines)
 
     def _read_last(self) -> SignedEntry | None:
         if not self.path.exists():
@@ -165,13 +180,7 @@ class LedgerWriter:
             return self._append(body)
 
     def _append(self, body: Body) -> SignedEntry:
-        entry = Entry(
-            device=self.device,
-            seq=self._next_seq,
-            prev=self._prev,
-            time=self.clock(),
-            body=body,
-        )
+        entry = entry_after(self._next_seq - 1, self._prev, self.device, self.clock(), body)
         signed = sign_entry(entry, self._signer)
         line = signed.to_line()
         written = os.write(self._fd, line)

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from device.key_custody import KeyCustodyError, wrap_signing_key, write_wrapped_key
-from hardware.otp import OtpError, OtpSecret, PiOtp
+from hardware.factory import factory_class
+from hardware.otp import OtpError, OtpSecret
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 
@@ -39,11 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def board(args: argparse.Namespace) -> OtpSecret:
-    if args.otp_state is not None:
-        from hardware.sim.otp import SimOtp
-
-        return SimOtp(args.otp_state)
-    return PiOtp()
+    """This Pi's OTP, or with ``--otp-state`` a simulated board's (the backend table's)."""
+    backend = "sim" if args.otp_state is not None else "pi"
+    return factory_class(backend).otp_secret(args.otp_state)
 
 
 def program_otp(otp: OtpSecret, *, dry_run: bool, confirm) -> str:

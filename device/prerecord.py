@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from device.muxer import split_audio_block
+from device.segmenter import split_audio_block
 from hardware.frames import AudioBlock, VideoFrame
 
 

@@ -29,7 +29,7 @@ whose journal says it was sealed whole (final chunk durable) but that never
 reached ``media/`` is moved there whole, and its entry says ``recovered: false``.
 A file whose recording the ledger shows going on after it (a later segment,
 or its ``record_stop``) is one the medium refused while recording, declared
-then (``device/recorder.py``) and not recoverable at once: it is moved aside
+then (``device/recorder/seal.py``) and not recoverable at once: it is moved aside
 whole and nothing is returned for it, since an entry now would come after
 later ones.
 
@@ -259,18 +259,6 @@ def cut_reason(ledger_last_boot_id: str | None, current_boot_id: str) -> str:
     ('crash', 'power_loss', 'power_loss')
     """
     return "crash" if ledger_last_boot_id == current_boot_id else "power_loss"
-
-
-def last_boot_id(ledger: Path) -> str | None:
-    """The boot id of a ledger's last readable entry (None if there is none)."""
-    if not ledger.exists():
-        return None
-    for line in reversed(split_lines(ledger.read_bytes())):
-        try:
-            return parse_line(line).entry.time.boot_id
-        except ProtocolError:
-            continue  # a line torn by the cut
-    return None
 
 
 def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:

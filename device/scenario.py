@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 from device.config import ConfigError, RecorderConfig, did_you_mean, show_value, toml_value
+from device.watch import CRITICAL_PERCENT
 
 
 class ScenarioError(ValueError):
@@ -249,6 +250,7 @@ def parse_scenario(text: str, source: str = "", base: RecorderConfig | None = No
 def _check_steps(raw_steps: list[dict[str, Any]], source: str) -> tuple[Step, ...]:
     steps: list[Step] = []
     power_cut_at: Step | None = None  # the step that cut the power, while it is cut
+    flat_at: Step | None = None  # a battery step at the critical level: the device shuts down
     camera_fault_at: Step | None = None
     end: Step | None = None
     for index, raw in enumerate(raw_steps):
@@ -264,15 +266,18 @@ def _check_steps(raw_steps: list[dict[str, Any]], source: str) -> tuple[Step, ..
             allowed = ", ".join(ALLOWED_WHILE_POWER_CUT)
             raise fail(f"impossible while the power is cut ({power_cut_at}); "
                        f"only {allowed} can happen then")
-        if step.action == "power_restore" and power_cut_at is None:
-            raise fail("the power is not cut (power_restore must follow a power_cut)")
+        if step.action == "power_restore" and power_cut_at is None and flat_at is None:
+            raise fail("the power is not cut (power_restore must follow a power_cut, "
+                       "or a battery run down to the critical level)")
         if step.action == "camera_ok" and camera_fault_at is None:
             raise fail("the camera is not faulty (camera_ok must follow a camera_fault)")
 
         if step.action == "power_cut":
             power_cut_at = step
         elif step.action == "power_restore":
-            power_cut_at = None
+            power_cut_at = flat_at = None
+        elif step.action == "battery" and step.params["percent"] <= CRITICAL_PERCENT:
+            flat_at = step
         elif step.action == "camera_fault":
             camera_fault_at = camera_fault_at or step
         elif step.action == "camera_ok":

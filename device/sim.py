@@ -45,6 +45,9 @@ from device.scenario import Scenario, ScenarioError, Step, load_scenario
 
 DEVICE, OFFICER, UNIT, DOCK = "DEV-SIM-0001", "PC-SIM-01", "sim-unit", "DOCK-01"
 READY_TIMEOUT_S = 30
+#: Steps done to the device itself: while it is off they do nothing.
+DEVICE_STEPS = {"press_record", "press_marker", "hold_function", "speak", "clock_jump",
+                "camera_fault", "camera_ok", "storage_left"}
 
 
 class SimError(Exception):
@@ -65,6 +68,9 @@ class SimRunner:
         self.epoch_unix_ns = 0
         self.power_ons = 0
         self.battery: float | None = None  # the simulated battery's level, across power-offs
+        self.charger = False  # plugged in by a power_restore after a battery shutdown
+        self.warnings: list[str] = []
+        self.power_cut_last = False
         self.log: list[dict[str, Any]] = []
         self.final_status: dict[str, Any] | None = None  # the recorder's, just before the end
         self.dock_proc: subprocess.Popen[bytes] | None = None
@@ -110,9 +116,11 @@ class SimRunner:
         env = dict(os.environ, CUSTODY_BOOT_ID=f"sim-boot-{self.power_ons}")
         if self.battery is not None:
             env["CUSTODY_SIM_BATTERY"] = str(self.battery)
+        if self.charger:
+            env["CUSTODY_SIM_CHARGER"] = "1"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "recorder", "--config",
+                [sys.executable, "-m", "custody_cli", "recorder", "--config",
                  str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)  # own process group: a cut kills it all
@@ -170,7 +178,7 @@ class SimRunner:
         (self.out / "dock.toml").write_text(config.to_toml())
         with open(self.out / "dock.log", "ab") as log:
             self.dock_proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.cli", "dock", "--config",
+                [sys.executable, "-m", "custody_cli", "dock", "--config",
                  str(self.out / "dock.toml")], stdout=subprocess.PIPE, stderr=log,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         assert self.dock_proc.stdout is not None
@@ -221,9 +229,10 @@ class SimRunner:
                 if delay > 0:
                     time.sleep(delay)
                 ran_at = time.monotonic() - start
-                exit_code = self.do(step)
-                self.log.append({"step": step.number, "t": step.t, "do": step.action,
-                                 "ran_at": round(ran_at, 3), **dict(step.params)})
+                entry = {"step": step.number, "t": step.t, "do": step.action,
+                         "ran_at": round(ran_at, 3), **dict(step.params)}
+                exit_code = self.do(step, entry)
+                self.log.append(entry)
             return exit_code
         finally:
             self._write_log()
@@ -232,7 +241,40 @@ class SimRunner:
             self.stop_dock()
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
-    def do(self, step: Step) -> int:
+    @property
+    def is_on(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _warn(self, step: Step, entry: dict[str, Any], message: str) -> None:
+        text = f"step {step.number} ({step.action} at t = {step.t}): {message}"
+        self.warnings.append(text)
+        entry["warning"] = message
+        print(f"custody sim: warning: {text}", file=sys.stderr)
+
+    def _device_off(self) -> bool:
+        """Off, or on its way off (a battery shutdown): then it ignores what is done to it."""
+        if self.proc is None:
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)  # a shutdown in progress ends
+        return self.proc.poll() is not None
+
+    def do(self, step: Step, entry: dict[str, Any] | None = None) -> int:
+        """Run one step. A press (or anything done to the device) while it is off does
+        nothing, as on a real device: the step is logged as ignored and the run goes on."""
+        entry = {} if entry is None else entry
+        if step.action in DEVICE_STEPS and not self.is_on:
+            entry["ignored"] = "the device is off"
+            return 0
+        try:
+            return self._do(step, entry)
+        except ControlError:
+            if step.action in DEVICE_STEPS and self._device_off():
+                entry["ignored"] = "the device switched off"
+                return 0
+            raise
+
+    def _do(self, step: Step, entry: dict[str, Any]) -> int:
         client, p = self.client, step.params
         assert client is not None
         match step.action:
@@ -243,6 +285,10 @@ class SimRunner:
             case "hold_function":
                 client.call("press", button="function", hold=p["seconds"])
             case "speak":
+                status = client.call("status")
+                if status.get("voice_note") and not status.get("voice_note_listening"):
+                    self._warn(step, entry, "falls inside the spoken prompt: the device does "
+                               "not listen while it speaks, so this is not the answer")
                 client.call("speak", seconds=p["seconds"])
             case "clock_jump":
                 client.call("clock_jump", seconds=p["seconds"])
@@ -259,7 +305,17 @@ class SimRunner:
                     client.call("dock", docked=step.action == "dock")
             case "power_cut":
                 self.power_cut()
+                self.power_cut_last = True
             case "power_restore":
+                if self.is_on and not self._device_off():
+                    entry["ignored"] = "the device is on"
+                    return 0
+                if self.proc is not None and self.proc.returncode == 0 and \
+                        not self.power_cut_last:
+                    self.charger = True  # it switched itself off: the charger goes in
+                if self.client is not None:
+                    self.client.close()
+                self.power_cut_last = False
                 self.power_on()
                 self.wait_for("standby")
             case "console":
@@ -279,7 +335,8 @@ class SimRunner:
     def _write_log(self) -> None:
         (self.out / "sim.json").write_text(json.dumps({
             "epoch_unix_ns": self.epoch_unix_ns, "device": DEVICE, "officer": OFFICER,
-            "fps": self.config.fps, "steps": self.log, "final_status": self.final_status},
+            "fps": self.config.fps, "steps": self.log, "warnings": self.warnings,
+            "final_status": self.final_status},
             indent=2))
 
 

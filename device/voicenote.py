@@ -48,13 +48,8 @@ from typing import Any
 import av
 import numpy as np
 
-from device.muxer import (
-    DEFAULT_FLAC_BLOCK_SAMPLES,
-    FragmentInfo,
-    Sink,
-    _FragmentSpotter,
-    _sample_time_us,
-)
+from device.mp4boxes import FragmentInfo, FragmentSpotter, Sink
+from device.muxer import DEFAULT_FLAC_BLOCK_SAMPLES, _sample_time_us
 from device.sealer import SegmentSealer
 from device.vad import SpeechListener
 from hardware.frames import AudioBlock
@@ -124,7 +119,7 @@ class VoiceNoteWriter:
         self.speech = speech if speech is not None else SpeechListener(rate)
 
         # Given the rate, the spotter counts each fragment's samples from its moof.
-        self._spotter = _FragmentSpotter(sink, self._fragment_ended, rate)
+        self._spotter = FragmentSpotter(sink, self._fragment_ended, rate)
         self._container = av.open(
             self._spotter,
             mode="w",
@@ -252,6 +247,7 @@ def seal_voice_note(
     max_seconds: float | None = None,
     context: dict[str, Any] | None = None,
     speech: SpeechListener | None = None,
+    on_sealed: Callable[[MediaFile, VoiceNoteSummary], None] | None = None,
 ) -> tuple[MediaFile, VoiceNoteSummary]:
     """Write ``blocks`` as a voice note sealed into ``store`` (encrypted to the archive key).
 
@@ -261,9 +257,11 @@ def seal_voice_note(
     ``MediaFile`` for the ``voice_note`` entry and the summary; the caller
     appends the entry (``VoiceNote(interruption=..., media=..., first_capture_utc_ns=
     <first_sample_us on the UTC clock>, audio_samples=..., audio_rate=...,
-    speech_seconds=...)``). ``speech``: a listener already fed these blocks (see
-    :class:`VoiceNoteWriter`). Blocks beyond ``max_seconds`` are not written. If
-    writing fails, the partial file stays in ``pending/``, as a segment's would.
+    speech_seconds=...)``) — in ``on_sealed(media, summary)``, if given: the
+    journal is then released only once that returned (the entry durable).
+    ``speech``: a listener already fed these blocks (see :class:`VoiceNoteWriter`).
+    Blocks beyond ``max_seconds`` are not written. If writing fails, the partial
+    file stays in ``pending/``, as a segment's would.
 
     >>> import tempfile
     >>> from protocol.keys import ArchiveSecretKey
@@ -287,4 +285,11 @@ def seal_voice_note(
                 if writer.add(block) is not None:
                     break
     summary = writer.close()
-    return sealer.close(), summary
+    if on_sealed is None:
+        return sealer.close(), summary
+    # The same two-phase close as a segment's: the journal stays until the caller
+    # has appended the note's entry, so a cut in between still finds the file.
+    media = sealer.close(keep_journal=True)
+    on_sealed(media, summary)
+    sealer.release_journal()
+    return media, summary

@@ -20,13 +20,11 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hardware.board import CameraSettings
 from hardware.frames import VideoFrame
 from hardware.source import CaptureSource
-
-if TYPE_CHECKING:
-    from hardware.board import CameraSettings
 
 
 def monotonic_us() -> int:
@@ -34,20 +32,23 @@ def monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+_BOARD = CameraSettings()  # the one place the camera's defaults are written (board.py)
+
+
 @dataclass(frozen=True, slots=True)
 class CameraConfig:
-    """What to capture and how to encode it."""
+    """What to capture and how to encode it (defaults: a board file's ``[camera]``)."""
 
-    width: int = 1920
-    height: int = 1080
-    fps: int = 30
-    bitrate: int = 8_000_000
-    keyframe_interval: int = 30  # frames between IDRs (30 at 30 fps: one a second)
-    overlay: bool = True  # burn in time, device id and officer id
+    width: int = _BOARD.width
+    height: int = _BOARD.height
+    fps: int = _BOARD.fps
+    bitrate: int = _BOARD.bitrate
+    keyframe_interval: int = _BOARD.keyframe_interval  # frames between IDRs
+    overlay: bool = _BOARD.overlay  # burn in time, device id and officer id
     device_id: str = ""
     officer_id: str = ""
-    encoder: str = "auto"  # auto | hardware | software (real camera only)
-    camera_num: int = 0
+    encoder: str = _BOARD.encoder  # auto | hardware | software (real camera only)
+    camera_num: int = _BOARD.camera_num
     queue_frames: int = 300  # frames buffered for a slow consumer before dropping
 
     def __post_init__(self) -> None:

@@ -14,14 +14,18 @@ is only ever used when asked for.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hardware.board import Board, load_board
 from hardware.camera import Camera, CameraConfig
 from hardware.microphone import Microphone, MicrophoneConfig
+from hardware.otp import OtpSecret, PiOtp
 
 if TYPE_CHECKING:
     from hardware.battery import Battery
@@ -32,7 +36,13 @@ if TYPE_CHECKING:
     from hardware.speaker import Speaker
     from hardware.storage import Storage
 
-BACKENDS = ("sim", "pi")
+#: Backend name -> "module:class" of its factory, imported only when chosen (as
+#: gpiozero names its pin factories): this module never imports a backend.
+BACKEND_FACTORIES: dict[str, str] = {
+    "pi": "hardware.factory:PiFactory",
+    "sim": "hardware.sim.factory:SimFactory",
+}
+BACKENDS = tuple(BACKEND_FACTORIES)
 ENV_BACKEND = "CUSTODY_HW"
 
 
@@ -45,9 +55,27 @@ def backend_name(explicit: str | None = None) -> str:
 
 
 class HardwareFactory(ABC):
-    """Makes the devices of one board. Subclasses: :class:`PiFactory`, ``SimFactory``."""
+    """Makes the devices of one board. Subclasses: :class:`PiFactory` and the simulator's."""
 
     name = "abstract"
+    #: The recorder service waits for its world's start (``sim_begin``) before booting.
+    waits_for_epoch = False
+
+    @classmethod
+    def for_service(cls, board: Board | None, epoch_unix_ns: int | None = None
+                    ) -> HardwareFactory:
+        """The factory the recorder service runs on (a simulated world: from its epoch)."""
+        return cls(board)
+
+    def control_commands(self) -> dict[str, Callable[..., dict]]:
+        """Control-socket commands only this backend offers (a simulator's world), by name."""
+        return {}
+
+    @classmethod
+    def otp_secret(cls, state_dir: Path | None = None) -> OtpSecret:
+        """The board's OTP secret (a Pi's: through the firmware mailbox, root only).
+        ``state_dir`` is where a simulated board keeps its own (never the store)."""
+        return PiOtp()
 
     def __init__(self, board: Board | None = None) -> None:
         self.board = board if board is not None else load_board()
@@ -193,15 +221,16 @@ def _sounddevice_usable() -> bool:
     return True
 
 
+def factory_class(backend: str | None = None) -> type[HardwareFactory]:
+    """The factory class of ``backend`` (see :func:`backend_name`), imported now."""
+    module, _, cls = BACKEND_FACTORIES[backend_name(backend)].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def make_factory(backend: str | None = None, board: Board | str | None = None) -> HardwareFactory:
     """A new factory for ``backend`` (see :func:`backend_name`) and board name/path."""
-    name = backend_name(backend)
     resolved = board if isinstance(board, Board) else load_board(board)
-    if name == "sim":
-        from hardware.sim.factory import SimFactory
-
-        return SimFactory(resolved)
-    return PiFactory(resolved)
+    return factory_class(backend)(resolved)
 
 
 _default: HardwareFactory | None = None

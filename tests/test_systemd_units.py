@@ -31,7 +31,7 @@ def test_recorder_unit_runs_custody_recorder_as_a_notify_service_with_a_watchdog
     assert argv[0].endswith("/custody") and argv[1:3] == ["recorder", "--config"]
     assert service["RuntimeDirectoryMode"] == "0700"
     # the subcommand and option it names exist
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "recorder", "--help"],
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "recorder", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--config" in r.stdout
 
@@ -129,7 +129,7 @@ def test_the_console_owns_its_tty_and_needs_no_network():
     assert service["DeviceAllow"] == "/dev/%i rw" and service["PrivateNetwork"] == "yes"
     assert service["User"] == unit("custody-recorder.service")["Service"]["User"]  # the socket
     assert service["Restart"] == "always"
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "console", "--help"],
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "console", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--port" in r.stdout and "--config" in r.stdout
     assert service["CapabilityBoundingSet"] == ""
@@ -149,6 +149,6 @@ def test_dock_unit_runs_custody_dock_as_a_notify_service_with_a_watchdog():
     assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
     argv = shlex.split(service["ExecStart"])
     assert argv[0].endswith("/custody") and argv[1:3] == ["dock", "--config"]
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "dock", "--help"],
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "dock", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--config" in r.stdout

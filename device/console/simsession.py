@@ -109,7 +109,7 @@ def run_console_session(config: Path, keys: Path, commands: list[str] | tuple[st
     password = (keys / PASSWORD_FILE).read_text().strip()
     with SimSerialCable() as cable:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "protocol.cli", "console", "--port", cable.device_path,
+            [sys.executable, "-m", "custody_cli", "console", "--port", cable.device_path,
              "--config", str(config)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         driver = ConsoleDriver(cable.technician.fd, press)

@@ -15,9 +15,11 @@ one per factory, so a test and the code under test see the same simulated device
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from hardware.controls import Controls
 from hardware.factory import HardwareFactory
 from hardware.indicators import Indicators
 from hardware.microphone import Microphone, MicrophoneConfig
+from hardware.otp import OtpSecret
 from hardware.serialport import SerialPort
 from hardware.sim.battery import SimBattery
 from hardware.sim.camera import SimCamera
@@ -36,13 +39,88 @@ from hardware.sim.clock import SimClock
 from hardware.sim.microphone import SimMicrophone
 from hardware.sim.serial import SimSerialCable
 from hardware.sim.speaker import SimSpeaker
-from hardware.sim.storage import SimStorage
+from hardware.sim.storage import SimStorage, directory_bytes
 
 BUTTONS = {"record": "record_button", "marker": "marker_button", "function": "function_button"}
 
 
 class SimFactory(HardwareFactory):
     name = "sim"
+    waits_for_epoch = True
+
+    @classmethod
+    def for_service(cls, board: Board | None, epoch_unix_ns: int | None = None) -> SimFactory:
+        """The recorder service's simulated world, started at ``epoch_unix_ns``.
+
+        The simulated camera encodes in its own process, as a Pi's hardware
+        encoder works outside the agent; ``CUSTODY_SIM_BATTERY`` is the level
+        the battery had at the last power-off; ``CUSTODY_SIM_CHARGER`` that a
+        charger is plugged in.
+        """
+        epoch = None
+        if epoch_unix_ns:  # the wall-clock instant on this boot's monotonic clock
+            epoch = (epoch_unix_ns - (time.time_ns() - time.monotonic_ns())) // 1000
+        factory = cls(board, epoch_us=epoch, camera_isolation="process")
+        if os.environ.get("CUSTODY_SIM_BATTERY"):
+            factory.battery().set_level(float(os.environ["CUSTODY_SIM_BATTERY"]))
+        if os.environ.get("CUSTODY_SIM_CHARGER"):  # plugged in after a battery shutdown
+            factory.battery().charge()
+        return factory
+
+    @classmethod
+    def otp_secret(cls, state_dir: Path | None = None) -> OtpSecret:
+        """The simulated board's OTP secret, kept in ``state_dir`` (the board, not the card)."""
+        from hardware.sim.otp import SimOtp
+
+        if state_dir is None:
+            raise ValueError("a simulated board keeps its OTP secret in otp_state_dir: set it "
+                             "(a folder outside the store)")
+        return SimOtp(state_dir)
+
+    def control_commands(self) -> dict[str, Callable[..., dict]]:
+        """What a scenario does to this world through the recorder's control socket."""
+
+        def press(button: str = "record", hold: float = 0.05) -> dict:
+            if button not in BUTTONS:
+                raise ValueError(f"no button {button!r}; buttons: {', '.join(BUTTONS)}")
+            self.press(button, hold)  # through the real gpiozero path
+            return {}
+
+        def speak(seconds: float = 2.0) -> dict:
+            self.speak(seconds)
+            return {}
+
+        def clock_jump(seconds: float) -> dict:
+            self.clock().jump(seconds)
+            return {}
+
+        def battery(percent: float) -> dict:
+            self.battery().set_level(percent)
+            return {}
+
+        def storage_left(bytes: int) -> dict:  # noqa: A002 - the command's argument name
+            for storage in self.storages:
+                storage.capacity_bytes = directory_bytes(storage.path) + bytes
+            return {"free_bytes": min((s.status().free_bytes for s in self.storages),
+                                      default=0)}
+
+        def dock(docked: bool = True) -> dict:
+            self.set_docked(docked)
+            return {}
+
+        def camera_fault() -> dict:
+            for camera in self.cameras:
+                camera.stop()  # the sensor stops delivering, as a failed camera does
+            return {}
+
+        def camera_ok() -> dict:
+            for camera in self.cameras:
+                camera.start()
+            return {}
+
+        return {"press": press, "speak": speak, "clock_jump": clock_jump, "battery": battery,
+                "storage_left": storage_left, "dock": dock, "camera_fault": camera_fault,
+                "camera_ok": camera_ok}
 
     def __init__(
         self,
@@ -68,6 +146,7 @@ class SimFactory(HardwareFactory):
         self._cable: SimSerialCable | None = None
         self.microphones: list[SimMicrophone] = []
         self.cameras: list[SimCamera] = []
+        self.storages: list[SimStorage] = []
         self._closables: list[Any] = []
 
     # -- devices ----------------------------------------------------------------------
@@ -119,12 +198,14 @@ class SimFactory(HardwareFactory):
 
     def storage(self, path: str | None = None) -> SimStorage:
         s = self.board.storage
-        return SimStorage(
+        storage = SimStorage(
             path or self.storage_root / "store",
             self.capacity_bytes,
             reserve_bytes=min(s.reserve_bytes, self.capacity_bytes // 10),
             low_bytes=min(s.low_bytes, self.capacity_bytes // 5),
         )
+        self.storages.append(storage)
+        return storage
 
     def clock(self) -> SimClock:
         if self._clock is None:

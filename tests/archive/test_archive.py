@@ -27,7 +27,7 @@ REC = f"{DEVICE}/2"  # the fixture's recording: provisioned 0, assigned 1, recor
 
 
 def custody(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 

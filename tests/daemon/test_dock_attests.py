@@ -19,7 +19,7 @@ from tests.daemon.test_dock_service import start_dock
 def watch(broker: LocalBroker, keys: Path, watcher, *args: str) -> subprocess.CompletedProcess:
     ca = unit_ca(keys)
     return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "watch", "--broker", broker.url,
+        [sys.executable, "-m", "custody_cli", "watch", "--broker", broker.url,
          "--trust", str(keys / "trust.json"), "--ca", str(ca.cert_path),
          "--cert", str(watcher.cert), "--key", str(watcher.key), *args],
         capture_output=True, text=True, timeout=60)
@@ -63,6 +63,6 @@ def test_a_bad_mqtt_setting_exits_naming_the_key(tmp_path):
     path = tmp_path / "dock.toml"
     path.write_text(dock_config(keys, tmp_path / "archive").to_toml()
                     + '\n[mqtt]\nbroker = "mqtt://127.0.0.1:1883"\n')
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "dock", "--config", str(path)],
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "dock", "--config", str(path)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "mqtt.broker" in r.stderr, r.stderr

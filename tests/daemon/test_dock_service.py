@@ -20,7 +20,7 @@ from tests.daemon.dockkit import MIB, dock_config, make_unit, verify_archive
 
 def start_dock(config_path: Path, log: Path) -> tuple[subprocess.Popen, int]:
     out = open(log, "ab")  # noqa: SIM115 - the process writes it
-    proc = subprocess.Popen([sys.executable, "-m", "protocol.cli", "dock", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "custody_cli", "dock", "--config",
                              str(config_path)], stdout=subprocess.PIPE, stderr=out,
                             start_new_session=True)
     line = proc.stdout.readline().decode()  # "listening HOST PORT"
@@ -31,7 +31,7 @@ def start_dock(config_path: Path, log: Path) -> tuple[subprocess.Popen, int]:
 def test_bad_setting_exits_naming_the_key(tmp_path):
     path = tmp_path / "dock.toml"
     path.write_text('dock_id = "DOCK-01"\nmax_uploads = 0\n')
-    result = subprocess.run([sys.executable, "-m", "protocol.cli", "dock", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "custody_cli", "dock", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "max_uploads" in result.stderr
     with pytest.raises(DockConfigError, match="listen_prot.*did you mean"):
@@ -101,7 +101,7 @@ def test_dock_tells_systemd_it_is_ready_and_pings_the_watchdog(tmp_path):
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(20)
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
-    proc = subprocess.Popen([sys.executable, "-m", "protocol.cli", "dock", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "custody_cli", "dock", "--config",
                              str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
     try:

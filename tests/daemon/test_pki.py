@@ -14,7 +14,7 @@ from protocol.keys import SigningKey
 
 
 def custody(*args):
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -25,7 +25,7 @@ from tests.conftest import DEVICE, Unit
 
 
 def custody(*args: object, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 

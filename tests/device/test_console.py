@@ -80,7 +80,7 @@ def console(device: SimRunner, config: Path | None = None) -> Iterator[ConsoleDr
     """``custody console`` on a fresh pty pair; the technician's end, driven."""
     with SimSerialCable() as cable:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "protocol.cli", "console", "--port", cable.device_path,
+            [sys.executable, "-m", "custody_cli", "console", "--port", cable.device_path,
              "--config", str(config or device.config_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert device.client is not None

@@ -94,7 +94,7 @@ class Tmux:
 def terminal(device) -> Iterator[tuple[Tmux, NullModem]]:  # noqa: F811
     cable = NullModem()
     console = subprocess.Popen(
-        [sys.executable, "-m", "protocol.cli", "console", "--port", cable.paths[0],
+        [sys.executable, "-m", "custody_cli", "console", "--port", cable.paths[0],
          "--config", str(device.config_path)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tmux = Tmux(f"custody-console-test-{os.getpid()}")

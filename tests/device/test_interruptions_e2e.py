@@ -240,3 +240,27 @@ def test_a_receipt_for_another_chain_frees_nothing(unit: Unit, recorded: Recorde
     with pytest.raises(ReceiptRefused, match="head"):
         recorded.accept_receipt(bad)
     assert list((unit.store / MEDIA_DIR).iterdir())
+
+
+def test_a_device_off_ignores_presses_and_the_charger_boots_it(tmp_path: Path):
+    """After a battery shutdown a press does nothing (the run goes on), the charger
+    (power_restore, no power_cut first) boots it, and a speak inside the spoken
+    prompt is warned about by step."""
+    out = run_sim(tmp_path, SMALL + steps(
+        (0, "press_record"), (2, "battery", ("percent", 2)),  # critical: it switches off
+        (6, "press_record"),  # off: nothing happens
+        (7, "power_restore"),  # the charger: on again, still at 2 %, charging
+        (9, "press_record"),  # resumes; the prompt plays
+        (9.3, "speak", ("seconds", 1)),  # inside the prompt: not the answer
+        (12, "press_record"), (13, "end")))
+    log = sim_json(out)
+    by_step = {s["step"]: s for s in log["steps"]}
+    assert by_step[3]["ignored"] == "the device is off"
+    assert "spoken prompt" in by_step[6]["warning"]
+    assert any(w.startswith("step 6 (speak at t = 9.3)") for w in log["warnings"])
+    entries = ledger_bodies(out)
+    cuts = [e.body for e in entries if e.kind == "interruption"]
+    assert [(c.reason, c.detected_by) for c in cuts][:1] == [("battery", "battery_gauge")]
+    assert "resume" in kinds(out)
+    code, report = verify_json(out / "device")
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]

@@ -81,10 +81,10 @@ def test_otp_program_has_a_dry_run_and_asks_first(tmp_path: Path) -> None:
     state = tmp_path / "otp"
     r = custody("otp", "program", "--otp-state", state, "--dry-run")
     assert r.returncode == 0 and "dry run" in r.stdout and not state.exists()
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "otp", "program", "--otp-state",
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "otp", "program", "--otp-state",
                         str(state)], input="no\n", capture_output=True, text=True)
     assert r.returncode == 0 and "not confirmed" in r.stdout and not SimOtp(state).programmed
-    r = subprocess.run([sys.executable, "-m", "protocol.cli", "otp", "program", "--otp-state",
+    r = subprocess.run([sys.executable, "-m", "custody_cli", "otp", "program", "--otp-state",
                         str(state)], input="yes\n", capture_output=True, text=True)
     assert r.returncode == 0 and SimOtp(state).programmed
     again = custody("otp", "program", "--otp-state", state, "--yes")

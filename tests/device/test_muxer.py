@@ -12,12 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from device.muxer import (
-    Segmenter,
-    SegmentMuxer,
-    SegmentSummary,
-    split_audio_block,
-)
+from device.muxer import SegmentMuxer, SegmentSummary
+from device.segmenter import Segmenter, split_audio_block
 from hardware.frames import AudioBlock, VideoFrame
 from tests.device.conftest import (
     AUDIO_RATE,

@@ -75,7 +75,7 @@ def test_power_cuts_lose_nothing_sealed_and_each_is_declared(fuse_available, tmp
         ("power_loss", "boot_recovery", "sim-boot-2"), ("power_loss", "boot_recovery",
                                                         "sim-boot-3")]
     assert any(isinstance(e.body, Segment) and e.body.recovered for e in entries)
-    verify = subprocess.run([sys.executable, "-m", "protocol.cli", "verify", "--json",
+    verify = subprocess.run([sys.executable, "-m", "custody_cli", "verify", "--json",
                              str(runner.store)], capture_output=True, text=True)
     report = json.loads(verify.stdout)
     assert verify.returncode == 3, report["findings"]  # the cuts, declared, unexplained

@@ -403,7 +403,7 @@ def test_capture_still_on_its_way_at_the_stop_belongs_to_the_recording(unit: Uni
         press_us = monotonic_us()
         recorder.stop_recording("button")
         assert recorder.wait_idle(30)
-        press_ns = press_us * 1000 + recorder._utc_offset_ns  # on the segments' UTC clock
+        press_ns = press_us * 1000 + recorder.appender.utc_offset_ns  # on the segments' UTC clock
     [segment] = [e.entry.body for e in unit.entries() if e.entry.kind == "segment"
                  and e.entry.body.recording == seq]
     audio_end_ns = segment.first_capture_utc_ns + segment.audio_samples * 10**9 // 48_000
@@ -428,7 +428,7 @@ def small_buffers(recorder: Recorder, *, frames: int | None = None,
 
 def stall_capture(recorder: Recorder, seconds: float) -> None:
     """The agent starved for a moment: nothing reads the camera or the microphone."""
-    with recorder._route_lock:
+    with recorder.router.lock:
         time.sleep(seconds)
 
 

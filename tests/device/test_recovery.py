@@ -29,13 +29,13 @@ import pytest
 
 from daemon.export import export_store
 from device.journal_auth import JournalKey
+from device.ledger_state import LedgerState
 from device.muxer import FragmentInfo, SegmentMuxer
 from device.recovery import (
     DETECTED_BY,
     RecoveredSegment,
     cut_reason,
     interruption_for,
-    last_boot_id,
     recover_pending,
 )
 from device.sealer import FRAGMENT_MARKS, SegmentSealer, read_fragment_marks
@@ -343,7 +343,7 @@ def test_recovered_segment_verifies_exports_and_is_entered_once(
     assert again.segment == result.segment and again.cut_utc_ns == result.cut_utc_ns
     assert result.segment is not None and result.segment.recovered
 
-    reason = cut_reason(last_boot_id(unit.ledger_path), "a-new-boot")
+    reason = cut_reason(LedgerState.read(unit.store).last_boot_id, "a-new-boot")
     assert reason == "power_loss"
     interruption = interruption_for([result], reason)
     assert (interruption.detected_by, interruption.recording) == (DETECTED_BY, rec)

@@ -249,3 +249,27 @@ def test_refuses_audio_it_cannot_write() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(device.voicenote, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_journal_goes_only_after_the_entry(tmp_path: Path):
+    """The same two-phase close as a segment's: while the caller appends the note's
+    entry the journal is still there; a failing append leaves it for recovery."""
+    from device.sealer import journal_path
+
+    archive = ArchiveSecretKey.generate()
+    blocks = [AudioBlock(np.zeros(4_800, np.int16), timestamp_us=0, rate=48_000)]
+    seen = []
+
+    def append_entry(media, summary) -> None:
+        seen.append(journal_path(tmp_path / "pending" / "vn-1.cseg").exists())
+
+    seal_voice_note(tmp_path, "vn-1.cseg", archive.public_raw, blocks, on_sealed=append_entry)
+    assert seen == [True]
+    assert not journal_path(tmp_path / "pending" / "vn-1.cseg").exists()
+
+    def refuse(media, summary) -> None:
+        raise OSError("the ledger refused the entry")
+
+    with pytest.raises(OSError):
+        seal_voice_note(tmp_path, "vn-2.cseg", archive.public_raw, blocks, on_sealed=refuse)
+    assert journal_path(tmp_path / "pending" / "vn-2.cseg").exists()

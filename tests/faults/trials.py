@@ -57,7 +57,7 @@ class TrialResult:
 # --- running the device -------------------------------------------------------------
 
 def custody(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 

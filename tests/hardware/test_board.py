@@ -8,6 +8,7 @@ from importlib import resources
 
 import pytest
 
+from custody_cli import main as custody
 from hardware.board import (
     Board,
     BoardError,
@@ -15,7 +16,6 @@ from hardware.board import (
     load_board,
     parse_board,
 )
-from protocol.cli import main as custody
 
 
 def shipped(name: str) -> dict:

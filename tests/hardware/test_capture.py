@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from custody_cli import main as custody
 from hardware.board import detect_pi_model
 from hardware.camera import CameraConfig
 from hardware.capture import Mp4Writer
@@ -20,7 +21,6 @@ from hardware.frames import AudioBlock
 from hardware.sim.camera import SimCamera
 from hardware.sim.pattern import read_frame_index
 from hardware.sim.signals import dominant_frequency, to_int16, tone_frequency
-from protocol.cli import main as custody
 
 RATE = 48_000
 
@@ -50,7 +50,7 @@ def test_capture_command_on_the_simulator(tmp_path, ffprobe) -> None:
     out = tmp_path / "check.mp4"
     env = dict(os.environ, CUSTODY_HW="sim")
     run = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "hw", "capture", "--seconds", "2",
+        [sys.executable, "-m", "custody_cli", "hw", "capture", "--seconds", "2",
          "--out", str(out), "--size", "320x180", "--officer-id", "4711", "--json"],
         capture_output=True, text=True, env=env, timeout=60,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from gpiozero import Button, Device
 
+from custody_cli import main as custody
 from hardware.factory import (
     PiFactory,
     backend_name,
@@ -13,7 +14,6 @@ from hardware.factory import (
     set_factory,
 )
 from hardware.sim.factory import SimFactory
-from protocol.cli import main as custody
 
 
 def test_backend_comes_from_argument_then_environment(monkeypatch) -> None:

@@ -26,7 +26,7 @@ from tests.mosquitto import MOSQUITTO, free_port
 
 
 def custody(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
 
 

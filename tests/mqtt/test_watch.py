@@ -35,7 +35,7 @@ def altered(envelope: dict, **changes) -> dict:
 def watch(unit: Unit, broker: Broker, *args: str, timeout: float = 30):
     ca, cert, key = broker.pki.client(WATCHER)
     return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "watch", "--broker", broker.url,
+        [sys.executable, "-m", "custody_cli", "watch", "--broker", broker.url,
          "--trust", str(unit.keys / TRUST_NAME), "--ca", str(ca), "--cert", str(cert),
          "--key", str(key), *args], capture_output=True, text=True, timeout=timeout)
 
@@ -99,7 +99,7 @@ def test_a_watcher_the_ca_did_not_certify_is_refused_by_the_broker(
     stranger = UnitCA.create(tmp_path / "other-ca", "test-unit").issue(WATCHER, "watcher")
     ca = mosquitto.pki.ca.cert_path
     done = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "watch", "--broker", mosquitto.url,
+        [sys.executable, "-m", "custody_cli", "watch", "--broker", mosquitto.url,
          "--trust", str(unit.keys / TRUST_NAME), "--ca", str(ca), "--cert", str(stranger.cert),
          "--key", str(stranger.key), "--once", "--timeout", "3"],
         capture_output=True, text=True, timeout=30)

@@ -18,7 +18,7 @@ from tests.conftest import Unit
 
 
 def custody(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protocol.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -1,8 +1,9 @@
-"""The ``custody`` command.
+"""The ``custody`` command: the dispatcher above every package.
 
-Each subcommand lives with the package that owns it and is imported only when
-it is called, so that ``custody verify`` needs nothing but protocol/ and the
-recorder on a Pi never imports the dock's code (and vice versa).
+It sits outside protocol/, hardware/, device/ and daemon/ because it names
+all of them. Each subcommand lives with the package that owns it and is
+imported only when it is called, so that ``custody verify`` needs nothing but
+protocol/ and the recorder on a Pi never imports the dock's code (and vice versa).
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """

@@ -1,0 +1,311 @@
+"""The mux stage: capture in, fragmented MP4 segments out, as messages to the seal stage.
+
+One thread takes the capture queue in order. A span's frames and audio go
+through a :class:`~device.segmenter.Segmenter` (H.264 + FLAC, cut at keyframes);
+while the camera is down, audio alone goes into audio-only segments. Every
+byte, fragment end, segment end and declaration becomes a message on the
+seal queue, so the seal stage appends in the order things happened.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.config import RecorderConfig
+from device.ledger_state import LedgerState
+from device.muxer import FragmentInfo, SegmentSummary
+from device.recorder.messages import (
+    AppendMarker,
+    Barrier,
+    CameraBack,
+    CameraFault,
+    CaptureMessage,
+    Declare,
+    End,
+    FileRef,
+    FinishRecording,
+    FragmentEnd,
+    Interrupt,
+    Mark,
+    MicFault,
+    OpenFile,
+    OpenSpan,
+    Overflow,
+    PassBarrier,
+    SealFile,
+    SegmentBreak,
+    Span,
+    StartSpan,
+    Stop,
+    WriteBytes,
+)
+from device.recorder.seal import SealQueue
+from device.recorder.stats import RecorderStats
+from device.segmenter import Segmenter
+from hardware.camera import monotonic_us
+from hardware.frames import AudioBlock, VideoFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Recording:
+    """The mux stage's view of the span in progress."""
+
+    seq: int
+    span: int
+    next_index: int
+    utc_offset_ns: int
+    press_us: int
+    first_frame_seen: bool = False
+
+    def next_span(self) -> _Recording:
+        """The same recording, going on in a new span (after a fault or an overflow)."""
+        return _Recording(self.seq, self.span + 1, self.next_index, self.utc_offset_ns,
+                          self.press_us, True)
+
+    @property
+    def ref(self) -> Span:
+        return Span(self.seq, self.span, self.utc_offset_ns)
+
+
+class SegmentFile:
+    """The muxer's write-only sink for one segment: what it writes goes, as messages, to
+    the seal stage."""
+
+    def __init__(self, seal: SealQueue, ref: FileRef):
+        self.seal, self.ref = seal, ref
+        seal.put(OpenFile(ref))
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        self.seal.put(WriteBytes(self.ref, chunk), len(chunk))
+        return len(chunk)
+
+    def end_fragment(self, info: FragmentInfo) -> None:
+        self.seal.put(FragmentEnd(self.ref, info))
+
+
+class AudioOnlySpan:
+    """Audio-only segments while the camera is down: audio is better than nothing.
+
+    Each segment is a FLAC-only fragmented MP4 of ``segment_seconds``, cut at
+    the exact sample; its ``segment`` entry has no frames and the audio sample
+    period as its period, so consecutive segments abut exactly.
+    """
+
+    def __init__(self, stage: MuxStage, rec: _Recording):
+        self.stage, self.rec = stage, rec
+        self._writer = None
+        self._sink: SegmentFile | None = None
+        self.end_us: int | None = None  # just after the last sample given
+
+    def add(self, block: AudioBlock) -> None:
+        from device.voicenote import VoiceNoteWriter
+
+        rest: AudioBlock | None = block
+        while rest is not None and len(rest.samples):
+            if self._writer is None:
+                self._sink = sink = self.stage.open_file(self.rec, {"audio": "flac"})
+                self._writer = VoiceNoteWriter(
+                    sink, self.stage.config.audio_rate, on_fragment_end=sink.end_fragment,
+                    max_seconds=self.stage.config.segment_seconds)
+            rest = self._writer.add(rest)
+            if self._writer.full:
+                self._finish()
+        self.end_us = block.end_us
+
+    def _finish(self) -> None:
+        assert self._writer is not None
+        summary, sink = self._writer.close(), self._sink
+        self._writer = self._sink = None
+        if summary.audio_samples and sink is not None:
+            rate = self.stage.config.audio_rate
+            first = summary.first_sample_us
+            last = first + (summary.audio_samples - 1) * 1_000_000 // rate
+            self.stage.seal.put(SealFile(sink.ref, first, last, 0, summary.audio_samples,
+                                         1_000_000_000 // rate))
+
+    def close(self) -> int | None:
+        if self._writer is not None:
+            self._finish()
+        return self.end_us
+
+
+class MuxStage:
+    """The mux thread: ``run`` until :class:`~device.recorder.messages.End`."""
+
+    def __init__(self, config: RecorderConfig, stats: RecorderStats, store: Path,
+                 known: LedgerState, capture: queue.Queue[CaptureMessage], seal: SealQueue,
+                 signal: Callable[[str], None]):
+        self.config, self.stats, self.store, self.known = config, stats, store, known
+        self.capture, self.seal, self._signal = capture, seal, signal
+
+    def run(self) -> None:
+        rec: _Recording | None = None
+        interrupted: _Recording | None = None  # the span an interruption ended, to resume
+        segmenter: Segmenter | None = None
+        audio_only: AudioOnlySpan | None = None  # while the camera is down
+        video_from_us = 0  # frames before this are covered by audio-only segments
+        while True:
+            item = self.capture.get()
+            try:
+                if isinstance(item, End):
+                    break
+                if isinstance(item, VideoFrame):
+                    if segmenter is not None and rec is not None:
+                        if item.timestamp_us < video_from_us:
+                            self.stats.dropped_frames += 1  # its time is sealed as audio
+                            continue
+                        if not rec.first_frame_seen and item.timestamp_us >= rec.press_us:
+                            rec.first_frame_seen = True
+                            self.stats.press_to_frame_ms.append(
+                                (monotonic_us() - rec.press_us) / 1000)
+                        segmenter.add_video(item)
+                elif isinstance(item, AudioBlock):
+                    if audio_only is not None:
+                        audio_only.add(item)
+                    elif segmenter is not None:
+                        segmenter.add_audio(item)
+                elif isinstance(item, StartSpan):
+                    rec = self._begin_span(item, interrupted)
+                    interrupted = None
+                    segmenter, audio_only, video_from_us = self._new_span(rec), None, 0
+                    # In capture order, as live capture comes: fed one stream after
+                    # the other, the segmenter would take the audio for stalled.
+                    for buffered in heapq.merge(item.frames, item.blocks,
+                                                key=lambda x: x.timestamp_us):
+                        if isinstance(buffered, VideoFrame):
+                            segmenter.add_video(buffered)
+                        else:
+                            segmenter.add_audio(buffered)
+                elif isinstance(item, Mark):
+                    self.seal.put(AppendMarker(item, rec.seq if rec is not None else None))
+                elif isinstance(item, Barrier):
+                    self.seal.put(PassBarrier(item))  # behind every seal asked for so far
+                elif rec is None:
+                    continue
+                elif isinstance(item, CameraFault):
+                    if segmenter is not None:
+                        self._close(segmenter)
+                    self.seal.put(Declare(rec.ref, "camera_fault", "camera_watchdog",
+                                          item.cut_us, resume=True))
+                    rec = rec.next_span()
+                    segmenter, audio_only = None, AudioOnlySpan(self, rec)
+                elif isinstance(item, MicFault):
+                    # The span goes on (video without sound); the silence is said.
+                    self.seal.put(Declare(rec.ref, "mic_fault", "mic_watchdog", item.cut_us,
+                                          resume=True))
+                elif isinstance(item, SegmentBreak):
+                    # Declared already, in the ledger's order, by the seal stage.
+                    if audio_only is not None:
+                        audio_only.close()
+                        audio_only = AudioOnlySpan(self, rec)
+                    elif segmenter is not None:
+                        self._close(segmenter)
+                        segmenter = self._new_span(rec)
+                elif isinstance(item, CameraBack):
+                    if audio_only is not None:
+                        video_from_us = audio_only.close() or 0
+                        rec = rec.next_span()
+                        segmenter, audio_only = self._new_span(rec), None
+                else:  # the span ends: overflow, interruption or stop
+                    if audio_only is not None:
+                        audio_only.close()
+                    elif segmenter is not None:
+                        self._close(segmenter)
+                    segmenter, audio_only = None, None
+                    if isinstance(item, Overflow):
+                        self.seal.put(Declare(rec.ref, item.reason, item.detected_by,
+                                              item.cut_us, resume=True))
+                        log.error("declared a gap: %d frames and %d samples dropped",
+                                  item.dropped_frames, item.dropped_samples)
+                        rec = rec.next_span()
+                        segmenter = self._new_span(rec)
+                    elif isinstance(item, Interrupt):
+                        self.seal.put(Declare(rec.ref, item.reason, item.detected_by,
+                                              item.cut_us, resume=False))
+                        rec, interrupted = None, rec
+                    elif isinstance(item, Stop):
+                        self.seal.put(FinishRecording(rec.seq, item.trigger))
+                        rec, interrupted = None, None
+            except Exception as e:  # keep the agent alive; the fault is logged and shown
+                self.stats.last_error = f"mux: {e}"
+                log.exception("mux thread")
+                self._signal("error")
+        self.seal.put(End())
+
+    def _close(self, segmenter: Segmenter) -> None:
+        """Finish a span's segmenter; what it could not place is counted in ``status``.
+
+        It drops only audio it had no segment for — older than its open segment
+        (the microphone stalled longer than it waits), or all of it when no
+        keyframe came before the span ended (the camera down: the camera fault,
+        cut at the last frame, declares that time) — and frames before a span's
+        first keyframe (before the span's start).
+        """
+        segmenter.close()
+        self.stats.dropped_samples += segmenter.audio_samples_dropped
+        if segmenter.audio_samples_dropped:
+            log.warning("%d audio samples had no segment to go in (declared by the fault "
+                        "that ended the span)", segmenter.audio_samples_dropped)
+
+    def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
+        """The span a press starts, its entry appended in order.
+
+        A new recording waits here for its ``record_start`` (the seal stage
+        appends it after everything queued before it, a stop pressed a moment
+        ago included): its segments are named by its seq.
+        """
+        session = start.session
+        self.seal.put(OpenSpan(start))
+        seq = session.seq.result()  # raises if it could not be appended
+        if not start.resume:
+            return _Recording(seq, 0, 0, start.utc_offset_ns, start.press_us)
+        if interrupted is not None and interrupted.seq == seq:
+            rec = interrupted.next_span()
+        else:  # left open by a cut before this boot
+            rec = _Recording(seq, session.span + 1, session.next_index, 0, 0)
+        rec.utc_offset_ns, rec.press_us, rec.first_frame_seen = (
+            start.utc_offset_ns, start.press_us, False)
+        return rec
+
+    def open_file(self, rec: _Recording, codecs: dict[str, str] | None = None) -> SegmentFile:
+        """The next segment's file; never one a cut left behind."""
+        while True:
+            index = rec.next_index
+            rec.next_index += 1
+            name = f"r{rec.seq:06d}-{index:05d}.cseg"
+            taken = any((self.store / d / name).exists() for d in ("media", "pending"))
+            if not taken and name not in self.known.sealed:
+                return SegmentFile(self.seal, FileRef(name, index, rec.ref, codecs))
+
+    def _new_span(self, rec: _Recording) -> Segmenter:
+        c = self.config
+        files: dict[int, SegmentFile] = {}  # the segmenter's segment number -> its file
+        period_ns = 1_000_000_000 // c.fps
+
+        def open_sink(n: int) -> SegmentFile:
+            files[n] = self.open_file(rec)
+            return files[n]
+
+        def fragment_end(n: int, info: FragmentInfo) -> None:
+            files[n].end_fragment(info)
+
+        def segment_end(n: int, summary: SegmentSummary) -> None:
+            sink = files.pop(n)
+            # A segment starts at its origin: its first keyframe, or the audio just
+            # before it that the segment holds (after an audio-only span).
+            first = summary.origin_us or summary.first_frame_timestamp_us or 0
+            last = summary.last_frame_timestamp_us or summary.last_sample_timestamp_us or first
+            self.seal.put(SealFile(sink.ref, first, last, summary.frames,
+                                   summary.audio_samples, period_ns))
+
+        return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
+                         audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),
+                         on_fragment_end=fragment_end, on_segment_end=segment_end)
