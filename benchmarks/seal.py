@@ -55,9 +55,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from device.journal_auth import JournalKey
 from device.muxer import FragmentInfo
 from device.sealer import FRAGMENT_MARKS, SegmentSealer
+from protocol.journal_auth import JournalKey
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import MAX_CHUNK_PLAINTEXT, SegmentEncryptor
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from protocol.chain import EntryClock, next_entry
 from protocol.entries import Assigned, Body, EntryTime, Provisioned
 from protocol.envelope import SignedEntry, sign_entry
+from protocol.journal_auth import MARK_FILES, JournalKey, high_water_record
 from protocol.keys import ArchiveSecretKey, SigningKey
 from protocol.store_reader import LEDGER_NAME, TRUST_NAME, read_trust
 from protocol.trust import Holder, TrustedKey, TrustFile
@@ -121,6 +122,19 @@ def write_genesis(store: Path, device: str, key: SigningKey, clock: EntryClock,
         os.fsync(fd)
     finally:
         os.close(fd)
+    # Its high-water mark from the start: a ledger later cut back to this genesis, or
+    # below, with its marks removed, is still declared by the device (a ledger_gap).
+    if signed:
+        mark = store / MARK_FILES[1]  # the device's next write goes to the other file
+        mark.write_bytes(high_water_record(JournalKey.derive(key), device, signed[-1].entry.seq,
+                                           signed[-1].digest, 1))
+        with open(mark, "rb+") as f:
+            os.fsync(f.fileno())
+        dir_fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return signed
 
 

@@ -5,7 +5,7 @@ delete its media while the device is off; the device would then append from
 there with the same seq numbers, and the chain would show no trace. So after
 every append the :class:`~device.ledger.LedgerWriter` also records ``seq`` and
 ``head`` (the entry's payload SHA-256) in a file of its own beside the ledger,
-authenticated with the device's journal key (``device/journal_auth.py``). At
+authenticated with the device's journal key (``protocol/journal_auth.py``). At
 the next start a ledger that ends before the mark is declared in a signed
 ``ledger_gap`` entry naming the missing range, placed *after* the mark (its
 ``seq`` is the mark's + 1, its ``prev`` the mark's head): no seq, and so no
@@ -16,7 +16,7 @@ one is being rewritten leaves the other. The newest one that verifies counts.
 
 >>> import tempfile
 >>> from protocol.keys import SigningKey
->>> from device.journal_auth import JournalKey
+>>> from protocol.journal_auth import JournalKey
 >>> store = Path(tempfile.mkdtemp())
 >>> marks = HighWaterMark(store, "DEV-1", JournalKey.derive(SigningKey.generate()))
 >>> marks.read() is None
@@ -34,12 +34,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.journal_auth import JournalKey
+from protocol.journal_auth import MARK_FILES, MARK_FORMAT, JournalKey, high_water_record
 
 log = logging.getLogger(__name__)
 
-MARK_FORMAT = "custody-high-water/1"
-MARK_FILES = ("ledger.mark.a", "ledger.mark.b")
+__all__ = ["MARK_FILES", "MARK_FORMAT", "HighWaterMark", "Mark"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +98,11 @@ class HighWaterMark:
     def write(self, seq: int, head: str) -> None:
         """Record that entry ``seq`` (payload SHA-256 ``head``) is on the medium."""
         self._writes += 1
-        record = self._key.seal({"format": MARK_FORMAT, "device": self.device, "seq": seq,
-                                 "head": head, "writes": self._writes})
+        data = high_water_record(self._key, self.device, seq, head, self._writes)
         path = self.store / MARK_FILES[self._writes % 2]
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            data = json.dumps(record, sort_keys=True).encode() + b"\n"
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.high_water import HighWaterMark
-from device.journal_auth import JournalKey
 from protocol.chain import EntryClock, entry_after
 from protocol.entries import GENESIS_PREV, Body, EntryTime, KeyRotated, LedgerGap
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
 from protocol.errors import ProtocolError
+from protocol.journal_auth import JournalKey
 from protocol.keys import SigningKey
 from protocol.store_reader import LEDGER_NAME
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from hardware.clock import Clock as DeviceClock
 
 Clock = EntryClock
-#: What provisioning writes into a new device's ledger (daemon/provision.py).
-GENESIS_KINDS = ("provisioned", "assigned")
 log = logging.getLogger(__name__)
 
 
@@ -120,9 +118,9 @@ class LedgerWriter:
         if mark is not None and mark.seq <= last_seq:
             return  # the ledger reaches the mark (or is one entry past it: cut before the mark)
         if mark is None:
-            # No mark: a new ledger (provisioning's genesis only: it writes no mark, as
-            # the dock has not the device's journal key), or one whose mark was removed.
-            if not self._marks.exists() and self._genesis_only():
+            # No mark: a new ledger (provisioning writes the genesis with its mark), or
+            # one whose mark was removed.
+            if last_seq < 0 and not self._marks.exists():
                 return
             if (self.last is not None and isinstance(self.last.entry.body, KeyRotated)
                     and (last_seq, self._prev) in self._marks.claims()):
@@ -135,18 +133,6 @@ class LedgerWriter:
             log.error("%s: entries %d..%d are gone (the ledger ends before its high-water "
                       "mark); declared", self.path, gap.first_seq, mark.seq)
         self.declared_gap = self.append(gap)
-
-    def _genesis_only(self) -> bool:
-        """The ledger holds only what provisioning writes (``provisioned``, ``assigned``).
-
-        Cut back to that with its marks deleted, a ledger is not caught here; the
-        dock's archived copy, which the next offload must continue, catches it."""
-        if self.last is None:
-            return True
-        if self.last.entry.seq > 1:
-            return False
-        lines = split_lines(self.path.read_bytes())
-        return all(parse_line(line).entry.kind in GENESIS_KINDS for line in lines)
 
     def _read_last(self) -> SignedEntry | None:
         if not self.path.exists():

@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.journal_auth import JournalKey
 from device.ledger import fsync_dir
 from device.sealer import (
     JOURNAL_FORMAT,
@@ -78,6 +77,7 @@ from device.sealer import (
 from protocol.entries import Interruption, MediaFile, RecordStop, Segment
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
+from protocol.journal_auth import JournalKey
 from protocol.segment_crypto import (
     HEADER_SIZE,
     MAGIC,
@@ -637,7 +637,7 @@ def recover_pending(store: Path, ledger: Path | None = None, *,
 
     Call it at start, before recording. ``ledger`` (default ``store/ledger.jsonl``)
     is only read, to see which files already have their ``segment`` entry.
-    ``journal_key`` is the device's (:class:`~device.journal_auth.JournalKey`):
+    ``journal_key`` is the device's (:class:`~protocol.journal_auth.JournalKey`):
     only what it authenticates is sealed; everything else is kept aside.
     Results come sorted by recording and index. Never deletes media bytes.
     """

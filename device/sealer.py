@@ -83,9 +83,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.journal_auth import JournalKey
 from device.ledger import fsync_dir
 from protocol.entries import MediaFile
+from protocol.journal_auth import JournalKey
 from protocol.segment_crypto import (
     MAGIC,
     MAX_CHUNK_PLAINTEXT,

@@ -31,7 +31,6 @@ from device.ledger_state import LedgerState
 from protocol.entries import FORMAT_VERSION
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
-from protocol.keys import SigningKey
 from protocol.store_reader import LEDGER_NAME, MEDIA_DIR, StoreError, read_store, read_trust
 from protocol.verify import INTACT, VerificationPolicy, verify
 
@@ -334,12 +333,16 @@ def device_public_key(session: ConsoleSession) -> tuple[str | None, str]:
     path = session.config.key_file
     if path is None:
         return None, "no key_file configured"
+    # The key on the card is wrapped by the board's OTP secret (device/key_custody.py):
+    # the check is that it unwraps on this board and is the one the trust file lists.
+    from device.key_custody import KeyCustodyError, load_signing_key
+    from hardware.factory import factory_class
+
     try:
-        key = SigningKey.from_pem(Path(path).read_bytes())
-    except OSError as e:
-        return None, f"{path}: {e.strerror}"
-    except ProtocolError as e:
-        return None, f"{path}: {e}"
+        otp = factory_class(session.config.hardware).otp_secret(session.config.otp_state_dir)
+        key = load_signing_key(Path(path), otp, session.config.device_id)
+    except (KeyCustodyError, ValueError) as e:
+        return None, str(e)
     return key.public_hex, ""
 
 

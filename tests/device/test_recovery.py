@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 
 from daemon.export import export_store
-from device.journal_auth import JournalKey
 from device.ledger_state import LedgerState
 from device.muxer import FragmentInfo, SegmentMuxer
 from device.recovery import (
@@ -41,6 +40,7 @@ from device.recovery import (
 from device.sealer import FRAGMENT_MARKS, SegmentSealer, read_fragment_marks
 from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart, Segment
+from protocol.journal_auth import JournalKey
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import HEADER_SIZE, decrypt_segment, read_layout
 from tests.conftest import Unit

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from daemon.provision import create_unit, enrol_device
-from device.journal_auth import JournalKey
 from device.recovery import whole_chunks_size
 from device.sealer import FRAGMENT_MARKS, journal_path, read_fragment_marks
 from protocol.entries import Interruption, Segment
+from protocol.journal_auth import JournalKey
 from tests.conftest import DEVICE, DOCK, OFFICER, StepClock, Unit
 from tests.device.simrun import recorder_on_sim
 

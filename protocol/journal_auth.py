@@ -84,3 +84,19 @@ class JournalKey:
         except InvalidSignature:
             return False
         return True
+
+
+# --- the ledger's high-water mark (device/high_water.py keeps it on the medium) -------
+
+MARK_FORMAT = "custody-high-water/1"
+MARK_FILES = ("ledger.mark.a", "ledger.mark.b")
+
+
+def high_water_record(key: JournalKey, device: str, seq: int, head: str, writes: int) -> bytes:
+    """The bytes of a high-water mark file: entry ``seq`` (payload SHA-256 ``head``) is
+    on the medium; ``writes`` orders the two files. Written by the device after every
+    append, and by provisioning with the genesis it writes (it holds the device's key
+    then), so that a new ledger has its mark from the first entry on."""
+    record = key.seal({"format": MARK_FORMAT, "device": device, "seq": seq, "head": head,
+                       "writes": writes})
+    return json.dumps(record, sort_keys=True).encode() + b"\n"
