@@ -103,6 +103,7 @@ def test_power_cut_recovers_the_segment_and_prompts_on_resume(tmp_path: Path):
     assert log["final_status"]["prompts"] == 1
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_skipped_voice_note_is_unexplained_and_the_prompt_repeats(tmp_path: Path):
     out = run_sim(tmp_path, SMALL + steps(
         (0, "press_record"), (3, "power_cut"), (4, "power_restore"),
@@ -118,6 +119,7 @@ def test_skipped_voice_note_is_unexplained_and_the_prompt_repeats(tmp_path: Path
     assert status["prompts"] == 2 and status["unexplained"] == [report["interruptions"][0]["seq"]]
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_camera_fault_audio_goes_on_and_it_is_said(tmp_path: Path):
     out = run_sim(tmp_path, SMALL + steps(
         (0, "press_record"), (3, "camera_fault"), (8, "camera_ok"), (12, "press_record"),
@@ -159,6 +161,7 @@ def test_storage_full_stops_keeps_everything_and_honours_the_voice_note_reserve(
     assert not [f for f in report["findings"] if f["severity"] == "error"]
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_exemption_and_markers_reach_the_report(tmp_path: Path):
     out = run_sim(tmp_path, SMALL + steps(
         (1, "hold_function", ("seconds", 2.5)),  # standby: an exemption
@@ -173,6 +176,7 @@ def test_exemption_and_markers_reach_the_report(tmp_path: Path):
     assert [m["phase"] for m in report["markers"]] == ["site", "id_shown_rights_told"]
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_officer_declares_an_interruption_with_the_function_button(tmp_path: Path):
     out = run_sim(tmp_path, SMALL + steps(
         (0, "press_record"), (2, "hold_function", ("seconds", 2.5)),  # arm: weather
@@ -184,6 +188,7 @@ def test_officer_declares_an_interruption_with_the_function_button(tmp_path: Pat
     assert "record_stop" not in kinds(out)
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_24_hour_rule_warns_then_declares_overdue(tmp_path: Path):
     out = run_sim(tmp_path, SMALL + steps(
         (0, "press_record"), (2, "press_record"),
@@ -242,6 +247,7 @@ def test_a_receipt_for_another_chain_frees_nothing(unit: Unit, recorded: Recorde
     assert list((unit.store / MEDIA_DIR).iterdir())
 
 
+@pytest.mark.slow  # a long real-time scenario: pytest -m slow (make test-slow)
 def test_a_device_off_ignores_presses_and_the_charger_boots_it(tmp_path: Path):
     """After a battery shutdown a press does nothing (the run goes on), the charger
     (power_restore, no power_cut first) boots it, and a speak inside the spoken

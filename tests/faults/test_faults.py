@@ -16,6 +16,7 @@ def test_the_recorder_hard_killed_at_10_random_instants_loses_nothing_sealed(tmp
     survived(trials.hard_kills(tmp_path, trials=10, seed=11))
 
 
+@pytest.mark.slow  # test_interruptions_e2e's storage-full test covers it in make test
 def test_a_full_store_is_declared_and_loses_nothing_sealed(tmp_path):
     survived(trials.storage_full(tmp_path))
 
