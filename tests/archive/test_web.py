@@ -93,6 +93,22 @@ def login(driver, base: str, name: str, password: str = PASSWORD) -> None:
                       or "Wrong name" in driver.page_source)
 
 
+def text_when(driver, element_id: str, expected: str, timeout: float = 20.0) -> str:
+    """The text of ``element_id`` once it holds ``expected``: after a click that loads a
+    new page, the old page's element may still be found, then go stale."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def read() -> str:
+        try:
+            text = driver.find_element(By.ID, element_id).text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
+        return text if expected in text else ""
+
+    return wait_until(read, timeout)
+
+
 def wait_until(condition, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,14 +134,13 @@ def test_custodian_searches_annotates_plays_and_exports(site, browser, setup: Ar
     assert REC in browser.find_element(By.ID, "results").text
     shot(browser, "queue-not-classified")
     browser.find_element(By.LINK_TEXT, REC).click()
-    assert browser.find_element(By.ID, "verdict").text == "INTACT"
+    assert text_when(browser, "verdict", "INTACT") == "INTACT"
     timeline = browser.find_element(By.ID, "timeline")
     assert len(timeline.find_elements(By.CLASS_NAME, "segment")) == 3
     assert len(timeline.find_elements(By.CLASS_NAME, "marker")) == 2
     browser.find_element(By.ID, "value").send_keys("Müller Bakery, file 2026/117")
     browser.find_element(By.ID, "add").click()
-    assert "case: Müller Bakery, file 2026/117" in browser.find_element(By.ID,
-                                                                        "annotations").text
+    assert text_when(browser, "annotations", "case: Müller Bakery, file 2026/117")
     # Playback starts and seeks (the server answers Range requests).
     player = browser.find_element(By.ID, "player")
     browser.execute_script("arguments[0].play()", player)
@@ -158,7 +173,7 @@ def test_custodian_searches_annotates_plays_and_exports(site, browser, setup: Ar
     browser.get(base + "/")
     browser.find_element(By.ID, "q-case").send_keys("bakery")
     browser.find_element(By.ID, "go").click()
-    assert REC in browser.find_element(By.ID, "results").text
+    assert text_when(browser, "results", REC)
     shot(browser, "search")
     records = list(view.archive.audit.records())
     li = [(r.action, r.object) for r in records if r.who == "custodian:LI"]
@@ -177,7 +192,7 @@ def test_unit_head_acknowledges_exemptions_and_the_auditor_only_reads(site, brow
     browser.get(base + "/exemptions")
     assert "hospital ward" in browser.find_element(By.ID, "exemptions").text
     browser.find_element(By.CLASS_NAME, "ack").click()
-    assert "acknowledged by unit_head:WANG" in browser.find_element(By.ID, "exemptions").text
+    assert text_when(browser, "exemptions", "acknowledged by unit_head:WANG")
     shot(browser, "exemptions")
     browser.get(base + "/audit")
     assert "may not audit" in browser.page_source

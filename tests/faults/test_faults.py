@@ -21,6 +21,7 @@ def test_a_full_store_is_declared_and_loses_nothing_sealed(tmp_path):
     survived(trials.storage_full(tmp_path))
 
 
+@pytest.mark.slow  # the conformance case clock_step_within_a_span holds the rule in make test
 def test_the_wall_clock_stepped_forward_and_back_is_recorded_not_a_broken_record(tmp_path):
     survived(trials.clock_steps(tmp_path))
 
