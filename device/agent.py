@@ -24,16 +24,23 @@ from device.config import ConfigError, RecorderConfig
 from device.console.devicelog import log_to_device_log
 from device.console.maintenance import maintenance_commands
 from device.control import ControlError, ControlServer, dispatch
-from device.key_custody import KeyCustodyError, load_signing_key
+from device.key_custody import (
+    KeyCustodyError,
+    load_signing_key,
+    load_tls_key,
+    public_key_bytes,
+)
 from device.ledger import LedgerWriter, entry_clock
-from device.offload import Offloader, OffloadSettings, RecorderHost
+from device.offload import Offloader, OffloadSettings, RecorderHost, client_tls
 from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
+from device.tls_identity import TlsIdentityError
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
+from protocol.keys import fingerprint
 from protocol.store_reader import StoreError, read_trust
 
 log = logging.getLogger("custody.recorder")
@@ -57,6 +64,8 @@ class RecorderAgent:
         check_store_keeps_marks(config.store)  # before anything is recorded there
         # Unwrapped by this board's OTP secret: a copied card starts nothing.
         self.key = load_signing_key(config.key_file, board_otp(config), config.device_id)
+        # The TLS key too, unwrapped in memory only; a key of its own (ADR 0046).
+        self.tls_key = load_device_tls_key(config, self.key.keyid)
         self.trust = read_trust(config.trust_file)
         self.archive_public = bytes.fromhex(
             self.trust.keys[self.trust.archive_encryption_key].public)
@@ -106,7 +115,7 @@ class RecorderAgent:
                                      clock=clock, trust=self.trust, prompts=load_prompts(c))
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
-            self.offloader = start_offloader(c, self.recorder)
+            self.offloader = start_offloader(c, self.recorder, self.tls_key)
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
@@ -200,14 +209,32 @@ class RecorderAgent:
         return {}
 
 
-def start_offloader(config: RecorderConfig, recorder: Recorder) -> Offloader | None:
-    """The offloader beside the recorder, if a dock is configured (device/offload.py)."""
-    settings = OffloadSettings.from_config(config)
-    if settings is None:
+def load_device_tls_key(config: RecorderConfig, signing_keyid: str) -> bytes | None:
+    """The device's TLS key, unwrapped with the board's OTP secret (None: no dock).
+
+    Refused if it is the ledger signing key: a thief of the one must not have both."""
+    if not config.dock_url:
         return None
     for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
         if getattr(config, key) is None:
             raise ConfigError(key, "must be set with dock_url", config.source)
+    assert config.tls_key_file is not None
+    pem = load_tls_key(config.tls_key_file, board_otp(config), config.device_id)
+    if fingerprint(public_key_bytes(pem)) == signing_keyid:
+        raise KeyCustodyError(f"{config.tls_key_file}: is the ledger signing key; the TLS "
+                              "key must be a key of its own (custody provision tls)")
+    settings = OffloadSettings.from_config(config, pem)
+    assert settings is not None
+    client_tls(settings)  # the certificate goes with the key: said now, not at docking
+    return pem
+
+
+def start_offloader(config: RecorderConfig, recorder: Recorder,
+                    tls_key: bytes | None) -> Offloader | None:
+    """The offloader beside the recorder, if a dock is configured (device/offload.py)."""
+    settings = OffloadSettings.from_config(config, tls_key)
+    if settings is None:
+        return None
     return Offloader(settings, config.store, config.device_id, RecorderHost(recorder)).start()
 
 
@@ -235,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         config.require_identity()
         log_to_device_log(config.log_file)  # the device's log, which the console shows
         agent = RecorderAgent(config)
-    except (ConfigError, OSError, StoreError, ValueError, KeyCustodyError) as e:  # names it
+    except (ConfigError, OSError, StoreError, ValueError, KeyCustodyError,
+            TlsIdentityError) as e:  # names it
         print(f"custody recorder: {e}", file=sys.stderr)
         return 2
     return agent.run()

@@ -14,7 +14,9 @@ A wrapped key file is JSON::
 
 The wrapping key is HKDF-SHA256(OTP secret, salt none, info
 ``custody key wrap/1`` || NUL || device || NUL || purpose), so each purpose
-(``signing``, later ``tls``) gets a key of its own. The associated data is
+(``signing``, ``tls``) gets a wrapping key of its own; the two private keys
+are different keys too (the TLS key only connects as the device, it signs no
+evidence; ADR 0046). The associated data is
 the canonical JSON of every field but ``nonce`` and ``ciphertext``: a file
 cannot be relabelled for another device or purpose. The plaintext is the
 key's PKCS#8 PEM. What this protects and what not: docs/hardware.md, "Key custody".
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -112,8 +114,23 @@ def unwrap_signing_key(data: bytes, otp_secret: bytes, device: str,
         raise KeyCustodyError(f"{where}: {e}") from e
 
 
-def load_signing_key(key_file: Path, otp: OtpSecret, device: str) -> SigningKey:
-    """The device's signing key, unwrapped with the board's OTP secret."""
+PURPOSES = ("signing", "tls")
+
+
+def wrap_tls_key(pem: bytes, otp_secret: bytes, device: str) -> bytes:
+    """A wrapped key file for the device's TLS client key (a PEM private key)."""
+    _tls_private_key(pem, "TLS key")
+    return wrap_key(pem, otp_secret, device, "tls")
+
+
+def _tls_private_key(pem: bytes, where: str) -> Any:
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise KeyCustodyError(f"{where}: not an unencrypted PEM private key ({e})") from e
+
+
+def _secret_and_file(key_file: Path, otp: OtpSecret) -> tuple[bytes, bytes]:
     try:
         secret = otp.read()
     except OtpError as e:
@@ -125,7 +142,28 @@ def load_signing_key(key_file: Path, otp: OtpSecret, device: str) -> SigningKey:
         data = Path(key_file).read_bytes()
     except OSError as e:
         raise KeyCustodyError(f"{key_file}: {e.strerror}") from e
+    return secret, data
+
+
+def load_signing_key(key_file: Path, otp: OtpSecret, device: str) -> SigningKey:
+    """The device's signing key, unwrapped with the board's OTP secret."""
+    secret, data = _secret_and_file(key_file, otp)
     return unwrap_signing_key(data, secret, device, str(key_file))
+
+
+def load_tls_key(key_file: Path, otp: OtpSecret, device: str) -> bytes:
+    """The device's TLS client key as PEM, unwrapped in memory with the board's OTP
+    secret (hand it to :func:`device.tls_identity.load_client_identity`, never to a file)."""
+    secret, data = _secret_and_file(key_file, otp)
+    pem = unwrap_key(data, secret, device, "tls", str(key_file))
+    _tls_private_key(pem, str(key_file))
+    return pem
+
+
+def public_key_bytes(pem: bytes) -> bytes:
+    """The raw public key of a PEM private key: to tell two keys apart."""
+    return _tls_private_key(pem, "key").public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def write_wrapped_key(path: Path, data: bytes) -> None:

@@ -34,11 +34,12 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from device.tls_identity import load_client_identity
 from protocol.entries import OffloadReceiptEntry, TimeSync
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
@@ -59,14 +60,18 @@ class OffloadSettings:
     chunk_bytes: int = 8 << 20
     poll_s: float = 1.0
     timeout_s: float = 30.0
+    #: The TLS key unwrapped in memory (device/key_custody.py): the recorder's way.
+    #: None: ``tls_key_file`` is a plain PEM (a store offloaded off the device).
+    tls_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def from_config(cls, config: Any) -> OffloadSettings | None:
+    def from_config(cls, config: Any, tls_key: bytes | None = None) -> OffloadSettings | None:
         """From the recorder's settings; None when no dock is configured."""
         if not config.dock_url:
             return None
         return cls(config.dock_url, config.tls_cert_file, config.tls_key_file,
-                   config.tls_ca_file, config.dock_detect, config.offload_chunk_bytes)
+                   config.tls_ca_file, config.dock_detect, config.offload_chunk_bytes,
+                   tls_key=tls_key)
 
 
 class OffloadHost(Protocol):
@@ -117,7 +122,10 @@ class DockError(Exception):
 def client_tls(settings: OffloadSettings) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.tls_ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_key is not None:  # never on a file system (device/tls_identity.py)
+        load_client_identity(ctx, settings.tls_cert_file, settings.tls_key)
+    else:
+        ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
     return ctx
 
 

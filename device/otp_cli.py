@@ -5,7 +5,9 @@ Run on the device, as root, when it is provisioned (docs/hardware.md, "Key custo
     custody otp program --dry-run     # what would be written where; nothing is
     custody otp program               # asks for "yes", then writes 256 random bits, once
     custody otp wrap --key DEV.key --device DEV-0001 --out /etc/custody/device.key
-    shred -u DEV.key                  # the unwrapped key must not stay on the card
+    custody otp wrap --purpose tls --key DEV-tls.key --device DEV-0001 \
+        --out /etc/custody/tls.key    # the TLS client key (tls/devices/DEV-0001.key)
+    shred -u DEV.key DEV-tls.key      # the unwrapped keys must not stay on the card
 
 ``--otp-state DIR`` uses a simulated board whose OTP lives in DIR instead.
 """
@@ -17,7 +19,13 @@ import os
 import sys
 from pathlib import Path
 
-from device.key_custody import KeyCustodyError, wrap_signing_key, write_wrapped_key
+from device.key_custody import (
+    PURPOSES,
+    KeyCustodyError,
+    wrap_signing_key,
+    wrap_tls_key,
+    write_wrapped_key,
+)
 from hardware.factory import factory_class
 from hardware.otp import OtpError, OtpSecret
 from protocol.errors import ProtocolError
@@ -30,8 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     program.add_argument("--dry-run", action="store_true",
                          help="say what would be done; do nothing")
     program.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    wrap = sub.add_parser("wrap", help="wrap a device signing key (PEM) with the OTP secret")
-    wrap.add_argument("--key", type=Path, required=True, help="the device's PEM signing key")
+    wrap = sub.add_parser("wrap", help="wrap a device key (PEM) with the OTP secret")
+    wrap.add_argument("--key", type=Path, required=True, help="the device's PEM private key")
+    wrap.add_argument("--purpose", choices=PURPOSES, default="signing",
+                      help="signing: the ledger key (key_file); tls: the TLS client key "
+                           "(tls_key_file)")
     wrap.add_argument("--device", required=True, help="the device id the key is for")
     wrap.add_argument("--out", type=Path, required=True, help="the wrapped key file to write")
     for p in (program, wrap):
@@ -75,10 +86,15 @@ def run(args: argparse.Namespace) -> int:
         secret = otp.read()
         if secret is None:
             raise OtpError(f"{otp}: no secret programmed yet (custody otp program)")
-        key = SigningKey.from_pem(args.key.read_bytes())
-        write_wrapped_key(args.out, wrap_signing_key(key, secret, args.device))
-        print(f"{args.out}: signing key {key.keyid[:16]}… wrapped for {otp}; remove {args.key} "
-              "from this device")
+        pem = args.key.read_bytes()
+        if args.purpose == "tls":
+            write_wrapped_key(args.out, wrap_tls_key(pem, secret, args.device))
+            what = "TLS key"
+        else:
+            key = SigningKey.from_pem(pem)
+            write_wrapped_key(args.out, wrap_signing_key(key, secret, args.device))
+            what = f"signing key {key.keyid[:16]}…"
+        print(f"{args.out}: {what} wrapped for {otp}; remove {args.key} from this device")
         return 0
     except (OtpError, KeyCustodyError, ProtocolError, OSError) as e:
         print(f"custody otp: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ and leaves::
 
     DIR/keys/        the unit: trust.json and, for tests only, archive-secret.key
     DIR/device/      the device store
-    DIR/device-keys/ the device's signing key, wrapped by the simulated board's OTP secret
+    DIR/device-keys/ the device's signing and TLS keys, wrapped by the simulated board's OTP secret
     DIR/otp/         the simulated board's OTP secret (the board, not the card)
     DIR/recorder.toml, DIR/recorder.log   the agent's settings and log
     DIR/device.log   the device's log (recorder and console)
@@ -188,8 +188,21 @@ class SimRunner:
         self.config = self.config.with_overrides({
             "dock_url": f"https://127.0.0.1:{line.split()[2]}",
             "tls_cert_file": str(pki.cert_path(self.keys, "device", DEVICE)),
-            "tls_key_file": str(pki.key_path(self.keys, "device", DEVICE)),
+            "tls_key_file": str(self._wrapped_tls_key()),
             "tls_ca_file": str(pki.tls_dir(self.keys) / pki.CA_CERT)}, source="custody sim")
+
+    def _wrapped_tls_key(self) -> Path:
+        """The device's TLS key on the "card", wrapped by the simulated board's OTP."""
+        from daemon import pki
+        from device.key_custody import wrap_tls_key, write_wrapped_key
+        from hardware.sim.otp import SimOtp
+
+        path = self.out / "device-keys" / "tls.key"
+        if not path.exists():
+            secret = SimOtp(self.out / "otp").read() or b""
+            pem = pki.key_path(self.keys, "device", DEVICE).read_bytes()
+            write_wrapped_key(path, wrap_tls_key(pem, secret, DEVICE))
+        return path
 
     def stop_dock(self) -> None:
         if self.dock_proc is not None and self.dock_proc.poll() is None:
