@@ -222,7 +222,7 @@ def load_device_tls_key(config: RecorderConfig, signing_keyid: str) -> bytes | N
     pem = load_tls_key(config.tls_key_file, board_otp(config), config.device_id)
     if fingerprint(public_key_bytes(pem)) == signing_keyid:
         raise KeyCustodyError(f"{config.tls_key_file}: is the ledger signing key; the TLS "
-                              "key must be a key of its own (tls/devices/<id>.key of custody provision device)")
+                              "key must be a key of its own (tls/devices/<id>.key)")
     settings = OffloadSettings.from_config(config, pem)
     assert settings is not None
     client_tls(settings)  # the certificate goes with the key: said now, not at docking
