@@ -314,13 +314,11 @@ class Offloader:
         state = self.client.json("GET", "/state")
         data = (self.store / LEDGER_NAME).read_bytes()
         lines = split_lines(data[:data.rfind(b"\n") + 1])  # whole lines: one may be in writing
-        self._take_receipt(state.get("receipt"), lines)
         next_seq = int(state["next_seq"])
-        if next_seq > len(lines):
-            raise DockError(f"the dock archived entries up to {next_seq - 1}; this ledger "
-                            f"ends at {len(lines) - 1}")
-        if next_seq and parse_line(lines[next_seq - 1]).digest != state["head"]:
-            raise DockError(f"the dock's entry {next_seq - 1} is not this ledger's")
+        if next_seq > len(lines) or (
+                next_seq and parse_line(lines[next_seq - 1]).digest != state["head"]):
+            self._show_divergence(next_seq, lines)
+        self._take_receipt(state.get("receipt"), lines)
         new = lines[next_seq:next_seq + MAX_RANGE_ENTRIES]
         if all(_is_receipt(line) for line in new):
             self._set(state="done")
@@ -344,6 +342,17 @@ class Offloader:
         answer = self.client.json("POST", f"/commit/{next_seq}")
         self._accept(answer["receipt"])
         return True
+
+    def _show_divergence(self, next_seq: int, lines: list[bytes]) -> None:
+        """This ledger does not extend what the dock archived (a card restored from an
+        older image, a ledger cut back): send it from the last entry both should hold,
+        so the dock sees where they part, alerts and keeps its copy. Nothing is freed."""
+        start = max(min(next_seq, len(lines)) - 1, 0)
+        data = b"".join(line + b"\n" for line in lines[start:start + MAX_RANGE_ENTRIES])
+        self.client.json("PUT", f"/ledger/{start}", data,
+                         {"Content-Type": "application/x-ndjson"})  # refused: DockError
+        raise DockError(f"the dock archived entries up to {next_seq - 1}, and this ledger "
+                        "does not extend them; the dock took an overlapping range")
 
     def _sync_time(self) -> None:
         self.client.connect()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.dock.divergence import find_divergence
 from daemon.events import ARCHIVE_FULL, INTEGRITY_FAILURE, DockEvents, OffloadReport
 from protocol.envelope import parse_line, split_lines
 from protocol.keys import SigningKey
@@ -150,6 +151,7 @@ class DeviceArchive:
         self.uploads: dict[str, _Upload] = {}
         self.reread: dict[str, tuple[int, ...]] = {}  # file -> identity when read back
         self.clock_offset_ns: int | None = None
+        self.divergences: set[tuple[str, int]] = set()  # alerted already (reason, seq)
         self._restage()
 
     # --- where things stand --------------------------------------------------------------
@@ -188,12 +190,29 @@ class DeviceArchive:
     def stage(self, first_seq: int, lines: bytes) -> dict[str, Any]:
         """Check a range of ledger lines and stage it; says what media to send."""
         with self.lock:
+            if first_seq < self.head.next_seq:
+                self._check_overlap(first_seq, lines)
             if first_seq != self.head.next_seq:
                 raise Conflict(f"the archive continues at entry {self.head.next_seq}",
                                next_seq=self.head.next_seq)
             self._set_staged(lines)
             write_durably(self.incoming / f"ledger-{first_seq}.jsonl", lines)
             return self._staged_view()
+
+    def _check_overlap(self, first_seq: int, lines: bytes) -> None:
+        """A range starting inside the archive: refused and alerted if it parts from
+        the archived copy (daemon/dock/divergence.py); the archive is only read."""
+        archived = split_lines((self.store / LEDGER_NAME).read_bytes())
+        found = find_divergence(archived, first_seq, lines, self.device, self.trust)
+        if found is None:
+            return
+        seen = (found.reason, found.seq)
+        if seen in self.divergences:  # the device asks again: refused, alerted once
+            raise Rejected(f"{found.reason}: {found.message}; nothing is released",
+                           reason=found.reason)
+        self.divergences.add(seen)
+        self._reject(f"ledger-{first_seq}.diverged.jsonl", lines, None, found.message,
+                     found.reason)
 
     def _set_staged(self, lines: bytes) -> None:
         report = verify_range(self.head, lines, None, self.trust)
