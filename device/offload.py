@@ -44,6 +44,7 @@ from protocol.entries import OffloadReceiptEntry, TimeSync
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
 from protocol.store_reader import LEDGER_NAME, MEDIA_DIR
+from protocol.time_statement import check_answer, dock_may_step
 
 log = logging.getLogger("custody.offload")
 
@@ -90,6 +91,15 @@ class OffloadHost(Protocol):
         """Append the dock's time statement as ``time_sync``, first stepping the wall
         clock by ``step_ns`` (the statement's ``offset_ns``, exactly) unless None."""
 
+    @property
+    def trust(self) -> Any:
+        """The unit's trust file: which docks may sign a time statement."""
+
+    @property
+    def clock_has_reference(self) -> bool:
+        """Whether the wall clock was set from a reference (RTC, NTP, GNSS, a dock), so
+        that a dock may step it only so far (protocol/time_statement.py)."""
+
 
 class RecorderHost:
     """The recorder as the offloader's host."""
@@ -109,6 +119,19 @@ class RecorderHost:
 
     def sync_clock(self, statement: dict[str, Any], step_ns: int | None) -> None:
         self.recorder.sync_clock(statement, step_ns)
+
+    @property
+    def trust(self) -> Any:
+        return self.recorder.trust
+
+    @property
+    def clock_has_reference(self) -> bool:
+        return clock_has_reference(self.recorder.clock.sync.source)
+
+
+def clock_has_reference(source: Any) -> bool:
+    """Never set, or typed in at the console: not a reference a dock must respect."""
+    return str(source) not in ("never_set", "technician")
 
 
 class DockError(Exception):
@@ -231,6 +254,7 @@ class Progress:
     last_receipt_seq: int | None = None
     freed_files: int = 0
     clock_offset_ns: int | None = None
+    time_statement_refused: str = ""  # why this docking's time statement was not taken
     last_error: str = ""
 
 
@@ -356,17 +380,27 @@ class Offloader:
 
     def _sync_time(self) -> None:
         self.client.connect()
-        body = json.dumps({"device_time_ns": self.host.now_ns()}).encode()
+        reading = self.host.now_ns()
+        body = json.dumps({"device_time_ns": reading}).encode()
         answer = self.client.json("POST", "/time", body, {"Content-Type": "application/json"})
-        statement = answer["statement"]
-        offset = json.loads(_payload(statement)).get("offset_ns")
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            raise DockError(0, "the dock's time statement has no offset_ns")
+        self._synced = True  # one statement per docking, taken or refused
+        try:
+            # Signed by a dock of the unit, for this device, for this very reading.
+            statement = check_answer(answer.get("statement"), self.host.trust, self.device,
+                                     reading)
+        except (ProtocolError, AttributeError) as e:
+            log.warning("dock time statement refused, clock left as it is: %s", e)
+            self._set(time_statement_refused=str(e))
+            return  # the offload goes on: the evidence must still leave the device
+        offset = statement.offset_ns
         # The step is the statement's offset exactly, so that the time_sync entry and
         # the statement it rests on agree (docs/format.md, 6a).
         step = offset if answer.get("set_clock") else None
-        self.host.sync_clock(statement, step)
-        self._synced = True
+        if step is not None and not dock_may_step(step, self.host.clock_has_reference):
+            log.warning("dock %s says the clock is off by %+.3f s: more than a dock may step "
+                        "a set clock; recorded, not applied", statement.dock, offset / 1e9)
+            step = None
+        self.host.sync_clock(answer["statement"], step)
         self._set(clock_offset_ns=offset)
         log.info("dock time statement appended (offset %+.3f s%s)", offset / 1e9,
                  ", clock set" if step is not None else "")
@@ -460,6 +494,8 @@ class LedgerHost:
     >>> # host = LedgerHost(store, "DEV-1", key, trust)
     >>> # Offloader(settings, store, "DEV-1", host).offload_round()
     """
+
+    clock_has_reference = True  # this machine's own clock, which it does not set
 
     def __init__(self, store: Path, device: str, key: Any, trust: Any, docked: bool = True):
         from device.ledger import LedgerWriter, system_clock

@@ -72,6 +72,8 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
      "entry's time"),
     ("bad_time_statement", ERROR, "a `time_sync` statement that is not a valid dock-signed "
      "time statement for this step"),
+    ("large_dock_offset", WARNING, "a dock said the device's clock was off by more than "
+     "300 s (`MAX_DOCK_STEP_NS`); the dock and whether the step was applied are named"),
     # --- recordings
     ("bad_link", ERROR, "an entry names a recording or interruption that does not exist"),
     ("segment_after_stop", ERROR, "a segment of a recording after its `record_stop`"),

@@ -10,6 +10,7 @@ set its clock when none did, nor by another amount.
                               dock_time_ns=d, device_time_ns=t, offset_ns=d - t)
     envelope = sign_time_statement(statement, dock_key.signer())   # the dock
     open_time_statement(envelope, trust)                           # anyone
+    check_answer(envelope, trust, device, sent_reading)            # the device, first
     check_time_sync(time_sync_body, device, trust)                 # the verifier
 
 Byte layout and rules: docs/format.md, section "Time statements".
@@ -29,6 +30,13 @@ from protocol.errors import ProtocolError
 from protocol.trust import TrustFile
 
 TIME_STATEMENT_PAYLOAD_TYPE = "application/vnd.custody.time-statement+json"
+#: From the device's reading sent to the dock to the time_sync that records the
+#: answer: older, and the statement is out of date or replayed.
+MAX_STATEMENT_AGE_NS = 120 * 1_000_000_000
+#: The largest step a dock may make to a device clock that has a reference (RTC,
+#: NTP, GNSS, a dock before): beyond it the device records the statement but
+#: keeps its clock, and the verifier flags every such offset (docs/format.md, 6a).
+MAX_DOCK_STEP_NS = 300 * 1_000_000_000
 
 
 @dataclass
@@ -81,6 +89,30 @@ def open_time_statement(envelope_json: Any, trust: TrustFile) -> TimeStatement:
     return statement
 
 
+def check_answer(envelope_json: Any, trust: TrustFile, device: str,
+                 sent_device_time_ns: int) -> TimeStatement:
+    """The device's check of the statement a dock just answered its reading with.
+
+    Signed by a dock of the trust file, for this device, and made for this very
+    request (``device_time_ns`` is the reading the device sent), so a statement
+    for another device, or an old one replayed, is refused (:class:`ProtocolError`).
+    """
+    statement = open_time_statement(envelope_json, trust)
+    if statement.device != device:
+        raise ProtocolError(f"time statement: for device {statement.device!r}, not {device!r}")
+    if statement.device_time_ns != sent_device_time_ns:
+        raise ProtocolError(f"time statement: made for the reading {statement.device_time_ns}, "
+                            f"not the one sent ({sent_device_time_ns}): out of date or "
+                            "replayed")
+    return statement
+
+
+def dock_may_step(offset_ns: int, clock_has_reference: bool) -> bool:
+    """Whether a dock's offset is applied: always to a clock that was never set from a
+    reference, else only up to :data:`MAX_DOCK_STEP_NS`."""
+    return not clock_has_reference or abs(offset_ns) <= MAX_DOCK_STEP_NS
+
+
 def check_time_sync(body: TimeSync, device: str | None, trust: TrustFile) -> TimeStatement:
     """The statement of a ``time_sync`` entry, checked against the step it declares.
 
@@ -96,4 +128,8 @@ def check_time_sync(body: TimeSync, device: str | None, trust: TrustFile) -> Tim
     if body.new_utc_ns - body.old_utc_ns not in (0, statement.offset_ns):
         raise ProtocolError(f"time statement: offset {statement.offset_ns} ns, but the entry "
                             f"steps the clock {body.new_utc_ns - body.old_utc_ns} ns")
+    age = body.old_utc_ns - statement.device_time_ns
+    if not 0 <= age <= MAX_STATEMENT_AGE_NS:
+        raise ProtocolError(f"time statement: made for the device's reading "
+                            f"{age / 1e9:+.3f} s from the entry's (out of date or replayed)")
     return statement

@@ -66,7 +66,7 @@ from protocol.report import (
     verdict_of,
     worst,
 )
-from protocol.time_statement import check_time_sync
+from protocol.time_statement import MAX_DOCK_STEP_NS, check_time_sync
 from protocol.trust import TrustFile
 
 __all__ = [
@@ -140,6 +140,7 @@ class _LedgerCheck:
         self.prev_digest: str | None = GENESIS_PREV
         self.signing_key: str | None = None
         self.boots: dict[str, tuple[int, int]] = {}  # boot id -> (monotonic, utc) last seen
+        self.time_statements: dict[str, int] = {}  # a statement's signatures -> the seq using it
         self.boot: str | None = None  # of the last accepted entry
         self.clock_source: str | None = None
         self.recordings: dict[int, RecordingReport] = {}
@@ -421,8 +422,17 @@ class _LedgerCheck:
                         (body.new_utc_ns - body.old_utc_ns) / 1e9, body.source, "none")
         if body.statement is not None:
             try:
-                step.dock = check_time_sync(body, self.report.device, self.trust).dock
-                step.statement = "verified"
+                statement = check_time_sync(body, self.report.device, self.trust)
+                signature = str(body.statement.get("signatures"))
+                if signature in self.time_statements:  # one statement answers one reading
+                    raise ProtocolError(f"time statement: used before, by entry "
+                                        f"{self.time_statements[signature]} (replayed)")
+                self.time_statements[signature] = seq
+                step.dock, step.statement = statement.dock, "verified"
+                if abs(statement.offset_ns) > MAX_DOCK_STEP_NS:
+                    applied = "applied" if step.step_s else "not applied: the device kept its clock"
+                    self.find(seq, "large_dock_offset", f"dock {statement.dock} said the clock "
+                              f"was off by {statement.offset_ns / 1e9:+.3f} s ({applied})")
             except ProtocolError as e:
                 step.statement = "invalid"
                 self.find(seq, "bad_time_statement", str(e))
