@@ -96,7 +96,8 @@ def world(tmp_path: Path, monkeypatch):
 
 def test_the_real_recorder_steps_by_exactly_a_false_offset_and_it_shows(unit, tmp_path,
                                                                          monkeypatch):
-    monkeypatch.setattr(dock_server, "time", _ShiftedTime(120 * S))  # the dock lies: +2 min
+    dock_clock = _ShiftedTime(120 * S)  # the dock lies: +2 min
+    monkeypatch.setattr(dock_server, "time", dock_clock)
     dock = DockThread(dock_config(unit.keys, tmp_path / "archive"))
     settings = OffloadSettings(
         dock_url=dock.url, tls_cert_file=pki.cert_path(unit.keys, "device", DEVICE),
@@ -109,13 +110,23 @@ def test_the_real_recorder_steps_by_exactly_a_false_offset_and_it_shows(unit, tm
             Offloader(settings, unit.store, DEVICE, RecorderHost(recorder)).offload_round()
             moved = recorder.clock.now() - before
             (sync,) = _time_syncs(unit.store)
+            # Docked again, to a dock two hours off: the clock, set by a dock now, stays.
+            assert str(recorder.clock.sync.source) == "dock"
+            dock_clock.shift_ns += 2 * 3600 * S
+            before = recorder.clock.now()
+            Offloader(settings, unit.store, DEVICE, RecorderHost(recorder)).offload_round()
+            assert abs(recorder.clock.now() - before) < 5
+            refused = _time_syncs(unit.store)[1]
+            assert refused.new_utc_ns == refused.old_utc_ns
         statement = open_time_statement(sync.statement, unit.trust)
         # The device stepped by exactly the signed offset; the entry names the dock.
         assert sync.source == "dock" and statement.dock == "DOCK-01"
         assert sync.new_utc_ns - sync.old_utc_ns == statement.offset_ns
         assert 119 < moved < 125 and 119 * S < statement.offset_ns < 121 * S
         report = _verify(unit.store, unit.trust)
-        (step,) = report.time_syncs
+        step, kept = report.time_syncs
+        assert kept.step_s == 0 and kept.statement == "verified"
+        assert [f.kind for f in report.findings if f.seq == kept.seq] == ["large_dock_offset"]
         assert step.dock == "DOCK-01" and step.statement == "verified"
         assert step.step_s == statement.offset_ns / 1e9
         text = render(unit.store, report)
