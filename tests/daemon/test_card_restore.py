@@ -19,6 +19,7 @@ from device.offload import DockError, LedgerHost
 from protocol.envelope import parse_line, split_lines
 from protocol.store_reader import LEDGER_NAME
 from tests.daemon.dockkit import DockThread, dock_config, make_unit, verify_archive
+from tests.device.simrun import custody
 
 
 @pytest.fixture
@@ -79,6 +80,7 @@ def test_an_older_card_image_reusing_seq_is_refused_and_alerted(world, tmp_path:
     report = verify_archive(archive, dev.name)
     assert report.verdict == "intact" and report.entries == report_before.entries
     assert report.head == report_before.head
+    assert custody("verify", archive).returncode == 0  # as a custodian sees it
 
     # The device asks again at every round: refused each time, alerted once.
     with pytest.raises(DockError):
