@@ -15,6 +15,7 @@ import pytest
 
 from daemon import pki
 from daemon.provision import device_key_path, load_signing_key
+from device.agent import load_device_tls_key
 from device.config import RecorderConfig
 from device.key_custody import (
     KeyCustodyError,
@@ -131,17 +132,21 @@ def test_the_recorder_refuses_a_tls_key_of_another_board_by_name(unit, tmp_path:
     assert "foreign-tls.key" in r.stderr and "another board" in r.stderr
     assert (dev.store / "ledger.jsonl").read_bytes() == ledger  # nothing signed
 
-    # The unit's plain PEM in its place is refused too: only a wrapped key is taken.
-    config = _recorder_config(keys, dev, card, tmp_path / "otp",
-                              pki.key_path(keys, "device", dev.name), tmp_path)
-    r = custody("recorder", "--config", config, timeout=60)
-    assert r.returncode == 2 and "unwrapped private key" in r.stderr
 
-
-def test_the_signing_key_is_refused_as_the_tls_key(unit, tmp_path: Path) -> None:
+def test_a_plain_pem_or_the_signing_key_is_refused_as_the_tls_key(unit, tmp_path: Path) -> None:
     keys, dev, otp, card = unit
-    signing_pem = load_signing_key(device_key_path(keys, dev.name)).to_pem()
-    write_wrapped_key(card / "same.key", wrap_tls_key(signing_pem, otp.read() or b"", dev.name))
-    config = _recorder_config(keys, dev, card, tmp_path / "otp", card / "same.key", tmp_path)
-    r = custody("recorder", "--config", config, timeout=60)
-    assert r.returncode == 2 and "is the ledger signing key" in r.stderr, r.stderr
+    signing = load_signing_key(device_key_path(keys, dev.name))
+    # The unit's plain PEM: only a key wrapped by this board is taken.
+    config = RecorderConfig.from_file(_recorder_config(
+        keys, dev, card, tmp_path / "otp", pki.key_path(keys, "device", dev.name), tmp_path))
+    with pytest.raises(KeyCustodyError, match="unwrapped private key"):
+        load_device_tls_key(config, signing.keyid)
+    # The signing key wrapped as the TLS key: the two must be different keys.
+    write_wrapped_key(card / "same.key", wrap_tls_key(signing.to_pem(), otp.read() or b"",
+                                                      dev.name))
+    config = config.with_overrides({"tls_key_file": str(card / "same.key")}, source="test")
+    with pytest.raises(KeyCustodyError, match="is the ledger signing key"):
+        load_device_tls_key(config, signing.keyid)
+    config = config.with_overrides({"tls_key_file": str(card / "tls.key")}, source="test")
+    assert load_device_tls_key(config, signing.keyid) == \
+        pki.key_path(keys, "device", dev.name).read_bytes()
