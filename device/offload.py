@@ -27,6 +27,7 @@ its file is sealed and fsynced, so a file being written is never sent.
 from __future__ import annotations
 
 import base64
+import bisect
 import http.client
 import json
 import logging
@@ -40,7 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from device.tls_identity import load_client_identity
-from protocol.entries import OffloadReceiptEntry, TimeSync
+from protocol.entries import LedgerGap, OffloadReceiptEntry, TimeSync
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
 from protocol.store_reader import LEDGER_NAME, MEDIA_DIR
@@ -339,11 +340,11 @@ class Offloader:
         data = (self.store / LEDGER_NAME).read_bytes()
         lines = split_lines(data[:data.rfind(b"\n") + 1])  # whole lines: one may be in writing
         next_seq = int(state["next_seq"])
-        if next_seq > len(lines) or (
-                next_seq and parse_line(lines[next_seq - 1]).digest != state["head"]):
-            self._show_divergence(next_seq, lines)
+        first = _index_of_seq(lines, next_seq)  # a ledger_gap makes seq and line apart
+        if not _extends(lines, first, next_seq, state["head"]):
+            self._show_divergence(next_seq, lines, first)
         self._take_receipt(state.get("receipt"), lines)
-        new = lines[next_seq:next_seq + MAX_RANGE_ENTRIES]
+        new = lines[first:first + MAX_RANGE_ENTRIES]
         if all(_is_receipt(line) for line in new):
             self._set(state="done")
             return False  # only receipts are new: they go with the next real range
@@ -367,13 +368,14 @@ class Offloader:
         self._accept(answer["receipt"])
         return True
 
-    def _show_divergence(self, next_seq: int, lines: list[bytes]) -> None:
+    def _show_divergence(self, next_seq: int, lines: list[bytes], first: int) -> None:
         """This ledger does not extend what the dock archived (a card restored from an
         older image, a ledger cut back): send it from the last entry both should hold,
         so the dock sees where they part, alerts and keeps its copy. Nothing is freed."""
-        start = max(min(next_seq, len(lines)) - 1, 0)
+        start = max(first - 1, 0)
+        seq = parse_line(lines[start]).entry.seq if lines else 0
         data = b"".join(line + b"\n" for line in lines[start:start + MAX_RANGE_ENTRIES])
-        self.client.json("PUT", f"/ledger/{start}", data,
+        self.client.json("PUT", f"/ledger/{seq}", data,
                          {"Content-Type": "application/x-ndjson"})  # refused: DockError
         raise DockError(f"the dock archived entries up to {next_seq - 1}, and this ledger "
                         "does not extend them; the dock took an overlapping range")
@@ -410,6 +412,10 @@ class Offloader:
         if receipt is None:
             return
         last = json.loads(_payload(receipt)).get("last_seq")
+        if not isinstance(last, int) or not _has_seq(lines, last):
+            log.warning("the dock's receipt up to entry %s covers entries this ledger no "
+                        "longer has (declared gone): not taken", last)
+            return
         have = set()
         for line in lines[-64:]:  # receipts are appended at the end, soon after the commit
             try:
@@ -474,6 +480,37 @@ class Offloader:
                         self._stop.is_set():
                     raise
                 self._stop.wait(0.2)
+
+
+def _index_of_seq(lines: list[bytes], seq: int) -> int:
+    """The index of the first line whose entry's seq is ``seq`` or more (len: none).
+
+    Line and seq are one and the same unless a ``ledger_gap`` skipped seqs."""
+    if 0 < seq <= len(lines) and parse_line(lines[seq - 1]).entry.seq == seq - 1:
+        return seq
+    return bisect.bisect_left(lines, seq, key=lambda line: parse_line(line).entry.seq)
+
+
+def _has_seq(lines: list[bytes], seq: int) -> bool:
+    i = _index_of_seq(lines, seq)
+    return i < len(lines) and parse_line(lines[i]).entry.seq == seq
+
+
+def _extends(lines: list[bytes], first: int, next_seq: int, head: str) -> bool:
+    """Whether this ledger goes on from the dock's archived head (``next_seq - 1``).
+
+    Its first newer entry links to that head, or is a ``ledger_gap`` declaring the
+    archive's end among the entries it says are gone (the dock checks the rest)."""
+    if next_seq == 0:
+        return True  # the dock holds nothing of this device yet
+    if first < len(lines):
+        entry = parse_line(lines[first]).entry
+        if entry.seq == next_seq:
+            return entry.prev == head
+        body = entry.body
+        return isinstance(body, LedgerGap) and body.first_seq <= next_seq
+    return first > 0 and parse_line(lines[first - 1]).entry.seq == next_seq - 1 and \
+        parse_line(lines[first - 1]).digest == head
 
 
 def _is_receipt(line: bytes) -> bool:

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 
 from securesystemslib.exceptions import VerificationError
 
-from protocol.entries import GENESIS_PREV, KeyRotated, MediaFile, Provisioned, TimeSync
+from protocol.entries import (
+    GENESIS_PREV,
+    KeyRotated,
+    LedgerGap,
+    MediaFile,
+    Provisioned,
+    TimeSync,
+)
 from protocol.envelope import SignedEntry, parse_line, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import fingerprint
@@ -112,6 +119,14 @@ def verify_range(start: ChainHead, lines: bytes, media: Mapping[str, MediaDigest
             find(entry.seq, "foreign_entry", f"entry of device {entry.device!r} in the ledger "
                  f"of {start.device!r}")
             break
+        if entry.seq != head.next_seq and _declared_jump(head, signed):
+            body = signed.entry.body
+            # The device's own signed word that entries are gone from its ledger
+            # (device/high_water.py): what it declares is kept, and said.
+            find(entry.seq, "ledger_gap", f"the device declares entries {body.first_seq}.."
+                 f"{body.last_seq} gone; entries {head.next_seq}..{entry.seq - 1} never "
+                 "reach the archive", WARNING)
+            head = ChainHead(start.device, entry.seq, entry.prev, head.signing_key)
         if entry.seq != head.next_seq:
             find(entry.seq, "seq_out_of_order", f"entry {entry.seq} comes where "
                  f"{head.next_seq} should")
@@ -146,6 +161,16 @@ def verify_range(start: ChainHead, lines: bytes, media: Mapping[str, MediaDigest
     if media is not None:
         _check_media(report, media, find)
     return report
+
+
+def _declared_jump(head: ChainHead, signed: SignedEntry) -> bool:
+    """A ``ledger_gap`` entry that skips from ``head`` to just after the mark it names:
+    it covers every seq it skips (``first_seq`` <= head's next seq) and links to the
+    mark's head. Its signature is checked like any entry's, by the caller."""
+    body, entry = signed.entry.body, signed.entry
+    return (isinstance(body, LedgerGap) and body.last_seq is not None
+            and entry.seq == body.last_seq + 1 and body.first_seq <= head.next_seq < entry.seq
+            and entry.prev == body.last_head)
 
 
 def _signing_key(head: ChainHead, signed: SignedEntry, trust: TrustFile, find) -> str | None:

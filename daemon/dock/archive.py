@@ -197,6 +197,12 @@ class DeviceArchive:
                                next_seq=self.head.next_seq)
             self._set_staged(lines)
             write_durably(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            assert self.staged is not None
+            for f in self.staged.findings:
+                if f.kind == "ledger_gap":  # archived as declared, and the unit told
+                    self.events.alert(INTEGRITY_FAILURE, {"device": self.device,
+                                                          "reason": "ledger_gap",
+                                                          "message": f.message})
             return self._staged_view()
 
     def _check_overlap(self, first_seq: int, lines: bytes) -> None:
@@ -483,8 +489,8 @@ class DeviceArchive:
         last = self.head.next_seq - 1
         if done >= last:
             return
-        lines = [parse_line(line) for line in
-                 split_lines((self.store / LEDGER_NAME).read_bytes())[done + 1:]]
+        lines = [signed for signed in (parse_line(line) for line in split_lines(
+            (self.store / LEDGER_NAME).read_bytes())) if signed.entry.seq > done]
         media = {m.file: m for signed in lines for m in signed.entry.media()}
         report = RangeReport(ChainHead(self.device, done + 1), self.head, len(lines), media)
         self._check_on_medium(report)

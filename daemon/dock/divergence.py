@@ -46,20 +46,24 @@ def find_divergence(archived: list[bytes], first_seq: int, lines: bytes, device:
                     trust: TrustFile) -> Divergence | None:
     """How ``lines`` (the device's ledger from ``first_seq``) part from the ``archived``
     lines of that device, or None if they agree and reach the archive's end."""
-    sent = split_lines(lines)
-    archived_end = len(archived)  # the archive's next seq
-    for i, line in enumerate(sent):
-        seq = first_seq + i
+    by_seq = {}
+    for line in archived:  # seq, not line number: a ledger_gap skips seqs
+        signed = parse_line(line)
+        by_seq[signed.entry.seq] = (line, signed.digest)
+    archived_end = max(by_seq, default=-1) + 1  # the archive's next seq
+    last = first_seq - 1
+    for line in split_lines(lines):
+        try:
+            signed = parse_line(line)
+        except ProtocolError as e:
+            return Divergence("malformed_entry", last + 1, f"entry after {last} as sent: {e}")
+        seq = signed.entry.seq
         if seq >= archived_end:
             return None  # agrees up to the archive's end: an overlap, not a divergence
-        try:
-            digest = parse_line(line).digest
-        except ProtocolError as e:
-            return Divergence("malformed_entry", seq, f"entry {seq} as sent: {e}")
-        if digest == parse_line(archived[seq]).digest:
-            continue
-        return _reused(archived, seq, sent[i:i + 1], device, trust)
-    last = first_seq + len(sent) - 1
+        last = seq
+        if seq not in by_seq or by_seq[seq][1] == signed.digest:
+            continue  # the same entry, or one the archive never had (a declared gap)
+        return _reused(archived, seq, line, device, trust)
     return Divergence(LEDGER_CUT_BACK, last + 1,
                       f"the device's ledger ends at entry {last}, but entries up to "
                       f"{archived_end - 1} are archived: entries {last + 1}..{archived_end - 1} "
@@ -67,14 +71,15 @@ def find_divergence(archived: list[bytes], first_seq: int, lines: bytes, device:
                       "cut back)")
 
 
-def _reused(archived: list[bytes], seq: int, line: list[bytes], device: str,
+def _reused(archived: list[bytes], seq: int, line: bytes, device: str,
             trust: TrustFile) -> Divergence:
     """The device sent another entry ``seq`` than the archive holds: is it the device's?"""
-    entry = parse_line(line[0]).entry
-    before = chain_head(b"".join(x + b"\n" for x in archived[:seq]), device)
+    entry = parse_line(line).entry
+    before = chain_head(b"".join(x + b"\n" for x in archived
+                                 if parse_line(x).entry.seq < seq), device)
     # Check the entry as the device's, linked to whatever it names as its prev.
     start = ChainHead(device, seq, entry.prev, before.signing_key)
-    report = verify_range(start, line[0] + b"\n", None, trust)
+    report = verify_range(start, line + b"\n", None, trust)
     if report.errors:
         error = report.errors[0]
         return Divergence(error.kind, seq, f"entry {seq} as sent is not the archived one, and "
@@ -83,4 +88,4 @@ def _reused(archived: list[bytes], seq: int, line: list[bytes], device: str,
                       f"entry {seq} as sent is signed by the device but is not the archived "
                       f"entry {seq}: the device signed two entries with one seq (a card "
                       f"restored from an older image?); the archive holds entries up to "
-                      f"{len(archived) - 1}")
+                      f"{parse_line(archived[-1]).entry.seq}")

@@ -122,3 +122,36 @@ def test_a_range_that_agrees_with_the_archive_is_no_alert(world) -> None:
     with pytest.raises(DockError) as e:
         client.json("PUT", "/ledger/0", lines, {"Content-Type": "application/x-ndjson"})
     assert e.value.status == 409 and not dock.alerts()
+
+
+@pytest.mark.parametrize("cut", ["after_the_archive", "into_the_archive"])
+def test_a_declared_ledger_gap_still_offloads_and_is_alerted(world, cut: str) -> None:
+    """A ledger cut back while the device was off, its high-water mark kept: the device
+    declares the loss (ledger_gap, seq after the mark). The dock archives what is left
+    and what came after, says so, and the device may free it: nothing stays stuck."""
+    _, dev, dock, archive = world
+    dev.record([3000])
+    dev.offloader(dock.url).offload_round()  # archived; the receipt is the device's last
+    lost = dev.record([4000])
+    ledger = dev.store / LEDGER_NAME
+    lines = split_lines(ledger.read_bytes())
+    kinds = [parse_line(line).entry.kind for line in lines]
+    keep = kinds.index("offload_receipt") + 1 if cut == "after_the_archive" else 2
+    dev.host.close()
+    ledger.write_bytes(b"".join(line + b"\n" for line in lines[:keep]))
+    for name in lost:
+        (dev.store / "media" / name).unlink()
+    dev.host = LedgerHost(dev.store, dev.name, load_signing_key(device_key_path(dev.keys,
+                                                                                dev.name)),
+                          dev.host.trust)
+    assert dev.host.ledger.declared_gap is not None
+    after = dev.record([5000])
+
+    assert dev.offloader(dock.url).offload_round() is True
+    (alert,) = [d for _, d in dock.alerts("integrity_failure")]
+    assert alert["reason"] == "ledger_gap"
+    assert dev.media_left() == []  # what came after the gap is archived and freed
+    archived = {Path(k).name for k in _archived(archive, dev)}
+    assert set(after) <= archived
+    report = verify_archive(archive, dev.name)
+    assert "ledger_gap" in {f.kind for f in report.findings}  # declared, not hidden
