@@ -373,7 +373,8 @@ class Offloader:
         older image, a ledger cut back): send it from the last entry both should hold,
         so the dock sees where they part, alerts and keeps its copy. Nothing is freed."""
         start = max(first - 1, 0)
-        seq = parse_line(lines[start]).entry.seq if lines else 0
+        entry = _entry(lines[start]) if lines else None
+        seq = entry.seq if entry is not None else start
         data = b"".join(line + b"\n" for line in lines[start:start + MAX_RANGE_ENTRIES])
         self.client.json("PUT", f"/ledger/{seq}", data,
                          {"Content-Type": "application/x-ndjson"})  # refused: DockError
@@ -482,35 +483,59 @@ class Offloader:
                 self._stop.wait(0.2)
 
 
+def _entry(line: bytes) -> Any:
+    """The entry of a line, or None if this device cannot read it (the dock judges)."""
+    try:
+        return parse_line(line).entry
+    except ProtocolError:
+        return None
+
+
 def _index_of_seq(lines: list[bytes], seq: int) -> int:
     """The index of the first line whose entry's seq is ``seq`` or more (len: none).
 
-    Line and seq are one and the same unless a ``ledger_gap`` skipped seqs."""
-    if 0 < seq <= len(lines) and parse_line(lines[seq - 1]).entry.seq == seq - 1:
-        return seq
-    return bisect.bisect_left(lines, seq, key=lambda line: parse_line(line).entry.seq)
+    Line and seq are one and the same unless a ``ledger_gap`` skipped seqs; a line
+    this device cannot read is taken to be where its number says."""
+    if seq <= 0:
+        return 0
+    if seq <= len(lines):
+        before = _entry(lines[seq - 1])
+        if before is None or before.seq == seq - 1:
+            return seq
+    try:
+        return bisect.bisect_left(lines, seq, key=lambda line: parse_line(line).entry.seq)
+    except ProtocolError:
+        return min(seq, len(lines))
 
 
 def _has_seq(lines: list[bytes], seq: int) -> bool:
     i = _index_of_seq(lines, seq)
-    return i < len(lines) and parse_line(lines[i]).entry.seq == seq
+    entry = _entry(lines[i]) if i < len(lines) else None
+    return entry is not None and entry.seq == seq
 
 
 def _extends(lines: list[bytes], first: int, next_seq: int, head: str) -> bool:
     """Whether this ledger goes on from the dock's archived head (``next_seq - 1``).
 
     Its first newer entry links to that head, or is a ``ledger_gap`` declaring the
-    archive's end among the entries it says are gone (the dock checks the rest)."""
+    archive's end among the entries it says are gone (the dock checks the rest).
+    What this device cannot read it sends as it is: judging that is the dock's."""
     if next_seq == 0:
         return True  # the dock holds nothing of this device yet
     if first < len(lines):
-        entry = parse_line(lines[first]).entry
+        entry = _entry(lines[first])
+        if entry is None:
+            return True
         if entry.seq == next_seq:
             return entry.prev == head
-        body = entry.body
-        return isinstance(body, LedgerGap) and body.first_seq <= next_seq
-    return first > 0 and parse_line(lines[first - 1]).entry.seq == next_seq - 1 and \
-        parse_line(lines[first - 1]).digest == head
+        return isinstance(entry.body, LedgerGap) and entry.body.first_seq <= next_seq
+    if first == 0:
+        return False  # nothing at all: shorter than the archive
+    try:
+        last = parse_line(lines[first - 1])
+    except ProtocolError:
+        return True
+    return last.entry.seq == next_seq - 1 and last.digest == head
 
 
 def _is_receipt(line: bytes) -> bool:
