@@ -150,3 +150,28 @@ def test_a_plain_pem_or_the_signing_key_is_refused_as_the_tls_key(unit, tmp_path
     config = config.with_overrides({"tls_key_file": str(card / "tls.key")}, source="test")
     assert load_device_tls_key(config, signing.keyid) == \
         pki.key_path(keys, "device", dev.name).read_bytes()
+
+
+def test_custody_otp_wrap_purpose_tls(unit, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from device import otp_cli
+
+    keys, dev, otp, _ = unit
+    parser = argparse.ArgumentParser()
+    otp_cli.add_arguments(parser)
+    out = tmp_path / "wrapped" / "tls.key"
+    args = parser.parse_args(["wrap", "--purpose", "tls", "--key",
+                              str(pki.key_path(keys, "device", dev.name)), "--device", dev.name,
+                              "--out", str(out), "--otp-state", str(otp.state_dir)])
+    assert otp_cli.run(args) == 0 and "TLS key wrapped" in capsys.readouterr().out
+    assert load_tls_key(out, otp, dev.name) == pki.key_path(keys, "device", dev.name).read_bytes()
+    assert otp_cli.run(args) == 2  # never over an existing key
+    assert "already there" in capsys.readouterr().err
+    args = parser.parse_args(["wrap", "--purpose", "tls", "--key",
+                              str(pki.cert_path(keys, "device", dev.name)), "--device", dev.name,
+                              "--out", str(tmp_path / "bad.key"), "--otp-state",
+                              str(otp.state_dir)])
+    assert otp_cli.run(args) == 2  # a certificate is not a key: said, nothing written
+    assert "not an unencrypted PEM private key" in capsys.readouterr().err
+    assert not (tmp_path / "bad.key").exists()
