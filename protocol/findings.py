@@ -127,7 +127,8 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("empty_range", ERROR, "a device offloaded a range with no entries"),
     # --- the device's own declarations
     ("ledger_gap", ERROR, "the device declares entries gone from its ledger (cut back while "
-     "it was off): its high-water mark had gone further"),
+     "it was off): its high-water mark had gone further (a warning in a range the dock "
+     "takes in: it archives the range and alerts)"),
     # --- forward compatibility
     ("unknown_kind", INFO, "an entry kind this verifier does not know: kept, not interpreted"),
     ("unknown_value", INFO, "a value outside a listed set (a newer phase, reason, source): "
