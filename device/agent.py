@@ -34,6 +34,7 @@ from device.sealer import check_store_keeps_marks
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
+from protocol.keys import SigningKey
 from protocol.store_reader import StoreError, read_trust
 
 log = logging.getLogger("custody.recorder")
@@ -106,7 +107,7 @@ class RecorderAgent:
                                      clock=clock, trust=self.trust, prompts=load_prompts(c))
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
-            self.offloader = start_offloader(c, self.recorder)
+            self.offloader = start_offloader(c, self.recorder, self.key)
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
@@ -200,15 +201,18 @@ class RecorderAgent:
         return {}
 
 
-def start_offloader(config: RecorderConfig, recorder: Recorder) -> Offloader | None:
-    """The offloader beside the recorder, if a dock is configured (device/offload.py)."""
+def start_offloader(config: RecorderConfig, recorder: Recorder,
+                    device_key: SigningKey) -> Offloader | None:
+    """The offloader beside the recorder, if a dock is configured (device/offload.py);
+    the device key cosigns the dock's checkpoints of the device's log."""
     settings = OffloadSettings.from_config(config)
     if settings is None:
         return None
     for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
         if getattr(config, key) is None:
             raise ConfigError(key, "must be set with dock_url", config.source)
-    return Offloader(settings, config.store, config.device_id, RecorderHost(recorder)).start()
+    return Offloader(settings, config.store, config.device_id,
+                     RecorderHost(recorder, device_key)).start()
 
 
 def load_prompts(config: RecorderConfig) -> object | None:

@@ -9,10 +9,12 @@ signed only if it is consistent with every checkpoint signed before it (the
 tlog-checkpoint rule), so a ledger rewritten inside the archive is refused
 here, before anyone signs over it.
 
-At docking the dock (issue 14) calls :meth:`DeviceLog.proposal` with the size
-of the checkpoint the device holds, hands the note and proof to the device
-(``protocol.archive_log.cosign_if_consistent``), and gives what comes back to
-:meth:`DeviceLog.accept_cosigned`. A refusal is the device's alert.
+At docking the dock (daemon/dock/checkpoints.py) signs with its dock key,
+calls :meth:`DeviceLog.proposal` with the size of the checkpoint the device
+holds, hands the note and proof to the device
+(``protocol.archive_log.cosign_if_consistent``, in device/checkpoint_keeper.py),
+and gives what comes back to :meth:`DeviceLog.accept_cosigned`. A refusal is
+the dock's ``checkpoint_refused`` alert.
 """
 
 from __future__ import annotations
@@ -108,8 +110,16 @@ class DeviceLog:
             raise LogError(f"{self.device}: the device cosigned a checkpoint this archive did "
                            "not sign")
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(note)
+        with open(tmp, "wb") as f:
+            f.write(note)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # the same signed text, one signature more
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def covering(self, index: int) -> bytes:
         """The checkpoint to prove leaf ``index`` against: the newest cosigned one that

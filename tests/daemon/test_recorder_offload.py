@@ -24,7 +24,8 @@ def test_a_stalled_link_never_holds_up_capture_or_sealing(unit, tmp_path):
     try:
         with recorder_on_sim(unit, segment_seconds=1) as recorder:
             recorder.start()
-            offloader = Offloader(settings, unit.store, DEVICE, RecorderHost(recorder)).start()
+            offloader = Offloader(settings, unit.store, DEVICE,
+                                  RecorderHost(recorder, unit.device_key)).start()
             try:
                 recorder.hardware.set_docked(True)  # the dock-detect input
                 wait_for(lambda: recorder.docked, what="docked")
