@@ -83,6 +83,19 @@ def open_device_checkpoint(data: bytes, trust: TrustFile, device: str) -> Checkp
                                   "log")
 
 
+def checkpoint_signing_key(data: bytes, trust: TrustFile, device: str) -> bytes:
+    """The public key (a dock's or the archive's) whose signature opens a checkpoint."""
+    origin = log_origin(trust.unit, device)
+    for verifier in log_verifiers(trust, device):
+        try:
+            open_checkpoint(data, verifier, (), origin)
+        except CheckpointError:
+            continue
+        return verifier.public
+    raise CheckpointError(f"no dock or archive key of the trust file signed this checkpoint of "
+                          f"{device}'s log")
+
+
 class CheckpointRefused(CheckpointError):
     """The device will not cosign: raise an alert with this message."""
 
