@@ -101,7 +101,7 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("ledger_rewritten", ERROR, "the archived ledger is not the history a checkpoint signed "
      "by the archive (and cosigned by the device) fixed"),
     ("ledger_truncated", ERROR, "a checkpoint covers more entries than the archived ledger has"),
-    ("bad_checkpoint", ERROR, "a checkpoint the archive key did not sign, or a device "
+    ("bad_checkpoint", ERROR, "a checkpoint no dock or archive key signed, or a device "
      "cosignature that fails"),
     ("not_cosigned", WARNING, "the newest checkpoint of a device's log has no cosignature "
      "by the device"),
