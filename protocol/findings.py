@@ -113,6 +113,8 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("bad_tombstone", ERROR, "a tombstone that is unreadable, wrongly signed or for another "
      "device"),
     ("tombstone_file_present", WARNING, "a file that has a tombstone is still in the archive"),
+    ("audit_rewritten", ERROR, "the archive's audit log is not the one a checkpoint of a "
+     "device's log anchored (records edited, removed or re-chained)"),
     # --- evidence packages (docs/archive.md)
     ("no_proof", ERROR, "an entry of a package without its tlog proof"),
     ("bad_proof", ERROR, "a tlog proof that does not prove the entry under a checkpoint "

@@ -21,6 +21,7 @@ from daemon.archive.index import Annotation, Index, Query, RecordingRow, SqliteI
 from daemon.archive.retention import RetentionPolicy
 from daemon.archive.store import EvidenceStore, FilesystemStore
 from daemon.archive.tlog import DeviceLog
+from protocol.audit_anchor import anchor_line
 from protocol.entries import (
     Interruption,
     Marker,
@@ -161,7 +162,8 @@ class Archive:
 
     def ingest(self, device: str, who: str, archive_key: SigningKey | None = None) -> list[str]:
         """Index the recordings of a device's archived ledger (and sign a checkpoint
-        of its log when given the archive's signing key). Returns their ids."""
+        of its log, anchoring the audit log's head, when given a signing key: the
+        dock's at docking, or the archive's). Returns their ids."""
         entries = signed_entries(self.store.ledger(device))
         stored = self._storage_times(device)
         now = self.clock()
@@ -173,7 +175,8 @@ class Archive:
             self.index.put_recording(row)
         details: dict = {"recordings": len(rows), "entries": len(entries)}
         if archive_key is not None:
-            note = self.log(device).sign(archive_key)
+            # The audit log's head goes into the signed checkpoint (ADR 0041).
+            note = self.log(device).sign(archive_key, (anchor_line(*self.audit.head()),))
             details["checkpoint_size"] = int(note.split(b"\n")[1])
         self.audit.append(who, "write", device, **details)
         return [r.id for r in rows]

@@ -65,9 +65,10 @@ class DeviceLog:
     def _path(self, size: int) -> Path:
         return self.dir / f"{size:012d}.checkpoint"
 
-    def sign(self, archive_key: SigningKey) -> bytes:
+    def sign(self, archive_key: SigningKey, extensions: tuple[str, ...] = ()) -> bytes:
         """Sign a checkpoint of the log as it is now (or return the newest, if it has
-        not grown). Refuses if the ledger no longer matches an earlier checkpoint."""
+        not grown), with ``extensions`` as its extension lines (the audit head).
+        Refuses if the ledger no longer matches an earlier checkpoint."""
         tree = self.tree()
         for path in self.checkpoint_files():
             cp = self._open(path.read_bytes()).checkpoint
@@ -79,7 +80,7 @@ class DeviceLog:
             return latest
         signer = log_signer(self.trust, self.device, archive_key)
         text = Checkpoint(log_origin(self.trust.unit, self.device), tree.size,
-                          tree.root()).to_text()
+                          tree.root(), extensions).to_text()
         note = Note(text, [signer.sign(text)]).to_bytes()
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_new(self._path(tree.size), note)

@@ -5,12 +5,14 @@ and the dock raises an alert."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from daemon.archive.archive import Archive
+from daemon.archive.audit import verify_audit
 from daemon.archive.index import Query
 from daemon.archive.store import FilesystemStore
 from daemon.archive.tlog import DeviceLog
@@ -20,6 +22,7 @@ from device.offload import DockClient
 from protocol.archive_check_cli import read_extras
 from protocol.archive_device_check import check_archived_device
 from protocol.archive_log import ledger_leaves, open_device_checkpoint, tree_of
+from protocol.audit_anchor import audit_anchor
 from protocol.checkpoint import check_extends
 from protocol.store_reader import LEDGER_NAME, read_store, read_trust
 from tests.archive.test_archive import verify_archive as custody_verify_archive
@@ -199,3 +202,47 @@ def test_a_device_can_cosign_only_as_itself(world):
         assert status == 409, answer
     finally:
         own.close()
+
+
+def rechain(lines: list[bytes]) -> list[bytes]:
+    """Re-link an audit log's records after an edit, as a forger would."""
+    out, prev = [], "0" * 64
+    for line in lines:
+        record = json.loads(line)
+        record["prev"] = prev
+        new = json.dumps(record, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False).encode()
+        out.append(new)
+        prev = hashlib.sha256(new).hexdigest()
+    return out
+
+
+def test_a_rewritten_audit_log_disagrees_with_the_cosigned_checkpoints(world):
+    keys, (dev, _), dock, archive = world
+    dev.record([1000])
+    dock_round(dev, dock)
+    with Archive.open(archive) as a:
+        a.search(Query(device=dev.name), "custodian:LI")  # who saw what: in the audit log
+    dev.record([2000])
+    dock_round(dev, dock)
+    # The newest checkpoint, cosigned by the device, anchors the audit log's head.
+    cp = open_device_checkpoint(held(dev), dev.host.trust, dev.name).checkpoint
+    records, head = audit_anchor(cp.extensions)
+    audit = archive / "audit.jsonl"
+    assert records >= 3 and verify_audit(audit) >= records
+    code, report = custody_verify_archive(archive)
+    assert "audit_rewritten" not in {f["kind"] for f in report["findings"]}
+    # Someone removes the custodian's search from the audit log and re-chains the rest:
+    # the chain alone no longer shows it ...
+    lines = audit.read_bytes().splitlines()
+    kept = [x for x in lines if json.loads(x)["action"] != "search"]
+    for i, line in enumerate(kept):
+        record = json.loads(line)
+        record["seq"] = i
+        kept[i] = json.dumps(record).encode()
+    audit.write_bytes(b"".join(x + b"\n" for x in rechain(kept)))
+    assert verify_audit(audit) == len(kept)
+    # ... but the checkpoints the dock signed and the device cosigned do.
+    code, report = custody_verify_archive(archive)
+    found = [f for f in report["findings"] if f["kind"] == "audit_rewritten"]
+    assert code != 0 and found, report["findings"]
