@@ -50,6 +50,8 @@ class DockCheckpoints:
         self.dock, self.key, self.events = dock, key, events
         self.who = f"dock:{dock}"
         self._lock = threading.Lock()
+        # device -> archived entries at which signing was refused (alerted once, not per poll)
+        self._unsigned: dict[str, int] = {}
 
     def close(self) -> None:
         self.archive.close()
@@ -64,6 +66,7 @@ class DockCheckpoints:
         try:
             self.archive.ingest(device, self.who, self.key)
         except LogError as e:
+            self._unsigned[device] = self.archive.log(device).tree().size
             # The archived copy no longer matches a checkpoint signed before: someone
             # changed it. The receipt already given stands; nothing is signed over it.
             self.events.alert(INTEGRITY_FAILURE, {
@@ -74,10 +77,16 @@ class DockCheckpoints:
         latest = self.archive.log(device).latest()
         return _size(latest) if latest else None
 
-    def status(self, device: str) -> dict[str, Any]:
-        """The newest checkpoint's size and whether the device has cosigned it."""
+    def status(self, device: str, archived_entries: int) -> dict[str, Any]:
+        """The newest checkpoint's size and whether the device has cosigned it; one is
+        signed first if the archive holds more entries than it covers (a dock that
+        stopped between a commit and its checkpoint)."""
         with self._lock:
             latest = self.archive.log(device).latest()
+            behind = archived_entries and (latest is None or _size(latest) < archived_entries)
+            if behind and self._unsigned.get(device) != archived_entries:
+                self._sign(device)
+                latest = self.archive.log(device).latest()
             if latest is None:
                 return {"checkpoint_size": None, "checkpoint_cosigned": False}
             try:

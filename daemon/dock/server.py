@@ -219,7 +219,8 @@ class DockServer:
     async def state(self, request: web.Request) -> web.Response:
         device = request.match_info["device"]
         state = await asyncio.to_thread(self.archive_of(device).state)
-        state.update(await asyncio.to_thread(self.checkpoints.status, device))
+        state.update(await asyncio.to_thread(self.checkpoints.status, device,
+                                             int(state["next_seq"])))
         return web.json_response(state)
 
     async def ledger(self, request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from protocol.archive_device_check import check_archived_device
 from protocol.archive_log import ledger_leaves, open_device_checkpoint, tree_of
 from protocol.audit_anchor import audit_anchor
 from protocol.checkpoint import check_extends
+from protocol.receipt import open_receipt
 from protocol.store_reader import LEDGER_NAME, read_store, read_trust
 from tests.archive.test_archive import verify_archive as custody_verify_archive
 from tests.daemon.dockkit import DOCK, DockThread, dock_config, make_unit
@@ -86,8 +87,11 @@ def test_two_dockings_each_cosign_a_checkpoint_extending_the_last(world):
     # The custodian's index has the recordings, stored at archival time; every step
     # is in the audit log.
     with Archive.open(archive) as a:
-        rows = a.search(Query(device=dev.name), "custodian:LI")
-        assert len(rows) == 2 and all(r.stored_utc_ns for r in rows)
+        rows = sorted(a.search(Query(device=dev.name), "custodian:LI"),
+                      key=lambda r: r.recording)
+        # storage date: when the dock archived each (its receipt's time)
+        assert [r.stored_utc_ns for r in rows] == [
+            open_receipt(o.receipt, trust).archived_utc_ns for o in dock.events.offloads]
         actions = [(r.who, r.action, r.details) for r in a.audit.records()]
     assert [d.get("size") for w, act, d in actions if act == "checkpoint"] == [
         first.checkpoint.size, second.checkpoint.size]
@@ -246,3 +250,21 @@ def test_a_rewritten_audit_log_disagrees_with_the_cosigned_checkpoints(world):
     code, report = custody_verify_archive(archive)
     found = [f for f in report["findings"] if f["kind"] == "audit_rewritten"]
     assert code != 0 and found, report["findings"]
+
+
+def test_a_dock_stopped_before_its_checkpoint_signs_it_at_the_next_round(world):
+    keys, (dev, _), dock, archive = world
+    dev.record([1000])
+    dock_round(dev, dock)
+    first = open_device_checkpoint(held(dev), dev.host.trust, dev.name).checkpoint
+    dev.record([2000])
+    dock.server.checkpoints.after_commit = lambda device: None  # stopped right after commit
+    offloader = dev.offloader(dock.url)
+    assert offloader.offload_round() is True
+    assert open_device_checkpoint(held(dev), dev.host.trust, dev.name).checkpoint == first
+    # The next round has nothing to send, but the archive has grown past the newest
+    # checkpoint: the dock signs one and the device cosigns it.
+    assert offloader.offload_round() is False
+    now = open_device_checkpoint(held(dev), dev.host.trust, dev.name)
+    assert now.checkpoint.size > first.size and now.cosigned_by
+    assert not dock.alerts()
