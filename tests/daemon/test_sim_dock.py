@@ -69,3 +69,5 @@ def test_sim_docks_offloads_and_the_archive_verifies(tmp_path):
     status = json.loads((out / "sim.json").read_text())["final_status"]
     assert status["offload"]["freed_files"] >= 1
     assert status["freed_files"] == status["offload"]["freed_files"]
+    assert status["offload"]["checkpoint_size"] == cp.checkpoint.size
+    assert status["offload"]["checkpoint_refused"] == ""
