@@ -20,8 +20,10 @@ from daemon.archive.audit import AuditLog, AuditRecord
 from daemon.archive.index import Annotation, Index, Query, RecordingRow, SqliteIndex
 from daemon.archive.retention import RetentionPolicy
 from daemon.archive.store import EvidenceStore, FilesystemStore
-from daemon.archive.tlog import DeviceLog
-from protocol.audit_anchor import anchor_line
+from daemon.archive.tlog import CHECKPOINTS_DIR, DeviceLog
+from protocol.archive_log import open_device_checkpoint
+from protocol.audit_anchor import anchor_line, audit_anchor, check_audit_anchors
+from protocol.checkpoint import CheckpointError
 from protocol.entries import (
     Interruption,
     Marker,
@@ -38,6 +40,7 @@ from protocol.receipt import ArchivedMedia, open_receipt
 from protocol.store_reader import TRUST_NAME, read_trust
 from protocol.tombstone import Tombstone, sign_tombstone
 from protocol.trust import TrustFile
+from protocol.verify import Finding
 
 AUDIT_NAME = "audit.jsonl"
 INDEX_NAME = "index.sqlite"
@@ -195,6 +198,23 @@ class Archive:
 
     def log(self, device: str) -> DeviceLog:
         return DeviceLog(self.root, self.trust, self.store, device)
+
+    def audit_anchors(self) -> tuple[int, list[Finding]]:
+        """How many signed checkpoints anchor the audit log's head, and an
+        ``audit_rewritten`` finding for each the audit log contradicts (ADR 0041)."""
+        anchors = []
+        for folder in sorted((self.root / CHECKPOINTS_DIR).glob("*")):
+            for path in self.log(folder.name).checkpoint_files():
+                try:
+                    cp = open_device_checkpoint(path.read_bytes(), self.trust,
+                                                folder.name).checkpoint
+                except CheckpointError:
+                    continue  # custody verify reports it as bad_checkpoint
+                anchor = audit_anchor(cp.extensions)
+                if anchor is not None:
+                    anchors.append((f"{folder.name}/{path.name}", *anchor))
+        audit = self.audit.path.read_bytes() if self.audit.path.is_file() else b""
+        return len(anchors), check_audit_anchors(audit, anchors)
 
     # --- the custodian's actions ------------------------------------------------
 

@@ -26,6 +26,7 @@ from protocol.audit_anchor import audit_anchor
 from protocol.checkpoint import check_extends
 from protocol.receipt import open_receipt
 from protocol.store_reader import LEDGER_NAME, read_store, read_trust
+from tests.archive.test_archive import custody
 from tests.archive.test_archive import verify_archive as custody_verify_archive
 from tests.daemon.dockkit import DOCK, DockThread, dock_config, make_unit
 
@@ -236,6 +237,8 @@ def test_a_rewritten_audit_log_disagrees_with_the_cosigned_checkpoints(world):
     assert records >= 3 and verify_audit(audit) >= records
     code, report = custody_verify_archive(archive)
     assert "audit_rewritten" not in {f["kind"] for f in report["findings"]}
+    r = custody("archive", "audit", "--archive", archive)
+    assert r.returncode == 0 and "anchored in 2 signed checkpoints" in r.stdout, r.stderr
     # Someone removes the custodian's search from the audit log and re-chains the rest:
     # the chain alone no longer shows it ...
     lines = audit.read_bytes().splitlines()
@@ -250,6 +253,8 @@ def test_a_rewritten_audit_log_disagrees_with_the_cosigned_checkpoints(world):
     code, report = custody_verify_archive(archive)
     found = [f for f in report["findings"] if f["kind"] == "audit_rewritten"]
     assert code != 0 and found, report["findings"]
+    r = custody("archive", "audit", "--archive", archive)
+    assert r.returncode != 0 and "are not the ones it anchored" in r.stderr, r.stderr
 
 
 def test_a_dock_stopped_before_its_checkpoint_signs_it_at_the_next_round(world):
