@@ -28,6 +28,8 @@ log = logging.getLogger("custody.dock.events")
 INTEGRITY_FAILURE = "integrity_failure"  # detail.reason: bad_signature, media_hash, too_long, …
 UNKNOWN_DEVICE = "unknown_device"  # detail.reason: not_enrolled, revoked, impersonation
 ARCHIVE_FULL = "archive_full"
+# the device would not cosign the checkpoint the dock proposed (docs/archive.md)
+CHECKPOINT_REFUSED = "checkpoint_refused"
 
 
 @dataclass

@@ -40,7 +40,7 @@ from device.tls_identity import TlsIdentityError
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
-from protocol.keys import fingerprint
+from protocol.keys import SigningKey, fingerprint
 from protocol.store_reader import StoreError, read_trust
 
 log = logging.getLogger("custody.recorder")
@@ -115,7 +115,7 @@ class RecorderAgent:
                                      clock=clock, trust=self.trust, prompts=load_prompts(c))
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
-            self.offloader = start_offloader(c, self.recorder, self.tls_key)
+            self.offloader = start_offloader(c, self.recorder, self.tls_key, self.key)
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
@@ -229,13 +229,15 @@ def load_device_tls_key(config: RecorderConfig, signing_keyid: str) -> bytes | N
     return pem
 
 
-def start_offloader(config: RecorderConfig, recorder: Recorder,
-                    tls_key: bytes | None) -> Offloader | None:
-    """The offloader beside the recorder, if a dock is configured (device/offload.py)."""
+def start_offloader(config: RecorderConfig, recorder: Recorder, tls_key: bytes | None,
+                    device_key: SigningKey) -> Offloader | None:
+    """The offloader beside the recorder, if a dock is configured (device/offload.py);
+    the device key cosigns the dock's checkpoints of the device's log."""
     settings = OffloadSettings.from_config(config, tls_key)
     if settings is None:
         return None
-    return Offloader(settings, config.store, config.device_id, RecorderHost(recorder)).start()
+    return Offloader(settings, config.store, config.device_id,
+                     RecorderHost(recorder, device_key)).start()
 
 
 def load_prompts(config: RecorderConfig) -> object | None:

@@ -12,10 +12,17 @@ dock answering on its port) it makes *rounds* against the dock's HTTPS server
 3. the ledger lines after that, then the media files they seal, resumably:
    one chunk per request, so a dropped link costs at most the chunk in flight;
 4. the commit, whose answer is the dock-signed receipt: checked, appended,
-   and only then are the files it covers freed.
+   and only then are the files it covers freed;
+5. the dock's new checkpoint of the device's log, with a consistency proof
+   from the one the device holds: checked against that and against the
+   device's own ledger, cosigned, kept (``checkpoint.note``,
+   device/checkpoint_keeper.py) and sent back; a checkpoint the device will
+   not cosign is reported instead (the dock raises an alert). Done again in a
+   later round if the dock's newest checkpoint is not yet cosigned.
 
-It reads the store and never writes it: appending and freeing are the host's
-(the recorder's) job, so capture and sealing never wait for the dock. Only
+It writes nothing of the store but ``checkpoint.note``: appending and freeing
+are the host's (the recorder's) job, so capture and sealing never wait for the
+dock. Only
 files named by ledger entries are sent, and an entry is appended only after
 its file is sealed and fsynced, so a file being written is never sent.
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import http.client
 import json
 import logging
@@ -40,7 +48,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from device.checkpoint_keeper import CheckpointKeeper
 from device.tls_identity import load_client_identity
+from protocol.archive_log import CheckpointRefused
 from protocol.entries import LedgerGap, OffloadReceiptEntry, TimeSync
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
@@ -82,6 +92,10 @@ class OffloadHost(Protocol):
     @property
     def docked(self) -> bool: ...
 
+    @property
+    def checkpoints(self) -> CheckpointKeeper:
+        """The device's cosigned checkpoint of its log (it holds the device key)."""
+
     def now_ns(self) -> int:
         """The device's wall clock, Unix ns."""
 
@@ -103,10 +117,13 @@ class OffloadHost(Protocol):
 
 
 class RecorderHost:
-    """The recorder as the offloader's host."""
+    """The recorder as the offloader's host; ``key`` is the device key that signs its
+    ledger (it also cosigns the checkpoints of the device's log)."""
 
-    def __init__(self, recorder: Any):
+    def __init__(self, recorder: Any, key: Any):
         self.recorder = recorder
+        self.checkpoints = CheckpointKeeper(recorder.store, recorder.config.device_id, key,
+                                            recorder.trust)
 
     @property
     def docked(self) -> bool:
@@ -256,6 +273,8 @@ class Progress:
     freed_files: int = 0
     clock_offset_ns: int | None = None
     time_statement_refused: str = ""  # why this docking's time statement was not taken
+    checkpoint_size: int | None = None  # entries of the newest checkpoint it cosigned
+    checkpoint_refused: str = ""  # why it last refused one (reported to the dock)
     last_error: str = ""
 
 
@@ -269,6 +288,7 @@ class Offloader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._synced = False  # the time statement of this docking is appended
+        self._refused: set[str] = set()  # proposals refused and reported: not again
         self._sent = [0]
         self._lock = threading.Lock()
 
@@ -346,6 +366,7 @@ class Offloader:
         self._take_receipt(state.get("receipt"), lines)
         new = lines[first:first + MAX_RANGE_ENTRIES]
         if all(_is_receipt(line) for line in new):
+            self._cosign(lines, state.get("checkpoint_size"), state.get("checkpoint_cosigned"))
             self._set(state="done")
             return False  # only receipts are new: they go with the next real range
         # Lines go as they are, even one this device cannot read: judging is the dock's.
@@ -366,6 +387,7 @@ class Offloader:
                 self.progress.rate_bytes_per_s = (self._sent[0] - sent_before) / elapsed
         answer = self.client.json("POST", f"/commit/{next_seq}")
         self._accept(answer["receipt"])
+        self._cosign(lines, answer.get("checkpoint_size"), False)
         return True
 
     def _show_divergence(self, next_seq: int, lines: list[bytes], first: int) -> None:
@@ -380,6 +402,58 @@ class Offloader:
                          {"Content-Type": "application/x-ndjson"})  # refused: DockError
         raise DockError(f"the dock archived entries up to {next_seq - 1}, and this ledger "
                         "does not extend them; the dock took an overlapping range")
+
+    def _cosign(self, lines: list[bytes], dock_size: Any, dock_cosigned: Any) -> None:
+        """Step 5: cosign the dock's newest checkpoint if it is sound, else report it.
+        A refusal frees nothing and keeps nothing back: receipts are separate."""
+        keeper = self.host.checkpoints
+        held = keeper.held_size()
+        if not isinstance(dock_size, int) or (dock_cosigned and dock_size == held):
+            return
+        note = b""
+        try:
+            proposal = self.client.json("GET", f"/checkpoint?from={held or 0}")
+            note = str(proposal["checkpoint"]).encode()
+            proof = [base64.b64decode(h, validate=True) for h in proposal["proof"]]
+        except DockError as e:
+            if e.status != 409:
+                raise
+            reason = f"the dock has no checkpoint extending the one this device holds: {e}"
+            return self._refuse(note, reason)
+        except (KeyError, TypeError, ValueError) as e:
+            return self._refuse(note, f"the dock's proposal is malformed: {e}")
+        if note.decode(errors="replace") in self._refused:
+            return
+        try:
+            cosigned = keeper.cosign(note, proof, lines, self.host.now_ns() // 10**9)
+        except CheckpointRefused as e:
+            return self._refuse(note, str(e))
+        size = int(cosigned.split(b"\n")[1])
+        status, _, parsed = self.client.call("PUT", f"/checkpoint/{size}", cosigned,
+                                             {"Content-Type": "text/plain"})
+        if status != 204:
+            error = parsed.get("error") if isinstance(parsed, dict) else ""
+            raise DockError(f"PUT checkpoint/{size}: {status} {error}", status)
+        self._set(checkpoint_size=size)
+        log.info("checkpoint of %d entries cosigned and kept", size)
+
+    def _refuse(self, note: bytes, reason: str) -> None:
+        key = note.decode(errors="replace") or reason
+        if key in self._refused:
+            return
+        log.error("checkpoint refused, not cosigned: %s", reason)
+        self._set(checkpoint_refused=reason)
+        size = self.host.checkpoints.held_size() or 0
+        if note:
+            with contextlib.suppress(IndexError, ValueError):
+                size = int(note.split(b"\n")[1])
+        body = json.dumps({"reason": reason, "checkpoint": note.decode(errors="replace")
+                           or None}).encode()
+        status, _, _ = self.client.call("POST", f"/checkpoint/{size}/refusal", body,
+                                        {"Content-Type": "application/json"})
+        if status != 204:
+            raise DockError(f"POST checkpoint/{size}/refusal: {status}", status)
+        self._refused.add(key)
 
     def _sync_time(self) -> None:
         self.client.connect()
@@ -564,6 +638,7 @@ class LedgerHost:
         from device.ledger_state import LedgerState
 
         self.store, self.device, self.trust, self.docked = Path(store), device, trust, docked
+        self.checkpoints = CheckpointKeeper(self.store, device, key, trust)
         self.ledger = LedgerWriter(self.store, device, key, system_clock())
         self.state = LedgerState.read(self.store)
         self._lock = threading.Lock()

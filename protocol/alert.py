@@ -3,7 +3,9 @@
 Kinds: ``integrity_failure`` (a broken verdict, a hash mismatch, a short
 file), ``unexplained_gap``, ``overdue_handover`` (Art. 10), ``unknown_device``
 (a certificate or ledger the unit does not know), ``archive_nearly_full``,
-``archive_full`` (the dock refuses uploads). A newer dock may send others:
+``archive_full`` (the dock refuses uploads), ``checkpoint_refused`` (the
+device would not cosign the checkpoint of its log the dock proposed: its
+history may have been rewritten in the archive). A newer dock may send others:
 they are kept and shown.
 The broker's ACL already lets only docks publish alerts; the signature lets a
 watcher (or the archive, later) check one without trusting the broker.
@@ -29,7 +31,7 @@ from protocol.trust import TrustFile
 
 ALERT_PAYLOAD_TYPE = "application/vnd.custody.alert+json"
 ALERT_KINDS = ("integrity_failure", "unexplained_gap", "overdue_handover", "unknown_device",
-               "archive_nearly_full", "archive_full")
+               "archive_nearly_full", "archive_full", "checkpoint_refused")
 
 
 @dataclass

@@ -15,6 +15,9 @@ import json
 from pathlib import Path
 
 from protocol.archive_device_check import ArchivedDeviceCheck, check_archived_device
+from protocol.archive_log import open_device_checkpoint
+from protocol.audit_anchor import audit_anchor, check_audit_anchors
+from protocol.checkpoint import CheckpointError
 from protocol.store_reader import StoreContents, StoreError
 from protocol.trust import TrustFile
 from protocol.verify import (
@@ -28,6 +31,8 @@ from protocol.verify import (
 
 CHECKPOINTS_DIR = "checkpoints"
 TOMBSTONES_DIR = "tombstones"
+AUDIT_NAME = "audit.jsonl"
+MAX_AUDIT_BYTES = 1 << 30
 
 
 def is_archive(path: Path) -> bool:
@@ -64,7 +69,35 @@ def check_archived_store(archive: Path, trust: TrustFile, contents: StoreContent
                                   tombstones, trust)
     report.findings = [f for f in report.findings if f.kind not in ("offloaded", "media_missing")]
     report.findings += check.findings
+    report.findings += _audit_findings(archive, trust, device, checkpoints)
     severities = {f.severity for f in report.findings}
     report.verdict = (BROKEN if ERROR in severities else INTACT_UNEXPLAINED_GAPS
                       if UNEXPLAINED in severities else INTACT)
     return check
+
+
+def _audit_findings(archive: Path, trust: TrustFile, device: str,
+                    checkpoints: list[tuple[str, bytes]]) -> list:
+    """The audit log against the heads this device's signed checkpoints anchor."""
+    anchors = []
+    for name, data in checkpoints:
+        try:
+            cp = open_device_checkpoint(data, trust, device).checkpoint
+        except CheckpointError:
+            continue  # bad_checkpoint already says so
+        anchor = audit_anchor(cp.extensions)
+        if anchor is not None:
+            anchors.append((name, *anchor))
+    if not anchors:
+        return []
+    path = archive / AUDIT_NAME
+    try:
+        with open(path, "rb") as f:
+            audit = f.read(MAX_AUDIT_BYTES + 1)
+    except FileNotFoundError:
+        audit = b""
+    except OSError as e:
+        raise StoreError(f"{path}: {e.strerror}") from e
+    if len(audit) > MAX_AUDIT_BYTES:
+        raise StoreError(f"{path}: larger than {MAX_AUDIT_BYTES} bytes")
+    return check_audit_anchors(audit, anchors)

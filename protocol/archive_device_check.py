@@ -5,10 +5,10 @@ cosignatures, and tombstones for deleted media.
 each device of an archive. It finds:
 
 - ``ledger_rewritten`` (error): the archived ledger is not the history a
-  checkpoint signed by the archive (and cosigned by the device) fixed;
+  checkpoint signed by a dock (and cosigned by the device) fixed;
 - ``ledger_truncated`` (error): a checkpoint covers more entries than the
   ledger has;
-- ``bad_checkpoint`` (error): a checkpoint the archive key did not sign, or a
+- ``bad_checkpoint`` (error): a checkpoint no dock or archive key signed, or a
   cosignature by the device's key that fails;
 - ``not_cosigned`` (warning): the newest checkpoint has no device cosignature;
 - ``no_checkpoint`` (warning): the device's log has no checkpoint yet;

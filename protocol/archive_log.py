@@ -5,8 +5,9 @@ entry of its ledger as archived (the bytes the device signed), so::
 
     leaf hash = SHA-256(0x00 || entry payload)
 
-The archive signs each checkpoint with its Ed25519 signing key (trust file:
-``archive``); the device cosigns it with its own key as witness (C2SP
+The dock signs each checkpoint at docking with its Ed25519 key (trust file:
+``docks``; an archive signing key is accepted too, for checkpoints signed
+offline by ``custody archive ingest``); the device cosigns it with its own key as witness (C2SP
 tlog-cosignature) once it has checked the new checkpoint extends the one it
 holds and matches its own ledger. A rewritten history then shows: the device
 cannot rewrite what the archive signed, the archive cannot rewrite what the
@@ -47,10 +48,12 @@ def witness_name(unit: str, device: str) -> str:
 
 
 def log_verifiers(trust: TrustFile, device: str) -> list[Ed25519Verifier]:
-    """The archive keys that may sign the checkpoints of ``device``'s log."""
+    """The keys that may sign the checkpoints of ``device``'s log: the unit's docks'
+    (a dock signs one at each docking, ADR 0040) and the archive's own."""
     name = log_origin(trust.unit, device)
+    keyids = [k for holder in trust.docks.values() for k in holder.keys] + trust.archive.keys
     return [Ed25519Verifier(name, bytes.fromhex(trust.keys[k].public))
-            for k in trust.archive.keys if k in trust.keys]
+            for k in dict.fromkeys(keyids) if k in trust.keys]
 
 
 def witness_verifiers(trust: TrustFile, device: str) -> list[CosignatureVerifier]:
@@ -76,7 +79,21 @@ def open_device_checkpoint(data: bytes, trust: TrustFile, device: str) -> Checkp
             return open_checkpoint(data, verifier, witness_verifiers(trust, device), origin)
         except CheckpointError as e:
             last = e
-    raise last or CheckpointError(f"the trust file names no archive key for {device}'s log")
+    raise last or CheckpointError(f"the trust file names no dock or archive key for {device}'s "
+                                  "log")
+
+
+def checkpoint_signing_key(data: bytes, trust: TrustFile, device: str) -> bytes:
+    """The public key (a dock's or the archive's) whose signature opens a checkpoint."""
+    origin = log_origin(trust.unit, device)
+    for verifier in log_verifiers(trust, device):
+        try:
+            open_checkpoint(data, verifier, (), origin)
+        except CheckpointError:
+            continue
+        return verifier.public
+    raise CheckpointError(f"no dock or archive key of the trust file signed this checkpoint of "
+                          f"{device}'s log")
 
 
 class CheckpointRefused(CheckpointError):

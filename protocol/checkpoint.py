@@ -10,9 +10,9 @@
   checkpoint verbatim.
 
 In Custody the archive keeps one log per device whose leaves are the device's
-ledger entries' payload bytes, in ledger order; the archive's signing key signs
-its checkpoints and the device cosigns them as witness at docking
-(docs/archive.md). Pure: times are passed in.
+ledger entries' payload bytes, in ledger order; the dock signs its checkpoints
+at docking (or the archive's signing key, offline) and the device cosigns them
+as witness (docs/archive.md, ADR 0040). Pure: times are passed in.
 """
 
 from __future__ import annotations

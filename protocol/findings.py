@@ -101,9 +101,9 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("other_device_receipt", WARNING, "a receipt kept beside the store is for another device"),
     # --- an archive's own records: its logs' checkpoints, tombstones (docs/archive.md)
     ("ledger_rewritten", ERROR, "the archived ledger is not the history a checkpoint signed "
-     "by the archive (and cosigned by the device) fixed"),
+     "by a dock or the archive (and cosigned by the device) fixed"),
     ("ledger_truncated", ERROR, "a checkpoint covers more entries than the archived ledger has"),
-    ("bad_checkpoint", ERROR, "a checkpoint the archive key did not sign, or a device "
+    ("bad_checkpoint", ERROR, "a checkpoint no dock or archive key signed, or a device "
      "cosignature that fails"),
     ("not_cosigned", WARNING, "the newest checkpoint of a device's log has no cosignature "
      "by the device"),
@@ -115,10 +115,12 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("bad_tombstone", ERROR, "a tombstone that is unreadable, wrongly signed or for another "
      "device"),
     ("tombstone_file_present", WARNING, "a file that has a tombstone is still in the archive"),
+    ("audit_rewritten", ERROR, "the archive's audit log is not the one a checkpoint of a "
+     "device's log anchored (records edited, removed or re-chained)"),
     # --- evidence packages (docs/archive.md)
     ("no_proof", ERROR, "an entry of a package without its tlog proof"),
     ("bad_proof", ERROR, "a tlog proof that does not prove the entry under a checkpoint "
-     "signed by the archive and cosigned by the device"),
+     "signed by a dock or the archive and cosigned by the device"),
     ("recovered_media", INFO, "a recovered segment: the device signed its sealed bytes, and "
      "the package's plaintext is what they decrypt to"),
     ("stray_proof", INFO, "a proof for an entry that is not in the package"),

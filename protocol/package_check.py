@@ -2,8 +2,8 @@
 plaintext of their media, and a C2SP tlog proof for each entry.
 
 Each entry is checked on its own — its device signature, and its inclusion in
-the device's log under a checkpoint signed by the archive and cosigned by the
-device — so one clip can be proven without disclosing the rest of the shift.
+the device's log under a checkpoint signed by a dock (or the archive) and
+cosigned by the device — so one clip can be proven without disclosing the rest of the shift.
 A media file's SHA-256 must be the plaintext SHA-256 the device signed; for a
 recovered segment (the device could not know it) the sealed file is in the
 package instead, checked against the signed stored SHA-256, and the plaintext

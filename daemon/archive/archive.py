@@ -20,7 +20,10 @@ from daemon.archive.audit import AuditLog, AuditRecord
 from daemon.archive.index import Annotation, Index, Query, RecordingRow, SqliteIndex
 from daemon.archive.retention import RetentionPolicy
 from daemon.archive.store import EvidenceStore, FilesystemStore
-from daemon.archive.tlog import DeviceLog
+from daemon.archive.tlog import CHECKPOINTS_DIR, DeviceLog
+from protocol.archive_log import open_device_checkpoint
+from protocol.audit_anchor import anchor_line, audit_anchor, check_audit_anchors
+from protocol.checkpoint import CheckpointError
 from protocol.entries import (
     Interruption,
     Marker,
@@ -37,6 +40,7 @@ from protocol.receipt import ArchivedMedia, open_receipt
 from protocol.store_reader import TRUST_NAME, read_trust
 from protocol.tombstone import Tombstone, sign_tombstone
 from protocol.trust import TrustFile
+from protocol.verify import Finding
 
 AUDIT_NAME = "audit.jsonl"
 INDEX_NAME = "index.sqlite"
@@ -161,7 +165,8 @@ class Archive:
 
     def ingest(self, device: str, who: str, archive_key: SigningKey | None = None) -> list[str]:
         """Index the recordings of a device's archived ledger (and sign a checkpoint
-        of its log when given the archive's signing key). Returns their ids."""
+        of its log, anchoring the audit log's head, when given a signing key: the
+        dock's at docking, or the archive's). Returns their ids."""
         entries = signed_entries(self.store.ledger(device))
         stored = self._storage_times(device)
         now = self.clock()
@@ -173,7 +178,8 @@ class Archive:
             self.index.put_recording(row)
         details: dict = {"recordings": len(rows), "entries": len(entries)}
         if archive_key is not None:
-            note = self.log(device).sign(archive_key)
+            # The audit log's head goes into the signed checkpoint (ADR 0041).
+            note = self.log(device).sign(archive_key, (anchor_line(*self.audit.head()),))
             details["checkpoint_size"] = int(note.split(b"\n")[1])
         self.audit.append(who, "write", device, **details)
         return [r.id for r in rows]
@@ -192,6 +198,23 @@ class Archive:
 
     def log(self, device: str) -> DeviceLog:
         return DeviceLog(self.root, self.trust, self.store, device)
+
+    def audit_anchors(self) -> tuple[int, list[Finding]]:
+        """How many signed checkpoints anchor the audit log's head, and an
+        ``audit_rewritten`` finding for each the audit log contradicts (ADR 0041)."""
+        anchors = []
+        for folder in sorted((self.root / CHECKPOINTS_DIR).glob("*")):
+            for path in self.log(folder.name).checkpoint_files():
+                try:
+                    cp = open_device_checkpoint(path.read_bytes(), self.trust,
+                                                folder.name).checkpoint
+                except CheckpointError:
+                    continue  # custody verify reports it as bad_checkpoint
+                anchor = audit_anchor(cp.extensions)
+                if anchor is not None:
+                    anchors.append((f"{folder.name}/{path.name}", *anchor))
+        audit = self.audit.path.read_bytes() if self.audit.path.is_file() else b""
+        return len(anchors), check_audit_anchors(audit, anchors)
 
     # --- the custodian's actions ------------------------------------------------
 

@@ -72,6 +72,18 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
+    def head(self) -> tuple[int, str]:
+        """How many records there are and the SHA-256 of the last one's line (what a
+        checkpoint anchors, protocol/audit_anchor.py)."""
+        if not self.path.is_file():
+            return 0, GENESIS
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return self._tail(fd)
+        finally:
+            os.close(fd)
+
     @staticmethod
     def _tail(fd: int) -> tuple[int, str]:
         size = os.fstat(fd).st_size

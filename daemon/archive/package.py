@@ -26,7 +26,7 @@ from pathlib import Path
 
 from daemon.archive.archive import Archive, ArchiveError
 from daemon.archive.readme import package_readme
-from protocol.archive_log import witness_name
+from protocol.archive_log import checkpoint_signing_key, witness_name
 from protocol.checkpoint import TlogProof
 from protocol.envelope import split_lines
 from protocol.errors import ProtocolError
@@ -114,7 +114,10 @@ def export_recording(archive: Archive, rec_id: str, out: Path, who: str,
                         for a in view.annotations],
     }
     (out / "package.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    log_keys = list(dict.fromkeys(
+        checkpoint_signing_key(p.checkpoint, archive.trust, row.device).hex()
+        for p in proofs.values()))
     (out / "README.md").write_text(package_readme(
         archive.trust, row.device, row.recording, wanted, result.media, result.recovered,
-        witness_name(archive.trust.unit, row.device)))
+        witness_name(archive.trust.unit, row.device), log_keys))
     return result

@@ -19,9 +19,12 @@ pem() {
   openssl pkey -pubin -inform DER -in "$work/$2.der" -out "$work/$2.pem"
 }
 grep -q "\"public\": \"$DEVICE_KEY\"" trust.json || fail "the device key is not in trust.json"
-grep -q "\"public\": \"$ARCHIVE_KEY\"" trust.json || fail "the archive key is not in trust.json"
 pem "$DEVICE_KEY" device
-pem "$ARCHIVE_KEY" archive
+n=0
+for k in $LOG_KEYS; do
+  grep -q "\"public\": \"$k\"" trust.json || fail "log key $k is not in trust.json"
+  pem "$k" "log$n"; n=$((n + 1))
+done
 sha256sum trust.json
 """
 
@@ -84,11 +87,16 @@ for p in proofs/*.tlog-proof; do
     fn=$((fn >> 1)) sn=$((sn >> 1))
   done <"$work/path"
   { [ "$sn" = 0 ] && cmp -s "$work/r" "$work/root"; } || fail "entry $seq: not in the log"
-  # The archive's signature (C2SP signed-note): 4-byte key id, then Ed25519 over the text.
+  # The log's signature (C2SP signed-note), by a dock's key or the archive's: 4-byte
+  # key id, then Ed25519 over the text.
   origin=$(sed -n 1p "$work/text")
   sed -n "s|^— $origin ||p" "$work/checkpoint" | base64 -d | tail -c 64 >"$work/logsig"
-  openssl pkeyutl -verify -pubin -inkey "$work/archive.pem" -rawin -in "$work/text" \
-    -sigfile "$work/logsig" >/dev/null || fail "entry $seq: checkpoint not signed by the archive"
+  signed=
+  for key in "$work"/log*.pem; do
+    openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$work/text" \
+      -sigfile "$work/logsig" >/dev/null 2>&1 && signed=1 && break
+  done
+  [ -n "$signed" ] || fail "entry $seq: checkpoint not signed by a dock or the archive"
   # The device's cosignature (C2SP tlog-cosignature): key id, 8-byte time, Ed25519 over
   # "cosignature/v1", "time <t>" and the text.
   sed -n "s|^— $WITNESS ||p" "$work/checkpoint" | base64 -d >"$work/cosig"
@@ -97,17 +105,18 @@ for p in proofs/*.tlog-proof; do
   { printf 'cosignature/v1\ntime %s\n' "$t"; cat "$work/text"; } >"$work/cosigned"
   openssl pkeyutl -verify -pubin -inkey "$work/device.pem" -rawin -in "$work/cosigned" \
     -sigfile "$work/cosig.ed25519" >/dev/null || fail "entry $seq: not cosigned by the device"
-  echo "entry $seq: leaf $index of $size in the device's log; archive-signed, device-cosigned at $t"
+  echo "entry $seq: leaf $index of $size in the device's log; log-signed, device-cosigned at $t"
 done
 echo "ALL CHECKS PASSED"
 """
 
 
 def package_readme(trust: TrustFile, device: str, recording: int, entries: list[int],
-                   media: list[str], recovered: list[str], witness: str) -> str:
+                   media: list[str], recovered: list[str], witness: str,
+                   log_keys: list[str]) -> str:
+    """``log_keys``: the public keys (hex) that signed the proofs' checkpoints."""
     device_keys = trust.device_keys(device)
     device_key = trust.keys[device_keys[-1]].public
-    archive_key = trust.keys[trust.archive.keys[0]].public
     recovered_text = ""
     if recovered:
         recovered_text = (
@@ -125,7 +134,7 @@ media: {', '.join(media) or 'none'}.
 
 Each entry was signed by the device when it was made. Each is also shown to be
 in the device's log kept by the archive (`proofs/`, C2SP tlog proofs), under a
-checkpoint signed by the archive **and cosigned by the device**: neither could
+checkpoint signed by the dock at docking **and cosigned by the device**: neither could
 have changed the device's history afterwards without the other's signature
 failing. Entries not exported are not needed to check these.
 
@@ -142,11 +151,12 @@ prints `verdict: INTACT` when every signature, proof and media hash checks.
 
 In this folder, with bash. Step 1: the keys, from `trust.json`: the device's
 Ed25519 key (`devices` → `{device}` → its key id → `keys` → `public`) and the
-archive's (`archive` → `keys`):
+keys that signed the checkpoints: a dock's (`docks` → the dock → its key ids) or
+the archive's (`archive` → `keys`):
 
 ```bash
 DEVICE_KEY={device_key}
-ARCHIVE_KEY={archive_key}
+LOG_KEYS="{' '.join(log_keys)}"
 WITNESS={witness}
 ```
 ```bash{_SETUP}```

@@ -9,10 +9,12 @@ signed only if it is consistent with every checkpoint signed before it (the
 tlog-checkpoint rule), so a ledger rewritten inside the archive is refused
 here, before anyone signs over it.
 
-At docking the dock (issue 14) calls :meth:`DeviceLog.proposal` with the size
-of the checkpoint the device holds, hands the note and proof to the device
-(``protocol.archive_log.cosign_if_consistent``), and gives what comes back to
-:meth:`DeviceLog.accept_cosigned`. A refusal is the device's alert.
+At docking the dock (daemon/dock/checkpoints.py) signs with its dock key,
+calls :meth:`DeviceLog.proposal` with the size of the checkpoint the device
+holds, hands the note and proof to the device
+(``protocol.archive_log.cosign_if_consistent``, in device/checkpoint_keeper.py),
+and gives what comes back to :meth:`DeviceLog.accept_cosigned`. A refusal is
+the dock's ``checkpoint_refused`` alert.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class DeviceLog:
     def _path(self, size: int) -> Path:
         return self.dir / f"{size:012d}.checkpoint"
 
-    def sign(self, archive_key: SigningKey) -> bytes:
+    def sign(self, archive_key: SigningKey, extensions: tuple[str, ...] = ()) -> bytes:
         """Sign a checkpoint of the log as it is now (or return the newest, if it has
-        not grown). Refuses if the ledger no longer matches an earlier checkpoint."""
+        not grown), with ``extensions`` as its extension lines (the audit head).
+        Refuses if the ledger no longer matches an earlier checkpoint."""
         tree = self.tree()
         for path in self.checkpoint_files():
             cp = self._open(path.read_bytes()).checkpoint
@@ -77,7 +80,7 @@ class DeviceLog:
             return latest
         signer = log_signer(self.trust, self.device, archive_key)
         text = Checkpoint(log_origin(self.trust.unit, self.device), tree.size,
-                          tree.root()).to_text()
+                          tree.root(), extensions).to_text()
         note = Note(text, [signer.sign(text)]).to_bytes()
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_new(self._path(tree.size), note)
@@ -108,8 +111,16 @@ class DeviceLog:
             raise LogError(f"{self.device}: the device cosigned a checkpoint this archive did "
                            "not sign")
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(note)
+        with open(tmp, "wb") as f:
+            f.write(note)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # the same signed text, one signature more
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def covering(self, index: int) -> bytes:
         """The checkpoint to prove leaf ``index`` against: the newest cosigned one that

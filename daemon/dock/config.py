@@ -178,7 +178,8 @@ def _mqtt(raw: Any, source: str, base_dir: Path | None) -> MqttSettings:
 SETTINGS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dock_id": (_ident, "The dock's id, as in the trust file; required"),
     "archive": (_path, "The archive folder (devices/, incoming/, quarantine/); required"),
-    "key_file": (_path, "The dock's Ed25519 signing key (receipts, time statements); required"),
+    "key_file": (_path, "The dock's Ed25519 signing key (receipts, time statements, "
+                          "checkpoints); required"),
     "trust_file": (_path, "The unit's trust file; required"),
     "tls_cert_file": (_path, "The dock's TLS certificate (tls/docks/<dock>.crt); required"),
     "tls_key_file": (_path, "The dock's TLS key (tls/docks/<dock>.key); required"),

@@ -11,7 +11,11 @@ file and not on the CRL; otherwise it is refused (403) and an
     PUT   ledger/<first_seq>    the new ledger lines -> the media files to send
     HEAD  media/<file>          Upload-Offset: how much of the file the dock holds
     PATCH media/<file>          Upload-Offset: n; the next bytes (one chunk per request)
-    POST  commit/<first_seq>    archive, re-read, sign -> the receipt
+    POST  commit/<first_seq>    archive, re-read, sign -> the receipt; index, sign a checkpoint
+    GET   checkpoint?from=<n>   the newest checkpoint of the device's log, consistency proof
+                                from the size n of the one the device holds
+    PUT   checkpoint/<size>     the device's cosignature on it (the note, cosigned) -> kept
+    POST  checkpoint/<size>/refusal  {"reason"}: the device will not cosign; an alert
 
 Uploads resume as in the IETF resumable-upload draft: a dropped link costs at
 most the chunk in flight. Bodies are streamed (``iter_chunked``), so memory
@@ -22,6 +26,7 @@ with Retry-After; no room in the archive: 507.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import ssl
@@ -33,7 +38,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from daemon.dock.archive import DeviceArchive, Refused, copy_trust
+from daemon.dock.archive import Conflict, DeviceArchive, Refused, copy_trust
+from daemon.dock.checkpoints import CheckpointConflict, DockCheckpoints
 from daemon.dock.config import DockConfig
 from daemon.events import UNKNOWN_DEVICE, DockEvents, GuardedEvents, LoggingEvents
 from protocol.keys import SigningKey
@@ -96,6 +102,7 @@ class DockServer:
         self.root.mkdir(parents=True, exist_ok=True)
         copy_trust(self.root, config.trust_file)
         self.revocations = _Revocations(config.crl_file)
+        self.checkpoints = DockCheckpoints(self.root, config.dock_id, self.key, self.events)
         self.devices: dict[str, DeviceArchive] = {}
         self.uploads_active = 0
         self.writers: dict[tuple[str, str], asyncio.Task] = {}
@@ -115,6 +122,9 @@ class DockServer:
             web.head(PREFIX + "/media/{name}", self.media_offset),
             web.patch(PREFIX + "/media/{name}", self.media_upload),
             web.post(PREFIX + "/commit/{first_seq:\\d+}", self.commit),
+            web.get(PREFIX + "/checkpoint", self.checkpoint),
+            web.put(PREFIX + "/checkpoint/{size:\\d+}", self.cosigned),
+            web.post(PREFIX + "/checkpoint/{size:\\d+}/refusal", self.checkpoint_refused),
         ])
         return app
 
@@ -135,6 +145,7 @@ class DockServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        self.checkpoints.close()
 
     # --- who is asking --------------------------------------------------------------------
 
@@ -206,8 +217,11 @@ class DockServer:
                                   "dock_time_ns": time.time_ns(), "set_clock": set_clock})
 
     async def state(self, request: web.Request) -> web.Response:
-        archive = self.archive_of(request.match_info["device"])
-        return web.json_response(await asyncio.to_thread(archive.state))
+        device = request.match_info["device"]
+        state = await asyncio.to_thread(self.archive_of(device).state)
+        state.update(await asyncio.to_thread(self.checkpoints.status, device,
+                                             int(state["next_seq"])))
+        return web.json_response(state)
 
     async def ledger(self, request: web.Request) -> web.Response:
         archive = self.archive_of(request.match_info["device"])
@@ -295,4 +309,44 @@ class DockServer:
                  device, report.first_seq, report.last_seq, len(report.media),
                  report.media_bytes / 2**20, rate)
         self.events.on_offloaded(device, archive.store, report)  # guarded: never undoes it
-        return web.json_response({"receipt": report.receipt})
+        # Indexed for the custodian, and a checkpoint for the device to cosign; a dock that
+        # will not sign (its copy was changed) has raised an alert: the receipt stands.
+        size = await asyncio.to_thread(self.checkpoints.after_commit, device)
+        return web.json_response({"receipt": report.receipt, "checkpoint_size": size})
+
+    # --- the cosigned checkpoint (docs/archive.md, ADR 0040) --------------------------------
+
+    async def checkpoint(self, request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        raw = request.query.get("from", "0")
+        if not raw.isdigit():
+            raise Refused(f"from={raw!r}: the size of the checkpoint the device holds")
+        try:
+            note, proof = await asyncio.to_thread(self.checkpoints.proposal, device, int(raw))
+        except CheckpointConflict as e:
+            raise Conflict(str(e)) from None
+        return web.json_response({"checkpoint": note.decode(),
+                                  "proof": [base64.b64encode(h).decode() for h in proof]})
+
+    async def cosigned(self, request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        note = await request.read()
+        try:
+            await asyncio.to_thread(self.checkpoints.accept, device, note,
+                                    int(request.match_info["size"]))
+        except CheckpointConflict as e:
+            raise Conflict(str(e)) from None
+        return web.Response(status=204)
+
+    async def checkpoint_refused(self, request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        try:
+            body = await request.json()
+            reason, note = body["reason"], body.get("checkpoint")
+            if not isinstance(reason, str) or not isinstance(note, str | None):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise Refused('expected {"reason": text, "checkpoint": note or null}') from None
+        await asyncio.to_thread(self.checkpoints.refused, device,
+                                note.encode() if note else None, reason)
+        return web.Response(status=204)

@@ -45,7 +45,7 @@ def test_a_whole_recording_checks_with_custody_verify_and_by_hand(setup: Archive
     r = run_readme(out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith("ALL CHECKS PASSED")
-    assert r.stdout.count("archive-signed, device-cosigned") == 7
+    assert r.stdout.count("log-signed, device-cosigned") == 7
     for f in sorted((out / "media").iterdir()):  # real, playable media
         with av.open(str(f)) as c:
             assert sum(1 for _ in c.decode(video=0)) == 20

@@ -1,12 +1,11 @@
-"""An archive filled from a `custody sim` shift (a hard power cut, a recovered
-segment, interruptions without a voice note), checked end to end: index,
-cosigned checkpoint, custody verify of the archive, an evidence package
-checked by the README's steps."""
+"""An archive filled by the dock from a `custody sim` shift (a hard power cut, a
+recovered segment, interruptions without a voice note), checked end to end:
+index, the checkpoint the device cosigned at docking, custody verify of the
+archive, an evidence package checked by the README's steps."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,8 +15,8 @@ from daemon.archive.index import Query
 from daemon.archive.package import export_recording
 from daemon.archive.users import Users
 from daemon.archive.web import WebView
-from daemon.provision import load_signing_key
-from protocol.archive_log import cosign_if_consistent, ledger_leaves
+from device.checkpoint_keeper import CHECKPOINT_NAME
+from protocol.archive_log import open_device_checkpoint
 from protocol.keys import ArchiveSecretKey
 from tests.archive.test_archive import custody, verify_archive
 from tests.archive.test_package import run_readme
@@ -44,7 +43,10 @@ do = "press_record"
 t = 9
 do = "press_record"
 [[at]]
-t = 10
+t = 9.5
+do = "dock"
+[[at]]
+t = 11
 do = "end"
 """
 
@@ -74,22 +76,15 @@ def test_a_simulated_shift_archived_exported_and_checked(tmp_path: Path):
     entries = ledger_bodies(out)
     device = entries[0].device
     assert any(e.kind == "segment" and e.body.recovered for e in entries)
-    root = tmp_path / "archive"
-    (root / "devices").mkdir(parents=True)
-    shutil.copyfile(out / "keys" / "trust.json", root / "trust.json")
-    shutil.copytree(out / "device", root / "devices" / device,
-                    ignore=shutil.ignore_patterns("*.journal", "*.tmp"))
-    archive_key = load_signing_key(out / "keys" / "archive-signing.key")
-    device_key = load_signing_key(out / "keys" / "devices" / f"{device}.key")
+    root = out / "archive"  # filled by the dock: indexed, checkpoint cosigned at docking
     with Archive.open(root) as archive:
-        [rec] = archive.ingest(device, "dock:DOCK-01", archive_key)
-        note, proof = archive.log(device).proposal(None)
-        ledger = (out / "device" / "ledger.jsonl").read_bytes()
-        cosigned = cosign_if_consistent(None, note, proof, device_key, trust=archive.trust,
-                                        device=device, timestamp=1_800_000_000,
-                                        ledger_payloads=ledger_leaves(ledger))
-        archive.log(device).accept_cosigned(cosigned.note)
-        assert [r.id for r in archive.search(Query(device=device), "custodian:LI")] == [rec]
+        [rec] = [r.id for r in archive.search(Query(device=device), "custodian:LI")]
+        # The device keeps the checkpoint it cosigned; the archive has the same one.
+        kept = (out / "device" / CHECKPOINT_NAME).read_bytes()
+        assert archive.log(device).latest() == kept
+        opened = open_device_checkpoint(kept, archive.trust, device)
+        archived = (root / "devices" / device / "ledger.jsonl").read_bytes().splitlines()
+        assert opened.cosigned_by and opened.checkpoint.size == len(archived)
         package = tmp_path / "package"
         result = export_recording(archive, rec, package, "custodian:LI",
                                   ArchiveSecretKey.from_pem(

@@ -24,7 +24,8 @@ def test_a_stalled_link_never_holds_up_capture_or_sealing(unit, tmp_path):
     try:
         with recorder_on_sim(unit, segment_seconds=1) as recorder:
             recorder.start()
-            offloader = Offloader(settings, unit.store, DEVICE, RecorderHost(recorder)).start()
+            offloader = Offloader(settings, unit.store, DEVICE,
+                                  RecorderHost(recorder, unit.device_key)).start()
             try:
                 recorder.hardware.set_docked(True)  # the dock-detect input
                 wait_for(lambda: recorder.docked, what="docked")
@@ -43,8 +44,11 @@ def test_a_stalled_link_never_holds_up_capture_or_sealing(unit, tmp_path):
                 assert status["freed_files"] == 0  # nothing freed: no receipt got through
                 assert offloader.status()["state"] in ("waiting", "undocked", "offloading")
                 proxy.flowing.set()  # the link recovers: the offload completes on its own
-                wait_for(lambda: recorder.status()["freed_files"] >= status["segments_sealed"], 60,
-                         "the offload")
+                # Until this recording's files are freed (a count of freed files would also
+                # count the fixture's earlier recording, and be reached by a first receipt
+                # that covers only the range staged before the link stalled).
+                wait_for(lambda: not [p for p in (unit.store / MEDIA_DIR).iterdir()
+                                      if p.name.startswith(f"r{rec:06d}")], 60, "the offload")
             finally:
                 offloader.close()
         report = verify_archive(tmp_path / "archive", DEVICE)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from device.checkpoint_keeper import CHECKPOINT_NAME
+from protocol.archive_log import open_device_checkpoint
 from protocol.entries import OffloadReceiptEntry, Segment, TimeSync
 from protocol.store_reader import read_trust
 from protocol.time_statement import open_time_statement
@@ -48,9 +50,24 @@ def test_sim_docks_offloads_and_the_archive_verifies(tmp_path):
     report = verify_archive(out / "archive", entries[0].device)
     assert report.verdict in ("intact", "intact_unexplained_gaps")
     assert not report.errors, [f.message for f in report.findings]
-    r = custody("verify", out / "archive")
+    r = custody("verify", out / "archive", "--json")
     assert r.returncode == (0 if report.verdict == "intact" else 3), r.stdout + r.stderr
+    # At the docking the dock signed a checkpoint of the device's log; the device
+    # checked it against its own ledger, cosigned it and keeps it; custody verify of
+    # the archive finds it cosigned.
+    archived = json.loads(r.stdout)
+    kinds = {f["kind"] for s in archived["stores"] for f in s["findings"]}
+    assert not kinds & {"not_cosigned", "no_checkpoint", "bad_checkpoint"}, kinds
+    device = entries[0].device
+    kept = (out / "device" / CHECKPOINT_NAME).read_bytes()
+    newest = sorted((out / "archive" / "checkpoints" / device).glob("*.checkpoint"))[-1]
+    assert newest.read_bytes() == kept
+    cp = open_device_checkpoint(kept, read_trust(out / "keys/trust.json"), device)
+    assert cp.cosigned_by and cp.checkpoint.size == len(
+        (out / "archive" / "devices" / device / "ledger.jsonl").read_bytes().splitlines())
     # The device freed what receipts cover, and says so in its status.
     status = json.loads((out / "sim.json").read_text())["final_status"]
     assert status["offload"]["freed_files"] >= 1
     assert status["freed_files"] == status["offload"]["freed_files"]
+    assert status["offload"]["checkpoint_size"] == cp.checkpoint.size
+    assert status["offload"]["checkpoint_refused"] == ""
