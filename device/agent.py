@@ -31,6 +31,7 @@ from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
+from device.status_report import StatusReporter, status_connection
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
@@ -63,6 +64,8 @@ class RecorderAgent:
         self.hardware: HardwareFactory | None = None
         self.recorder: Recorder | None = None
         self.offloader: Offloader | None = None
+        self.status_reporter: StatusReporter | None = None
+        self.status_link = status_connection(config)  # the broker, if any; checked now
         self.ledger: LedgerWriter | None = None
         self.stopped = threading.Event()
         self._boot_lock = threading.Lock()
@@ -107,10 +110,16 @@ class RecorderAgent:
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
             self.offloader = start_offloader(c, self.recorder)
+            if self.status_link is not None:  # its own threads: never holds up the recorder
+                self.status_reporter = StatusReporter(self.status_link, self.trust.unit,
+                                                      self._status,
+                                                      c.mqtt_status_seconds).start()
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
     def shutdown(self) -> None:
+        if self.status_reporter is not None:
+            self.status_reporter.close()
         if self.offloader is not None:
             self.offloader.close()
         if self.recorder is not None:
