@@ -168,3 +168,53 @@ def test_the_real_recorder_status_reaches_the_watcher(unit: Unit, mosquitto: Bro
         assert wait_until(w, lambda: w.board.status.get(DEVICE) == "offline")
     finally:
         w.stop()
+
+
+@pytest.mark.slow
+def test_custody_recorder_with_mqtt_broker_publishes_and_its_death_shows(tmp_path):
+    """The service itself: `custody recorder` with `mqtt_broker` set (and its kill -9)."""
+    from daemon import pki
+    from daemon.mqtt.client import MqttConnection
+    from daemon.mqtt.local_broker import LocalBroker
+    from daemon.mqtt.watch import Watcher
+    from daemon.pki_cli import unit_ca
+    from protocol.store_reader import read_trust
+    from tests.device.simrun import run_sim
+
+    out = run_sim(tmp_path, '[device]\nvideo = "320x180@10"\npre_record_seconds = 0\n\n'
+                            '[[at]]\nt = 0.5\ndo = "end"\n')
+    config = RecorderConfig.from_file(out / "recorder.toml")
+    keys, device = out / "keys", config.device_id
+    ca = unit_ca(keys)  # custody sim gave the device its TLS certificate
+    watcher_cert = ca.issue("WATCH-01", "watcher")
+    broker = LocalBroker(ca, ca.issue("broker", "broker", hosts=["127.0.0.1"]), ca.unit)
+    broker.start()
+    config = config.with_overrides({
+        "mqtt_broker": broker.url, "mqtt_status_seconds": 1, "sim_epoch_unix_ns": 1,
+        "control_socket": str(tmp_path / "recorder.sock"),
+        "tls_cert_file": str(pki.cert_path(keys, "device", device)),
+        "tls_key_file": str(pki.key_path(keys, "device", device)),
+        "tls_ca_file": str(ca.cert_path)})
+    (tmp_path / "recorder.toml").write_text(config.to_toml())
+    board = UnitBoard(read_trust(keys / "trust.json"))
+    w = Watcher(MqttConnection("127.0.0.1", broker.port, ca.cert_path, watcher_cert.cert,
+                               watcher_cert.key), board)
+    w.start()
+    proc = subprocess.Popen([sys.executable, "-m", "custody_cli", "recorder", "--config",
+                             str(tmp_path / "recorder.toml")], stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert w.subscribed.wait(10)
+        row = lambda: board.devices.get(device)  # noqa: E731
+        assert wait_until(w, lambda: row() is not None and row().details.get("state")
+                          == "standby", timeout=60), broker.log()
+        assert row().details["storage"]["free_bytes"] > 0 and row().status == "online"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(w, lambda: row().status == "offline"), broker.log()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        w.stop()
+        broker.stop()
