@@ -17,7 +17,7 @@ from daemon.mqtt.watch import REFUSED, STATUS, UnitBoard
 from device.config import ConfigError, RecorderConfig
 from device.status_report import StatusReporter, status_connection, status_message
 from tests.conftest import DEVICE, OTHER_DEVICE, Unit
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, UnitPKI
 from tests.mqtt.helpers import connection, wait_until, watcher
 from tests.mqtt.status_child import STATUS as CHILD_STATUS
 from tests.mqtt.test_acl import NOT_AUTHORIZED, UNIT, presence
@@ -125,13 +125,13 @@ def test_the_board_reads_a_status_and_refuses_a_malformed_one(unit: Unit):
     assert board.devices[DEVICE].status_cell == "offline"
 
 
-def test_recorder_settings_for_the_broker_are_checked(mosquitto: Broker, tmp_path):
-    ca, cert, key = mosquitto.pki.client(DEVICE)
+def test_recorder_settings_for_the_broker_are_checked(unit_pki: UnitPKI):
+    ca, cert, key = unit_pki.client(DEVICE)
     assert status_connection(RecorderConfig(device_id=DEVICE)) is None  # no broker: no MQTT
     with pytest.raises(ConfigError, match="mqtt_broker"):
         RecorderConfig.from_toml('mqtt_broker = "mqtt://127.0.0.1:1883"')
     config = RecorderConfig.from_toml(f'device_id = "{OTHER_DEVICE}"\n'
-                                      f'mqtt_broker = "mqtts://127.0.0.1:{mosquitto.port}"\n'
+                                      'mqtt_broker = "mqtts://127.0.0.1:8883"\n'
                                       f'tls_ca_file = "{ca}"\ntls_cert_file = "{cert}"\n'
                                       f'tls_key_file = "{key}"\n')
     with pytest.raises(ConfigError, match="tls_cert_file.*not device"):
