@@ -182,22 +182,27 @@ class _Gate(asyncio.Protocol):
         pass
 
 
-class WatchedTLSSite(web.TCPSite):
+class WatchedTLSSite(web.BaseSite):
     """An aiohttp site on HTTPS whose refused handshakes are reported, not just dropped."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, ssl_context: ssl.SSLContext,
                  on_refused: Callable[[RefusedHandshake], None],
                  handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+        super().__init__(runner, ssl_context=ssl_context)
+        self.host, self.port = host, port
         self.on_refused, self.handshake_timeout_s = on_refused, handshake_timeout_s
         self.handshakes: set[asyncio.Task] = set()
 
+    @property
+    def name(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
     async def start(self) -> None:
-        await web.BaseSite.start(self)
+        await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Gate(self), self._host, self._port,
+        self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port,
                                                 backlog=self._backlog)
-        self._bound_port = self._server.sockets[0].getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         for task in list(self.handshakes):
