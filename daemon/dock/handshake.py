@@ -242,16 +242,15 @@ class WatchedTLSSite(web.BaseSite):
 
 
 class RefusalLimiter:
-    """One alert per (peer host, certificate or reason) per ``window_s``: a client
+    """One alert per key (e.g. peer host and certificate) per ``window_s``: a client
     knocking in a loop must not fill the outbox. What was held back is counted."""
 
     def __init__(self, window_s: float = 60.0):
         self.window_s = window_s
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._last: dict[tuple[str, ...], tuple[float, int]] = {}
 
-    def admit(self, refused: RefusedHandshake) -> int | None:
+    def admit(self, *key: str) -> int | None:
         """None: hold this one back; else how many like it were held back before it."""
-        key = (refused.peer.rsplit(":", 1)[0], refused.sha256 or refused.reason)
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last[0] < self.window_s:

@@ -176,14 +176,21 @@ class DockServer:
 
     def _refuse_identity(self, device: str, reason: str, message: str) -> web.Response:
         self.stats["refused"] += 1
-        self.events.alert(UNKNOWN_DEVICE, {"device": device or None, "reason": reason,
-                                           "message": message, "dock": self.config.dock_id})
+        log.warning("refused %s: %s", device or "a certificate with no name", message)
+        held_back = self.refusals.admit(device, reason)  # a device retrying: one a minute
+        if held_back is not None:
+            detail = {"device": device or None, "reason": reason, "message": message,
+                      "dock": self.config.dock_id}
+            if held_back:
+                detail["held_back"] = held_back
+            self.events.alert(UNKNOWN_DEVICE, detail)
         return web.json_response({"error": f"refused: {message}"}, status=403)
 
     def _refused_handshake(self, refused: RefusedHandshake) -> None:
         """A client the unit's CA does not vouch for (or with no certificate) knocked."""
         self.stats["refused"] += 1
-        held_back = self.refusals.admit(refused)
+        held_back = self.refusals.admit(refused.peer.rsplit(":", 1)[0],
+                                        refused.sha256 or refused.reason)
         log.warning("refused TLS handshake from %s: %s (%s)%s", refused.peer, refused.reason,
                     refused.error, f"; certificate {refused.subject} sha256 {refused.sha256}"
                     if refused.sha256 else "")

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from daemon import pki
-from daemon.dock.handshake import RefusalLimiter, RefusedHandshake
+from daemon.dock.handshake import RefusalLimiter
 from daemon.events import UNKNOWN_DEVICE
 from daemon.mqtt.client import MqttConnection
 from daemon.mqtt.dock_events import MqttDockEvents
@@ -148,11 +148,20 @@ def test_a_revoked_device_is_refused_and_the_alert_reaches_the_broker(tmp_path):
 
 def test_the_limiter_holds_back_repeats_and_counts_them():
     limiter = RefusalLimiter(window_s=60)
-    a = RefusedHandshake("10.0.0.5:1000", "foreign_ca", "x", sha256="aa")
-    assert limiter.admit(a) == 0
-    assert limiter.admit(RefusedHandshake("10.0.0.5:1001", "foreign_ca", "x", sha256="aa")) \
-        is None
-    assert limiter.admit(RefusedHandshake("10.0.0.6:1000", "foreign_ca", "x", sha256="aa")) == 0
-    assert limiter.admit(RefusedHandshake("10.0.0.5:1002", "no_certificate", "y")) == 0
+    assert limiter.admit("10.0.0.5", "aa") == 0
+    assert limiter.admit("10.0.0.5", "aa") is None
+    assert limiter.admit("10.0.0.6", "aa") == 0
+    assert limiter.admit("10.0.0.5", "no_certificate") == 0
     limiter.window_s = 0
-    assert limiter.admit(a) == 1  # one held back since the last alert
+    assert limiter.admit("10.0.0.5", "aa") == 1  # one held back since the last alert
+
+
+def test_a_revoked_device_retrying_is_alerted_once_a_minute(world):
+    keys, dev, dock = world
+    pki.revoke(keys, "device", dev.name)
+    client = DockClient(dev.settings(dock.url), dev.name)
+    for _ in range(4):
+        assert client.call("GET", "/state")[0] == 403
+    client.close()
+    assert [d["reason"] for d in unknown(dock)] == ["revoked"]
+    assert dock.server.stats["refused"] == 4
