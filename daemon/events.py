@@ -26,7 +26,7 @@ log = logging.getLogger("custody.dock.events")
 
 # Alert kinds the dock raises (the MQTT topic's last level: custody/<unit>/alert/<kind>).
 INTEGRITY_FAILURE = "integrity_failure"  # detail.reason: bad_signature, media_hash, too_long, …
-UNKNOWN_DEVICE = "unknown_device"  # detail.reason: not_enrolled, revoked, impersonation
+UNKNOWN_DEVICE = "unknown_device"  # reason: not_enrolled, revoked, impersonation, foreign_ca, …
 ARCHIVE_FULL = "archive_full"
 # the device would not cosign the checkpoint the dock proposed (docs/archive.md)
 CHECKPOINT_REFUSED = "checkpoint_refused"

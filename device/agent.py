@@ -37,6 +37,7 @@ from device.recorder import Recorder, State
 from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
 from device.tls_identity import TlsIdentityError
+from device.status_report import StatusReporter, status_connection
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
@@ -72,6 +73,8 @@ class RecorderAgent:
         self.hardware: HardwareFactory | None = None
         self.recorder: Recorder | None = None
         self.offloader: Offloader | None = None
+        self.status_reporter: StatusReporter | None = None
+        self.status_link = status_connection(config, self.tls_key)  # None: no broker
         self.ledger: LedgerWriter | None = None
         self.stopped = threading.Event()
         self._boot_lock = threading.Lock()
@@ -116,10 +119,16 @@ class RecorderAgent:
             self.recorder.on_power_down = self.stopped.set
             self.recorder.start()
             self.offloader = start_offloader(c, self.recorder, self.tls_key, self.key)
+            if self.status_link is not None:  # its own threads: never holds up the recorder
+                self.status_reporter = StatusReporter(self.status_link, self.trust.unit,
+                                                      self._status,
+                                                      c.mqtt_status_seconds).start()
         self.notifier.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
     def shutdown(self) -> None:
+        if self.status_reporter is not None:
+            self.status_reporter.close()
         if self.offloader is not None:
             self.offloader.close()
         if self.recorder is not None:
@@ -213,19 +222,19 @@ def load_device_tls_key(config: RecorderConfig, signing_keyid: str) -> bytes | N
     """The device's TLS key, unwrapped with the board's OTP secret (None: no dock).
 
     Refused if it is the ledger signing key: a thief of the one must not have both."""
-    if not config.dock_url:
+    if not config.dock_url and not config.mqtt_broker:
         return None
     for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
         if getattr(config, key) is None:
-            raise ConfigError(key, "must be set with dock_url", config.source)
+            raise ConfigError(key, "must be set with dock_url or mqtt_broker", config.source)
     assert config.tls_key_file is not None
     pem = load_tls_key(config.tls_key_file, board_otp(config), config.device_id)
     if fingerprint(public_key_bytes(pem)) == signing_keyid:
         raise KeyCustodyError(f"{config.tls_key_file}: is the ledger signing key; the TLS "
                               "key must be a key of its own (tls/devices/<id>.key)")
     settings = OffloadSettings.from_config(config, pem)
-    assert settings is not None
-    client_tls(settings)  # the certificate goes with the key: said now, not at docking
+    if settings is not None:
+        client_tls(settings)  # the certificate goes with the key: said now, not at docking
     return pem
 
 

@@ -212,6 +212,8 @@ class RecorderConfig:
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None
     offload_chunk_bytes: int = 8 * MIB
+    mqtt_broker: str = ""
+    mqtt_status_seconds: float = 10.0
     sim_epoch_unix_ns: int | None = None
     # Where the settings came from, for messages; not a setting.
     source: str = field(default="", compare=False, repr=False)
@@ -465,6 +467,13 @@ def _dock_url(raw: Any) -> str:
     return text
 
 
+def _broker_url(raw: Any) -> str:
+    text = _string(raw)
+    if text and not re.fullmatch(r"mqtts://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?", text):
+        raise _Invalid(f"must be mqtts://HOST:PORT (TLS; or empty), got {show_value(raw)}")
+    return text
+
+
 def _device_id(raw: Any) -> str:
     text = _string(raw)
     if text and not _DEVICE_ID.fullmatch(text):
@@ -649,6 +658,12 @@ SETTINGS: dict[str, Setting] = {
                 "The unit's CA certificate the dock's certificate must chain to", "path"),
         Setting("offload_chunk_bytes", _integer(64 * 1024, 64 * MIB), "65536 to 67108864",
                 "Bytes per upload request: the most a dropped link makes the device send again"),
+        Setting("mqtt_broker", _broker_url, 'mqtts://HOST:PORT, or "" for none',
+                "The unit's MQTT broker the device publishes its status to (with the TLS "
+                "files above; docs/mqtt.md); unset: no MQTT"),
+        Setting("mqtt_status_seconds", _number(1, 3600), "1 to 3600",
+                "How often the device publishes its status (state, battery, storage, "
+                "offload) to mqtt_broker"),
         Setting("sim_epoch_unix_ns", _integer(0), "0 or more",
                 "Simulated camera's epoch, Unix ns (custody sim); unset: now"),
     )

@@ -26,9 +26,11 @@ class BatteryWatch:
     critical_minutes: float
     low_percent: float = 15.0
     warned: bool = False
+    last: BatteryStatus | None = None  # the latest reading, for the device's status
 
     def check(self, status: BatteryStatus) -> str | None:
         """``"critical"``, ``"low"`` (first time only) or None."""
+        self.last = status
         if not status.known:
             return None
         if status.charging or status.external_power:

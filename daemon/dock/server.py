@@ -3,8 +3,10 @@
 Every request is under ``/v1/devices/<device>/`` and must come with a client
 certificate from the unit's CA whose CN is that device, enrolled in the trust
 file and not on the CRL; otherwise it is refused (403) and an
-``unknown_device`` alert raised. The calls, in the order a device makes them
-(docs/offload.md)::
+``unknown_device`` alert raised; a certificate from another CA, or none, fails
+the TLS handshake, and that is an ``unknown_device`` alert too, with the
+peer's address and the certificate presented (``daemon/dock/handshake.py``).
+The calls, in the order a device makes them (docs/offload.md)::
 
     POST  time                  {"device_time_ns"} -> signed time statement, set_clock
     GET   state                 where the archive ends (next_seq, head), latest receipt
@@ -41,6 +43,7 @@ from cryptography.x509.oid import NameOID
 from daemon.dock.archive import Conflict, DeviceArchive, Refused, copy_trust
 from daemon.dock.checkpoints import CheckpointConflict, DockCheckpoints
 from daemon.dock.config import DockConfig
+from daemon.dock.handshake import RefusalLimiter, RefusedHandshake, WatchedTLSSite, watched_context
 from daemon.events import UNKNOWN_DEVICE, DockEvents, GuardedEvents, LoggingEvents
 from protocol.keys import SigningKey
 from protocol.store_reader import read_trust
@@ -55,8 +58,9 @@ _WRITE = 1 << 20  # bytes handed to the disk at a time
 
 
 def server_tls(config: DockConfig) -> ssl.SSLContext:
-    """TLS 1.3 only; a client certificate from the unit's CA is required."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    """TLS 1.3 only; a client certificate from the unit's CA is required (a refused
+    handshake is seen: daemon/dock/handshake.py)."""
+    ctx = watched_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file)
     ctx.load_verify_locations(cafile=config.tls_ca_file)
@@ -103,6 +107,7 @@ class DockServer:
         copy_trust(self.root, config.trust_file)
         self.revocations = _Revocations(config.crl_file)
         self.checkpoints = DockCheckpoints(self.root, config.dock_id, self.key, self.events)
+        self.refusals = RefusalLimiter()
         self.devices: dict[str, DeviceArchive] = {}
         self.uploads_active = 0
         self.writers: dict[tuple[str, str], asyncio.Task] = {}
@@ -133,8 +138,8 @@ class DockServer:
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                     read_bufsize=_BUFFER)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.listen_host, self.config.listen_port,
-                           ssl_context=server_tls(self.config))
+        site = WatchedTLSSite(self.runner, self.config.listen_host, self.config.listen_port,
+                              server_tls(self.config), on_refused=self._refused_handshake)
         await site.start()
         self.port = self.runner.addresses[0][1]
         log.info("dock %s listening on https://%s:%d/, archive %s", self.config.dock_id,
@@ -182,9 +187,31 @@ class DockServer:
 
     def _refuse_identity(self, device: str, reason: str, message: str) -> web.Response:
         self.stats["refused"] += 1
-        self.events.alert(UNKNOWN_DEVICE, {"device": device or None, "reason": reason,
-                                           "message": message, "dock": self.config.dock_id})
+        log.warning("refused %s: %s", device or "a certificate with no name", message)
+        held_back = self.refusals.admit(device, reason)  # a device retrying: one a minute
+        if held_back is not None:
+            detail = {"device": device or None, "reason": reason, "message": message,
+                      "dock": self.config.dock_id}
+            if held_back:
+                detail["held_back"] = held_back
+            self.events.alert(UNKNOWN_DEVICE, detail)
         return web.json_response({"error": f"refused: {message}"}, status=403)
+
+    def _refused_handshake(self, refused: RefusedHandshake) -> None:
+        """A client the unit's CA does not vouch for (or with no certificate) knocked."""
+        self.stats["refused"] += 1
+        held_back = self.refusals.admit(refused.peer.rsplit(":", 1)[0],
+                                        refused.sha256 or refused.reason)
+        log.warning("refused TLS handshake from %s: %s (%s)%s", refused.peer, refused.reason,
+                    refused.error, f"; certificate {refused.subject} sha256 {refused.sha256}"
+                    if refused.sha256 else "")
+        if held_back is None:
+            return  # the same knock again within the window: logged, not alerted
+        detail = {"device": None, **refused.detail(), "message": "TLS handshake refused",
+                  "dock": self.config.dock_id}
+        if held_back:
+            detail["held_back"] = held_back
+        self.events.alert(UNKNOWN_DEVICE, detail)
 
     def archive_of(self, device: str) -> DeviceArchive:
         if device not in self.devices:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,6 +96,9 @@ class MqttConnection:
     session_expiry_s: int = 7 * 24 * 3600
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 5.0
+    # A context holding a key that lives only in memory (a device's OTP-wrapped TLS
+    # key, device/tls_identity.py); without it, ``cert`` and ``key`` are read as files.
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_url(cls, url: str, ca: Path, cert: Path, key: Path, **kw: Any) -> MqttConnection:
@@ -112,7 +116,10 @@ class MqttConnection:
     def make_client(self, will: tuple[str, bytes] | None = None) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.identity,
                              protocol=mqtt.MQTTv5, reconnect_on_failure=True)
-        client.tls_set(ca_certs=str(self.ca), certfile=str(self.cert), keyfile=str(self.key))
+        if self.tls_context is not None:
+            client.tls_set_context(self.tls_context)
+        else:
+            client.tls_set(ca_certs=str(self.ca), certfile=str(self.cert), keyfile=str(self.key))
         client.suppress_exceptions = True  # and every callback of ours is guarded as well
         client.reconnect_delay_set(self.reconnect_min_s, self.reconnect_max_s)
         client.enable_logger(log)

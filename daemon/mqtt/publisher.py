@@ -22,7 +22,6 @@ deduplicate by the statement's id.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -34,8 +33,9 @@ import paho.mqtt.client as mqtt
 from securesystemslib.signer import Signer
 
 from daemon.mqtt import topics
-from daemon.mqtt.client import SUCCESS_MAX, MqttConnection, NetworkThread, guarded
+from daemon.mqtt.client import SUCCESS_MAX, MqttConnection, guarded
 from daemon.mqtt.outbox import Outbox
+from daemon.mqtt.presence import StatusLink
 from daemon.pki import check_name
 from protocol.alert import make_alert, sign_alert
 from protocol.attestation import Attestation, sign_attestation
@@ -48,21 +48,16 @@ RETRY_REFUSED_S = 30.0  # a message the broker refused is tried again after this
 _EARLY_ACK_S = 10.0  # how long a PUBACK that came before its publish() returned is kept
 
 
-class DockPublisher:
+class DockPublisher(StatusLink):
     """Publishes a dock's attestations, alerts and status; see the module doc."""
 
     def __init__(self, connection: MqttConnection, unit: str, dock: str, signer: Signer,
                  outbox: Outbox | Path, ack_timeout_s: float = 10.0,
                  retry_refused_s: float = RETRY_REFUSED_S):
-        self.connection, self.unit, self.dock, self.signer = connection, unit, dock, signer
+        super().__init__(connection, unit, identity=dock)  # its status: the dock's own
+        self.dock, self.signer = dock, signer
         self.outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
         self.ack_timeout_s, self.retry_refused_s = ack_timeout_s, retry_refused_s
-        self.status_topic = topics.status(unit, dock)
-        self.client = connection.make_client(will=(self.status_topic, topics.OFFLINE.encode()))
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.network = NetworkThread(connection, self.client, f"mqtt-net-{dock}")
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-send-{dock}",
                                         daemon=True)
         self._lock = threading.Lock()  # guards the dicts below; never held inside paho
@@ -70,7 +65,6 @@ class DockPublisher:
         self._early: dict[int, tuple[Any, float]] = {}  # mid -> (reason code, when)
         self._refused: dict[int, float] = {}  # row -> not before (monotonic)
         self._delivered = threading.Condition()
-        self._connected = threading.Event()
         self._kick = threading.Event()
         self._stop = threading.Event()
 
@@ -132,19 +126,11 @@ class DockPublisher:
                 self._delivered.wait(min(left, 0.5))
         return True
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
     def close(self, timeout: float = 5.0) -> None:
         """Say "offline", stop the threads and close the outbox (pending rows stay)."""
         self._stop.set()
         self._kick.set()
-        if self._connected.is_set():
-            info = self.client.publish(self.status_topic, topics.OFFLINE, qos=1, retain=True)
-            # Going down anyway: if this is not acknowledged, the will says offline.
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout=min(timeout, 2.0))
+        self.say_offline(timeout=min(timeout, 2.0))
         self._sender.join(timeout)
         self.network.stop(timeout)
         self.outbox.close()
@@ -158,28 +144,20 @@ class DockPublisher:
 
     # --- paho callbacks (network thread) -------------------------------------------
 
-    @guarded
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
-        if reason_code.is_failure:
-            log.error("broker %s:%d refused %s: %s", self.connection.host, self.connection.port,
-                      self.connection.identity, reason_code)
-            return
-        log.info("connected to %s:%d as %s (session present: %s)", self.connection.host,
-                 self.connection.port, self.connection.identity, flags.session_present)
+    def on_connected(self, client: mqtt.Client, flags: Any) -> None:
         with self._lock:
             # Everything pending is sent again on this connection; acks of what
             # paho itself re-sends under old ids are then only duplicates.
             self._in_flight.clear()
             self._early.clear()
-        client.publish(self.status_topic, topics.ONLINE, qos=1, retain=True)
-        self._connected.set()
-        self._kick.set()
 
     @guarded
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
-        self._connected.clear()
+    def _on_connect(self, *args: Any) -> None:
+        super()._on_connect(*args)
+        if self.connected:
+            self._kick.set()
+
+    def on_disconnected(self, reason_code: Any) -> None:
         if not self._stop.is_set():
             log.warning("disconnected from the broker: %s", reason_code)
 
@@ -223,10 +201,7 @@ class DockPublisher:
     def _check_network(self) -> None:
         if not self.network.alive and not self._stop.is_set():
             log.error("the MQTT network thread is gone; starting a new one")
-            self._connected.clear()
-            self.network = NetworkThread(self.connection, self.client,
-                                         f"mqtt-net-{self.dock}")
-            self.network.start()
+            self.restart_network()
 
     def _expire(self) -> None:
         now = time.monotonic()

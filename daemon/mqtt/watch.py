@@ -42,18 +42,33 @@ class DeviceRow:
     device: str
     attestation: Attestation | None = None
     alerts: Counter[str] = field(default_factory=Counter)
-    status: str | None = None
+    status: str | None = None  # online / offline
+    details: dict[str, Any] = field(default_factory=dict)  # its latest JSON status
+
+    @property
+    def status_cell(self) -> str:
+        """``online standby 81%``: the word, and while online what the device last said."""
+        if self.status != topics.ONLINE or not self.details:
+            return self.status or "-"
+        parts = [self.status, str(self.details.get("state") or "")]
+        battery = self.details.get("battery") or {}
+        if isinstance(battery, dict) and isinstance(battery.get("percent"), int | float):
+            parts.append(f"{battery['percent']:.0f}%")
+        offload = self.details.get("offload") or {}
+        if isinstance(offload, dict) and offload.get("state") == "offloading":
+            parts.append(f"offload {offload.get('files_done')}/{offload.get('files_total')}")
+        return " ".join(p for p in parts if p)
 
     @property
     def cells(self) -> list[str]:
         att = self.attestation
         alerts = ", ".join(f"{k}×{n}" if n > 1 else k for k, n in sorted(self.alerts.items()))
         if att is None:
-            return [self.device, "-", "-", "-", "-", "-", alerts or "-", self.status or "-"]
+            return [self.device, "-", "-", "-", "-", "-", alerts or "-", self.status_cell]
         unexplained = len(att.unexplained_gaps)
         return [self.device, _utc(att.archived_utc_ns), att.dock, att.verdict,
                 f"{len(att.gaps)} ({unexplained} unexplained)" if att.gaps else "0",
-                str(len(att.overdue)), alerts or "-", self.status or "-"]
+                str(len(att.overdue)), alerts or "-", self.status_cell]
 
 
 HEADERS = ["DEVICE", "LAST DOCKING (UTC)", "DOCK", "VERDICT", "GAPS", "OVERDUE", "ALERTS",
@@ -103,12 +118,27 @@ class UnitBoard:
         return REFUSED
 
     def _status(self, topic: str, name: str, payload: bytes) -> str:
-        word = payload.decode("utf-8", "replace").strip()
-        if word not in (topics.ONLINE, topics.OFFLINE):
-            return self._refuse(topic, f"status {word[:20]!r} is not online/offline")
-        self.status[name] = word
+        """A word (``online`` / ``offline``, the last will), or a device's JSON status
+        whose ``status`` is ``online`` (device/status_report.py). Unsigned: the broker's
+        ACL is what says it came from ``name``."""
+        text = payload.decode("utf-8", "replace").strip()
+        details: dict[str, Any] = {}
+        if text.startswith("{"):
+            try:
+                details = json.loads(text)
+            except (ValueError, RecursionError):
+                return self._refuse(topic, "status: not JSON")
+            if not isinstance(details, dict):
+                return self._refuse(topic, "status: not a JSON object")
+            text = str(details.get("status"))
+        if text not in (topics.ONLINE, topics.OFFLINE):
+            return self._refuse(topic, f"status {text[:20]!r} is not online/offline")
+        self.status[name] = text
         if name in self.trust.devices:
-            self.row(name).status = word
+            row = self.row(name)
+            row.status = text
+            if details:
+                row.details = details
         return STATUS
 
     def _attestation(self, topic: str, device: str, data: Any) -> str:
@@ -159,7 +189,8 @@ class UnitBoard:
     def to_json(self) -> dict[str, Any]:
         return {"unit": self.unit,
                 "devices": {d: {"attestation": r.attestation.to_dict() if r.attestation else None,
-                                "alerts": dict(r.alerts), "status": r.status}
+                                "alerts": dict(r.alerts), "status": r.status,
+                                "details": r.details}
                             for d, r in sorted(self.devices.items())},
                 "refused": [{"topic": t, "why": w} for t, w in self.refused]}
 

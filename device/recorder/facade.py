@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from enum import StrEnum
 from typing import Any
 
@@ -578,4 +578,5 @@ class Recorder:
             "prompts": s.prompts, "voice_notes": s.voice_notes, "freed_files": s.freed_files,
             "docked": self.docked, "overdue_warning": self.overdue_warning,
             "overdue": self.overdue(), "free_bytes": self._free_bytes(),
+            "battery": asdict(self._battery.last) if self._battery.last else None,
         }

@@ -346,6 +346,9 @@ def test_eight_devices_at_once(tmp_path):
         offloaders = [d.offloader(dock.url).start() for d in devices]
         try:
             wait_for(lambda: all(not d.media_left() for d in devices), 60, "8 offloads")
+            # All eight docked at once: each holds its own mutual-TLS connection.
+            assert dock.server.runner is not None
+            assert len(dock.server.runner.server.connections) == 8
         finally:
             for o in offloaders:
                 o.close()
