@@ -169,6 +169,7 @@ class Step:
     index: int
     implied: bool = False
     device: str | None = None  # the device it happens to, in a scenario of several
+    note: str = field(default="", compare=False)  # what it stands for, for a narrated run
 
 
     @property
@@ -379,9 +380,12 @@ def _check_step(index: int, raw: dict[str, Any], source: str,
         raise fail("unknown action" + did_you_mean(action_name, ACTIONS))
 
     device = _step_device(raw, action_name, devices, fail)
+    note = raw.get("note", "")
+    if not isinstance(note, str) or not note.isprintable():
+        raise fail(f"note must be a line of text, got {show_value(note)}")
     params: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("t", "do", "device"):
+        if key in ("t", "do", "device", "note"):
             continue
         if key not in action.params:
             if not action.params:
@@ -395,7 +399,8 @@ def _check_step(index: int, raw: dict[str, Any], source: str,
     for key in action.params:
         if key not in params:
             raise fail(f"missing parameter {key}")
-    return Step(float(t), action_name, MappingProxyType(params), index, device=device)
+    return Step(float(t), action_name, MappingProxyType(params), index, device=device,
+                note=note)
 
 
 def _step_device(raw: dict[str, Any], action: str, devices: Mapping[str, SimDevice],

@@ -439,3 +439,10 @@ def test_the_docs_example_of_several_devices_is_valid() -> None:
     scenario = parse_scenario(example.group(1))
     assert list(scenario.devices) == ["CAM-A", "CAM-B"]
     assert scenario.recorder_config(RecorderConfig(), "CAM-B").segment_seconds == 6
+
+
+def test_a_step_may_carry_a_note_of_what_it_stands_for() -> None:
+    [step, _end] = parse_scenario(steps("t = 0, do = 'press_record', note = 'arriving'")).steps
+    assert step.note == "arriving" and step.params == {}
+    assert "note must be a line of text" in scenario_error(
+        steps("t = 0, do = 'end', note = 3")).problem
