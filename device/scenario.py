@@ -326,9 +326,14 @@ def _check_steps(raw_steps: list[dict[str, Any]], source: str,
 
         if end is not None:
             raise fail(f"comes after the end ({end}); nothing can follow an end")
-        if steps and step.t < steps[-1].t:
-            raise fail(f"comes before the step above it ({steps[-1]}); "
-                       f"steps must be in time order")
+        # In time order: each device's steps among themselves (a scenario of several may
+        # list them device by device); the end after every step.
+        above = [s for s in steps if step.device is None or s.device == step.device]
+        latest = max(above, key=lambda s: s.t, default=None)
+        if latest is not None and step.t < latest.t:
+            raise fail(f"comes before the step above it ({latest}); "
+                       f"steps must be in time order" + (f" for {step.device}"
+                                                         if step.device else ""))
         if power_cut_at is not None and step.action not in ALLOWED_WHILE_POWER_CUT:
             allowed = ", ".join(ALLOWED_WHILE_POWER_CUT)
             raise fail(f"impossible while the power is cut ({power_cut_at}); "
@@ -353,7 +358,8 @@ def _check_steps(raw_steps: list[dict[str, Any]], source: str,
             end = step
         steps.append(step)
     if end is None:
-        steps.append(Step(steps[-1].t, "end", MappingProxyType({}), len(steps), implied=True))
+        last = max(s.t for s in steps)
+        steps.append(Step(last, "end", MappingProxyType({}), len(steps), implied=True))
     return tuple(steps)
 
 

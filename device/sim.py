@@ -379,6 +379,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(`custody provision unit`) to copy into DIR/keys instead of a new unit")
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (or a closed terminal) ends the run as Ctrl-C does: through its ``finally``,
+    which stops every process it started."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     from device.sim_shift import ShiftRunner
 
@@ -396,10 +406,14 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError, SimError) as e:
         print(f"custody sim: {e}", file=sys.stderr)
         return 2
+    stop_on_sigterm()
     try:
         code = runner.run()
     except (SimError, ControlError) as e:
         print(f"custody sim: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("custody sim: stopped; everything it started is stopped", file=sys.stderr)
+        return 130
     print(f"custody sim: done; results in {runner.out}, keys {runner.unit.keys}")
     return code
