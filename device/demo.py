@@ -160,6 +160,12 @@ def attestation_table(out: Path) -> tuple[str, list[Attestation]]:
              for r in rows]
     for topic_why in received.get("refused", []):
         lines.append(f"  refused on {topic_why['topic']}: {topic_why['why']}")
+    latest: dict[str, Attestation] = {}
+    for att in checked:  # the newest range of each device sums up its shift
+        if att.device not in latest or att.last_seq > latest[att.device].last_seq:
+            latest[att.device] = att
+    lines.append("  latest per device: " + "; ".join(
+        f"{d} {a.verdict} through entry {a.last_seq}" for d, a in sorted(latest.items())))
     alerts = received.get("alerts", [])
     lines.append(f"  alerts: {', '.join(a['alert'] for a in alerts) if alerts else 'none'}")
     return "\n".join(lines), checked
