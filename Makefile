@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian 12 machine, as root:
-#   make demo   — set up, then provision a demo unit, record a sample and verify it
+#   make demo   — set up, then run a narrated two-device shift with a dock and MQTT
 #   make test   — set up, then lint and run the test suite
 # Setting up is idempotent: Debian packages are installed only when missing,
 # the venv is rebuilt only when setup.cfg or pyproject.toml change.
@@ -33,6 +33,7 @@ system:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	@echo "building $(VENV): the Python packages (a minute or two on a fresh machine)"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,pyaudio]'
@@ -50,15 +51,13 @@ $(SIM_VOICES)/manifest.json: hardware/sim/voices.py hardware/sim/sounds.py $(VEN
 	$(PY) -m hardware.sim.voices build $(SIM_VOICES)
 	@touch $@
 
-# A simulated shift (docs/examples/shift.toml): record, markers, a hard power
-# cut, recovery, the voice note; then the independent verification and export.
+# The whole shift of two devices (docs/examples/two-device-shift.toml), narrated:
+# markers, a battery shutdown and the voice note, an exemption, a full store,
+# both devices docking at once with the run's own Mosquitto and dock; then the
+# attestations, custody verify of the archive, where the files are, what next.
 demo: setup
 	rm -rf $(DEMO_OUT)
-	$(VENV)/bin/custody sim docs/examples/shift.toml --out $(DEMO_OUT)
-	cat $(DEMO_OUT)/console.log
-	$(VENV)/bin/custody verify $(DEMO_OUT)/device
-	$(VENV)/bin/custody export $(DEMO_OUT)/device --key $(DEMO_OUT)/keys/archive-secret.key \
-		--out $(DEMO_OUT)/export
+	$(VENV)/bin/custody demo --out $(DEMO_OUT) --scenario docs/examples/two-device-shift.toml
 
 test: setup
 	$(VENV)/bin/ruff check .

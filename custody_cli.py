@@ -26,7 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recorder": ("device.agent", "run the recorder service (systemd runs this on the device)"),
     "dock": ("daemon.dock.service", "run the dock service: offload, verify, archive, receipts"),
     "sim": ("device.sim", "run the recorder on simulated hardware through a scenario"),
-    "demo": ("device.demo", "provision a demo unit, record a sample and verify it"),
+    "demo": ("device.demo", "the whole shift of two devices with a dock and MQTT, narrated"),
     "console": ("device.console.cli", "the technicians' serial maintenance console"),
     "otp": ("device.otp_cli", "the board's OTP secret and the device keys it wraps"),
     "hw": ("hardware.cli", "hardware checks for technicians (capture, ...)"),

@@ -2,7 +2,10 @@
 
 A scenario is a TOML file with an optional ``[device]`` table of recorder
 settings (the names of :mod:`device.config`) and a list of timed ``[[at]]``
-steps, each doing one action (see ``docs/scenarios.md``). The whole file is
+steps, each doing one action (see ``docs/scenarios.md``). A scenario of
+several devices names them in ``[devices.NAME]`` tables (each its own
+settings, on top of ``[device]``, and its ``officer``); every step then says
+which ``device`` it happens to, except ``end``, which ends them all. The whole file is
 checked before anything runs, so a typo fails in a second, not half-way
 through a long run; every message names the step and the problem::
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -164,6 +168,9 @@ class Step:
     params: Mapping[str, Any]
     index: int
     implied: bool = False
+    device: str | None = None  # the device it happens to, in a scenario of several
+    note: str = field(default="", compare=False)  # what it stands for, for a narrated run
+
 
     @property
     def number(self) -> int:
@@ -171,38 +178,64 @@ class Step:
         return self.index + 1
 
     def __str__(self) -> str:
-        return _describe(self.number, self.t, self.action)
+        return _describe(self.number, self.t, self.action, self.device)
+
+
+#: A device's name in ``[devices.NAME]`` is its device id: the characters of an identity.
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """One device of a scenario of several: its name (its device id), officer, settings."""
+
+    name: str
+    officer: str
+    overrides: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A checked scenario: recorder setting overrides and steps ending with an ``end``."""
+    """A checked scenario: recorder setting overrides and steps ending with an ``end``.
+
+    ``devices`` is empty for a scenario of one (unnamed) device.
+    """
 
     device_overrides: Mapping[str, Any]
     steps: tuple[Step, ...]
     source: str = field(default="", compare=False)
+    devices: Mapping[str, SimDevice] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def duration(self) -> float:
         """Seconds from the start to the ``end`` step."""
         return self.steps[-1].t
 
-    def recorder_config(self, base: RecorderConfig) -> RecorderConfig:
-        """``base`` with this scenario's ``[device]`` settings applied.
+    def recorder_config(self, base: RecorderConfig, device: str | None = None) -> RecorderConfig:
+        """``base`` with this scenario's ``[device]`` settings applied, then those of
+        ``[devices.<device>]`` if a device is named.
 
         Relative paths in ``[device]`` are taken relative to the scenario file's folder.
         """
-        return _apply_device(self.device_overrides, base, self.source)
+        config = _apply_device(self.device_overrides, base, self.source)
+        if device is not None:
+            config = _apply_device(self.devices[device].overrides, config, self.source,
+                                   f"[devices.{device}]")
+        return config
+
+    def steps_for(self, device: str) -> tuple[Step, ...]:
+        """The steps that happen to ``device``, with the ``end`` that ends them all."""
+        return tuple(s for s in self.steps if s.device in (device, None))
 
 
 def _apply_device(
-    overrides: Mapping[str, Any], base: RecorderConfig, source: str
+    overrides: Mapping[str, Any], base: RecorderConfig, source: str, table: str = "[device]"
 ) -> RecorderConfig:
     base_dir = Path(source).parent if source else None
     try:
         return base.with_overrides(overrides, base_dir=base_dir)
     except ConfigError as exc:
-        raise ScenarioError(f"[device].{exc.key}", exc.problem, source) from None
+        raise ScenarioError(f"{table}.{exc.key}", exc.problem, source) from None
 
 
 def load_scenario(path: str | os.PathLike[str], base: RecorderConfig | None = None) -> Scenario:
@@ -227,41 +260,80 @@ def parse_scenario(text: str, source: str = "", base: RecorderConfig | None = No
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("", f"not valid TOML: {exc}", source) from exc
     for key in data:
-        if key not in ("device", "at"):
+        if key not in ("device", "devices", "at"):
             what = "unknown table" if isinstance(data[key], dict | list) else "unknown key"
-            hint = did_you_mean(key, ("device", "at")) or " (a scenario has [device] and [[at]])"
+            hint = did_you_mean(key, ("device", "devices", "at")) or (
+                " (a scenario has [device], [devices.NAME] and [[at]])")
             raise ScenarioError(key, what + hint, source)
 
     device = data.get("device", {})
     if not isinstance(device, dict):
         raise ScenarioError("device", "must be a [device] table of recorder settings", source)
     overrides = MappingProxyType(dict(device))
-    _apply_device(overrides, base or RecorderConfig(), source)
+    shared = _apply_device(overrides, base or RecorderConfig(), source)
+    devices = _check_devices(data.get("devices", {}), shared, source)
 
     raw_steps = data.get("at", [])
     if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
         raise ScenarioError("at", "steps are [[at]] tables (an array of tables)", source)
     if not raw_steps:
         raise ScenarioError("at", "no steps: add [[at]] tables with t and do", source)
-    steps = _check_steps(raw_steps, source)
-    return Scenario(overrides, steps, source)
+    steps = _check_steps(raw_steps, source, devices)
+    return Scenario(overrides, steps, source, MappingProxyType(devices))
 
 
-def _check_steps(raw_steps: list[dict[str, Any]], source: str) -> tuple[Step, ...]:
-    steps: list[Step] = []
+def _check_devices(raw: Any, shared: RecorderConfig, source: str) -> dict[str, SimDevice]:
+    """``[devices.NAME]`` tables: each name a device id, each table settings + ``officer``."""
+    if not isinstance(raw, dict) or not all(isinstance(t, dict) for t in raw.values()):
+        raise ScenarioError("devices", "must be [devices.NAME] tables, one per device "
+                            "(its recorder settings and officer)", source)
+    devices: dict[str, SimDevice] = {}
+    for number, (name, table) in enumerate(raw.items(), start=1):
+        where = f"[devices.{name}]"
+        if not DEVICE_NAME.fullmatch(name):
+            raise ScenarioError(where, "a device's name is its id: letters, digits, . _ - "
+                                "(up to 64, starting with a letter or digit)", source)
+        settings = dict(table)
+        officer = settings.pop("officer", f"PC-SIM-{number:02d}")
+        if not isinstance(officer, str) or not DEVICE_NAME.fullmatch(officer):
+            raise ScenarioError(f"{where}.officer", "must be an officer id (letters, digits, "
+                                f". _ -), got {show_value(officer)}", source)
+        _apply_device(settings, shared, source, where)
+        devices[name] = SimDevice(name, officer, MappingProxyType(settings))
+    return devices
+
+
+@dataclass
+class _DeviceState:
+    """What the checks know of one device while reading the steps."""
+
     power_cut_at: Step | None = None  # the step that cut the power, while it is cut
     flat_at: Step | None = None  # a battery step at the critical level: the device shuts down
     camera_fault_at: Step | None = None
+
+
+def _check_steps(raw_steps: list[dict[str, Any]], source: str,
+                 devices: Mapping[str, SimDevice]) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    states: dict[str | None, _DeviceState] = {}
     end: Step | None = None
     for index, raw in enumerate(raw_steps):
-        step = _check_step(index, raw, source)
+        step = _check_step(index, raw, source, devices)
         fail = partial(ScenarioError, str(step), source=source)
+        state = states.setdefault(step.device, _DeviceState())
+        power_cut_at, flat_at = state.power_cut_at, state.flat_at
+        camera_fault_at = state.camera_fault_at
 
         if end is not None:
             raise fail(f"comes after the end ({end}); nothing can follow an end")
-        if steps and step.t < steps[-1].t:
-            raise fail(f"comes before the step above it ({steps[-1]}); "
-                       f"steps must be in time order")
+        # In time order: each device's steps among themselves (a scenario of several may
+        # list them device by device); the end after every step.
+        above = [s for s in steps if step.device is None or s.device == step.device]
+        latest = max(above, key=lambda s: s.t, default=None)
+        if latest is not None and step.t < latest.t:
+            raise fail(f"comes before the step above it ({latest}); "
+                       f"steps must be in time order" + (f" for {step.device}"
+                                                         if step.device else ""))
         if power_cut_at is not None and step.action not in ALLOWED_WHILE_POWER_CUT:
             allowed = ", ".join(ALLOWED_WHILE_POWER_CUT)
             raise fail(f"impossible while the power is cut ({power_cut_at}); "
@@ -273,26 +345,28 @@ def _check_steps(raw_steps: list[dict[str, Any]], source: str) -> tuple[Step, ..
             raise fail("the camera is not faulty (camera_ok must follow a camera_fault)")
 
         if step.action == "power_cut":
-            power_cut_at = step
+            state.power_cut_at = step
         elif step.action == "power_restore":
-            power_cut_at = flat_at = None
+            state.power_cut_at = state.flat_at = None
         elif step.action == "battery" and step.params["percent"] <= CRITICAL_PERCENT:
-            flat_at = step
+            state.flat_at = step
         elif step.action == "camera_fault":
-            camera_fault_at = camera_fault_at or step
+            state.camera_fault_at = camera_fault_at or step
         elif step.action == "camera_ok":
-            camera_fault_at = None
+            state.camera_fault_at = None
         elif step.action == "end":
             end = step
         steps.append(step)
     if end is None:
-        steps.append(Step(steps[-1].t, "end", MappingProxyType({}), len(steps), implied=True))
+        last = max(s.t for s in steps)
+        steps.append(Step(last, "end", MappingProxyType({}), len(steps), implied=True))
     return tuple(steps)
 
 
-def _check_step(index: int, raw: dict[str, Any], source: str) -> Step:
-    """One step on its own: ``t``, ``do`` and the action's parameters."""
-    where = _describe(index + 1, raw.get("t"), raw.get("do"))
+def _check_step(index: int, raw: dict[str, Any], source: str,
+                devices: Mapping[str, SimDevice]) -> Step:
+    """One step on its own: ``t``, ``do``, its ``device`` and the action's parameters."""
+    where = _describe(index + 1, raw.get("t"), raw.get("do"), raw.get("device"))
 
     def fail(problem: str) -> ScenarioError:
         return ScenarioError(where, problem, source)
@@ -311,9 +385,13 @@ def _check_step(index: int, raw: dict[str, Any], source: str) -> Step:
     if action is None:
         raise fail("unknown action" + did_you_mean(action_name, ACTIONS))
 
+    device = _step_device(raw, action_name, devices, fail)
+    note = raw.get("note", "")
+    if not isinstance(note, str) or not note.isprintable():
+        raise fail(f"note must be a line of text, got {show_value(note)}")
     params: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("t", "do"):
+        if key in ("t", "do", "device", "note"):
             continue
         if key not in action.params:
             if not action.params:
@@ -327,11 +405,33 @@ def _check_step(index: int, raw: dict[str, Any], source: str) -> Step:
     for key in action.params:
         if key not in params:
             raise fail(f"missing parameter {key}")
-    return Step(float(t), action_name, MappingProxyType(params), index)
+    return Step(float(t), action_name, MappingProxyType(params), index, device=device,
+                note=note)
 
 
-def _describe(number: int, t: Any, action: Any) -> str:
-    """``step 3 (t=17, do="speak")``, leaving out what the step lacks."""
+def _step_device(raw: dict[str, Any], action: str, devices: Mapping[str, SimDevice],
+                 fail: Callable[[str], ScenarioError]) -> str | None:
+    """Which device a step happens to: none in a one-device scenario; else one of
+    ``[devices.NAME]``, for every step but ``end`` (which ends them all)."""
+    if "device" not in raw:
+        if devices and action != "end":
+            raise fail(f"missing device (one of {', '.join(devices)})")
+        return None
+    name = raw["device"]
+    if not devices:
+        raise fail("device names a device of [devices.NAME] tables; this scenario has one "
+                   "device, which every step is done to")
+    if action == "end":
+        raise fail("end ends every device; it takes no device")
+    if not isinstance(name, str) or name not in devices:
+        hint = did_you_mean(name, devices) if isinstance(name, str) else ""
+        raise fail(f"device {show_value(name)} is not one of the scenario's devices "
+                   f"({', '.join(devices)}){hint}")
+    return name
+
+
+def _describe(number: int, t: Any, action: Any, device: Any = None) -> str:
+    """``step 3 (t=17, do="speak", device="alpha")``, leaving out what the step lacks."""
     parts = []
     if t is not None:
         # A valid t reads as the user wrote it (t=17, not t=17.0); anything else as given.
@@ -339,4 +439,6 @@ def _describe(number: int, t: Any, action: Any) -> str:
         parts.append(f"t={toml_value(t) if is_number else show_value(t)}")
     if action is not None:
         parts.append(f"do={show_value(action)}")
+    if device is not None:
+        parts.append(f"device={show_value(device)}")
     return f"step {number} ({', '.join(parts)})" if parts else f"step {number}"

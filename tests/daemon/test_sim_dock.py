@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from device.checkpoint_keeper import CHECKPOINT_NAME
 from protocol.archive_log import open_device_checkpoint
 from protocol.entries import OffloadReceiptEntry, Segment, TimeSync
@@ -33,6 +35,8 @@ do = "end"
 """
 
 
+# The one-device form of tests/daemon/test_sim_shift.py (which runs in make test).
+@pytest.mark.slow
 def test_sim_docks_offloads_and_the_archive_verifies(tmp_path):
     out = run_sim(tmp_path, SCENARIO)
     entries = ledger_bodies(out)

@@ -338,3 +338,111 @@ def test_the_docstring_examples_hold() -> None:
 def test_a_console_step_needs_a_list_of_command_lines(commands: str) -> None:
     error = scenario_error(steps(f"t = 0, do = 'console', commands = {commands}"))
     assert "commands must be a list of console command lines" in str(error)
+
+
+# -- several devices ---------------------------------------------------------------
+
+TWO_DEVICES = """
+[device]
+segment_seconds = 5
+[devices.alpha]
+officer = "PC-0001"
+[devices.bravo]
+segment_seconds = 10
+[[at]]
+t = 0
+do = "press_record"
+device = "alpha"
+[[at]]
+t = 1
+do = "power_cut"
+device = "bravo"
+[[at]]
+t = 2
+do = "press_record"     # alpha's power is not cut
+device = "alpha"
+[[at]]
+t = 3
+do = "dock"
+device = "bravo"
+[[at]]
+t = 9
+do = "end"
+"""
+
+
+def test_a_scenario_of_several_devices_gives_each_its_steps_and_settings() -> None:
+    scenario = parse_scenario(TWO_DEVICES)
+    assert list(scenario.devices) == ["alpha", "bravo"]
+    assert scenario.devices["alpha"].officer == "PC-0001"
+    assert scenario.devices["bravo"].officer == "PC-SIM-02"  # a default per device
+    assert [(s.t, s.action) for s in scenario.steps_for("bravo")] == [
+        (1.0, "power_cut"), (3.0, "dock"), (9.0, "end")]
+    assert [s.device for s in scenario.steps] == ["alpha", "bravo", "alpha", "bravo", None]
+    base = RecorderConfig()
+    assert scenario.recorder_config(base, "alpha").segment_seconds == 5
+    assert scenario.recorder_config(base, "bravo").segment_seconds == 10
+
+
+def test_a_one_device_scenario_has_no_devices_and_its_steps_name_none() -> None:
+    scenario = parse_scenario(POWER_CUT_STORY)
+    assert scenario.devices == {} and all(s.device is None for s in scenario.steps)
+
+
+def test_the_power_rules_hold_per_device() -> None:
+    # bravo's power cut does not stop alpha; but bravo itself cannot be pressed.
+    text = TWO_DEVICES.replace('do = "dock"\ndevice = "bravo"', 'do = "press_marker"\n'
+                               'device = "bravo"')
+    error = scenario_error(text)
+    assert error.where == 'step 4 (t=3, do="press_marker", device="bravo")'
+    assert "impossible while the power is cut" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "problem"),
+    [
+        (('device = "alpha"\n[[at]]\nt = 1', '[[at]]\nt = 1'), 'step 1 (t=0, do="press_record")',
+         "missing device (one of alpha, bravo)"),
+        (('device = "alpha"\n[[at]]\nt = 1', 'device = "alfa"\n[[at]]\nt = 1'),
+         'step 1 (t=0, do="press_record", device="alfa")', 'did you mean "alpha"?'),
+        (('do = "end"', 'do = "end"\ndevice = "alpha"'), 'step 5 (t=9, do="end", device="alpha")',
+         "takes no device"),
+        (("[devices.bravo]\nsegment_seconds = 10", "[devices.bravo]\nsegment_seconds = 0"),
+         "[devices.bravo].segment_seconds", "between 1 and 600"),
+        (("[devices.bravo]\nsegment_seconds = 10", "[devices.bravo]\nsegment_second = 1"),
+         "[devices.bravo].segment_second", 'did you mean "segment_seconds"?'),
+        (('officer = "PC-0001"', "officer = 7"), "[devices.alpha].officer", "officer id"),
+        (("[devices.alpha]", '[devices."al/pha"]'), '[devices.al/pha]', "letters, digits"),
+    ],
+)
+def test_a_bad_device_or_step_device_is_named(change: tuple[str, str], where: str,
+                                              problem: str) -> None:
+    old, new = change
+    assert old in TWO_DEVICES
+    error = scenario_error(TWO_DEVICES.replace(old, new, 1))
+    assert error.where == where, error
+    assert problem in error.problem, error
+
+
+def test_a_one_device_scenario_takes_no_device_on_a_step() -> None:
+    error = scenario_error(steps("t = 0, do = 'press_record', device = 'alpha'"))
+    assert "this scenario has one device" in error.problem
+
+
+def test_devices_must_be_tables() -> None:
+    assert scenario_error("devices = 3\n" + steps("t = 0, do = 'end'")).where == "devices"
+
+
+def test_the_docs_example_of_several_devices_is_valid() -> None:
+    example = re.search(r"## Several devices.*?```toml\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert example
+    scenario = parse_scenario(example.group(1))
+    assert list(scenario.devices) == ["CAM-A", "CAM-B"]
+    assert scenario.recorder_config(RecorderConfig(), "CAM-B").segment_seconds == 6
+
+
+def test_a_step_may_carry_a_note_of_what_it_stands_for() -> None:
+    [step, _end] = parse_scenario(steps("t = 0, do = 'press_record', note = 'arriving'")).steps
+    assert step.note == "arriving" and step.params == {}
+    assert "note must be a line of text" in scenario_error(
+        steps("t = 0, do = 'end', note = 3")).problem
