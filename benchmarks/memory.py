@@ -126,7 +126,8 @@ def main() -> None:
             "device_id": DEVICE, "store": str(store),
             "key_file": str(device_key_path(keys, DEVICE)),
             "trust_file": str(keys / "trust.json"), "control_socket": str(root / "r.sock"),
-            "hardware": "sim", "sim_epoch_unix_ns": time.time_ns(), "video": args.video,
+            "hardware": "sim", "otp_state_dir": str(root / "otp"),
+            "sim_epoch_unix_ns": time.time_ns(), "video": args.video,
             "segment_seconds": segment}, source="memory benchmark")
         (root / "recorder.toml").write_text(config.to_toml())
         log_path = root / "recorder.log"

@@ -111,10 +111,10 @@ class Recorder:
 
         media_bytes_per_s = config.video_bitrate // 8 + config.audio_rate * 2
         self._seal_q = SealQueue(int(config.queue_seconds * media_bytes_per_s))
-        self.voice_notes = VoiceNotes(config, self.appender, self.stats, archive_public,
-                                      self._seal_q.put, self._signal, prompts)
+        self.voice_notes = VoiceNotes(config, self.appender, self.stats, self._signal, prompts)
         self.router = CaptureRouter(config, self.stats, self.voice_notes,
                                     audio_block=hardware.microphone_config().block)
+        self.voice_notes.capture = self.router.queue  # a note's audio goes to the mux stage
         self.mux = MuxStage(config, self.stats, self.store, self.appender.known,
                             self.router.queue, self._seal_q, self._signal)
         self.seal = SealStage(config, self.stats, self.appender, self._seal_q,
