@@ -43,10 +43,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.provision import create_unit, device_key_path, enrol_device
+from daemon.provision import create_unit, enrol_device
 from device.config import RecorderConfig
 from device.control import ControlClient, ControlError
 from device.ledger import system_clock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
+from simboard import simulated_board  # noqa: E402
 
 DEVICE, OFFICER = "BENCH-MEM-1", "PC-BENCH"
 GOAL_RSS_MB, GOAL_GROWTH_MB = 100, 5
@@ -124,10 +127,9 @@ def main() -> None:
         enrol_device(keys, DEVICE, store, system_clock(), officer=OFFICER, by="TECH-BENCH")
         config = RecorderConfig.from_toml("").with_overrides({
             "device_id": DEVICE, "store": str(store),
-            "key_file": str(device_key_path(keys, DEVICE)),
+            **simulated_board(root, keys, DEVICE),
             "trust_file": str(keys / "trust.json"), "control_socket": str(root / "r.sock"),
-            "hardware": "sim", "otp_state_dir": str(root / "otp"),
-            "sim_epoch_unix_ns": time.time_ns(), "video": args.video,
+            "hardware": "sim", "sim_epoch_unix_ns": time.time_ns(), "video": args.video,
             "segment_seconds": segment}, source="memory benchmark")
         (root / "recorder.toml").write_text(config.to_toml())
         log_path = root / "recorder.log"

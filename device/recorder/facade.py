@@ -257,14 +257,17 @@ class Recorder:
         reason = recovery.cut_reason(self.known.last_boot_id, boot_id())
         # Only what the device's journal key authenticates is sealed (docs/recovery.md).
         recovered = recovery.recover_pending(self.store, journal_key=self.ledger.journal_key)
-        for r in recovered:
-            if r.segment is not None:
+        for r in recovered:  # voice notes and memos first, then segments in order
+            if isinstance(r, recovery.RecoveredNote):
+                self.append(r.body)
+            elif r.segment is not None:
                 self.append(r.segment)
         rec = self.known.open_recording
         if rec is None or self.known.unresumed(rec.seq) is not None:
             return
         # A cut time only from a record that authenticates (None: nothing says).
-        cuts = [r for r in recovered if r.recording == rec.seq and r.cut_utc_ns is not None]
+        cuts = [r for r in recovered if isinstance(r, recovery.RecoveredSegment)
+                and r.recording == rec.seq and r.cut_utc_ns is not None]
         if cuts:
             cut = recovery.interruption_for(cuts, reason)
         else:

@@ -293,7 +293,7 @@ class SealStage:
             recovered = None
         durable = False
         cut_us = file.first_capture_us or monotonic_us()  # nothing durable: from its start
-        if recovered is not None and recovered.segment is not None:
+        if isinstance(recovered, recovery.RecoveredSegment) and recovered.segment is not None:
             self.appender.append(recovered.segment)
             recovery.release_journal(self.store, recovered)
             self.stats.segments_sealed += 1
