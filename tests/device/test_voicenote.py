@@ -225,3 +225,82 @@ def test_refuses_audio_it_cannot_write() -> None:
         muxer.add_audio(AudioBlock(np.zeros(160, np.int16), 0, RATE))
     with pytest.raises(ValueError, match="height or fps"):
         SegmentMuxer(StrictSink(), fps=30, audio_rate=RATE)
+
+
+# -- sealed by the recorder's seal stage: the segments' two-phase close ------------------------
+
+
+def seal_stage_note(unit: Unit, blocks: list[AudioBlock], append_fails: bool = False):
+    """A note written as the mux stage writes it, handed message by message to a real
+    seal stage on the unit's ledger; returns the note's ref and what the journal was
+    while the entry was being appended."""
+    from device.config import RecorderConfig
+    from device.recorder.appender import EntryAppender
+    from device.recorder.memo import Memo, VoiceNotes
+    from device.recorder.messages import NoteRef, SealMemo
+    from device.recorder.mux import NoteWriter
+    from device.recorder.seal import SealStage
+    from device.recorder.stats import RecorderStats
+    from device.sealer import journal_path
+    from hardware.clock import SystemClock
+
+    config = RecorderConfig.from_toml("")
+    stats = RecorderStats()
+    appender = EntryAppender(unit.ledger(), SystemClock())
+    notes = VoiceNotes(config, appender, stats, signal=lambda _: None)
+    stage = SealStage(config, stats, appender, None, lambda _: None,  # type: ignore[arg-type]
+                      notes, unit.archive_public, lambda: SegmentSealer, lambda _: None)
+
+    class Direct:  # the seal queue, handled at once in this thread
+        def put(self, message: object, nbytes: int = 0) -> None:
+            stage.handle(message)  # type: ignore[arg-type]
+
+    class MuxSide:
+        seal = Direct()
+        config = RecorderConfig.from_toml("")
+
+    ref = NoteRef(f"v{12:06d}-1.cseg", interruption=12)
+    writer = NoteWriter(MuxSide(), ref)  # type: ignore[arg-type]
+    for block in blocks:
+        writer.muxer.add_audio(block)
+    summary = writer.muxer.close()
+    journal = journal_path(unit.store / "pending" / ref.file)
+    seen: list[bool] = []
+    real_append = appender.append
+
+    def append(body):  # noqa: ANN001, ANN202 - the appender's own signature
+        seen.append(journal.exists())
+        if append_fails:
+            raise OSError("the ledger refused the entry")
+        return real_append(body)
+
+    appender.append = append  # type: ignore[method-assign]
+    stage.handle(SealMemo(Memo(ref, max_us=60_000_000), writer.sink.ref, summary))
+    return ref, journal, seen
+
+
+def test_the_seal_stage_lets_the_journal_go_only_after_the_notes_entry(unit: Unit) -> None:
+    [start] = unit.append(RecordStart(trigger="button", category="scene", officer=OFFICER,
+                                      pre_record_seconds=0))
+    blocks = as_blocks(np.zeros(RATE, np.int16))
+    ref, journal, seen = seal_stage_note(unit, blocks)
+    assert seen == [True]  # the entry was appended while the journal was still there
+    assert not journal.exists() and (unit.store / MEDIA_DIR / ref.file).exists()
+    from protocol.envelope import parse_line, split_lines
+
+    entries = [parse_line(line).entry for line in split_lines(unit.ledger_path.read_bytes())]
+    [note] = [e.body for e in entries if isinstance(e.body, VoiceNote)]
+    assert note.interruption == 12 and note.media.file == ref.file
+    assert note.audio_samples == RATE and note.media.codecs == {"audio": "flac"}
+    assert entries[-1].seq > start.entry.seq
+
+
+def test_a_refused_entry_leaves_the_notes_journal_for_recovery(unit: Unit) -> None:
+    blocks = as_blocks(np.zeros(RATE, np.int16))
+    with pytest.raises(OSError, match="refused"):
+        seal_stage_note(unit, blocks, append_fails=True)
+    ref = f"v{12:06d}-1.cseg"
+    from device.sealer import journal_path
+
+    assert journal_path(unit.store / "pending" / ref).exists()
+    assert (unit.store / MEDIA_DIR / ref).exists()  # sealed whole; its entry is what is missing
