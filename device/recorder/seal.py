@@ -26,6 +26,7 @@ from typing import Any
 
 from device import recovery
 from device.config import RecorderConfig
+from device.muxer import SegmentSummary
 from device.recorder.appender import EntryAppender
 from device.recorder.memo import VoiceNotes
 from device.recorder.messages import (
@@ -244,7 +245,8 @@ class SealStage:
         self.stats.segments_sealed += 1
         self.stats.bytes_sealed += media.size
 
-    def _seal_memo(self, memo: Any, ref: FileRef | None, summary: Any) -> None:
+    def _seal_memo(self, memo: Any, ref: FileRef | None,
+                   summary: SegmentSummary | None) -> None:
         """A voice note or memo, closed like a segment: its entry, then its journal goes."""
         file = self._files.pop(ref.file) if ref is not None else None
         media = None
