@@ -304,3 +304,14 @@ def test_a_refused_entry_leaves_the_notes_journal_for_recovery(unit: Unit) -> No
 
     assert journal_path(unit.store / "pending" / ref).exists()
     assert (unit.store / MEDIA_DIR / ref).exists()  # sealed whole; its entry is what is missing
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import device.muxer
+    import hardware.frame_index
+
+    for module in (device.muxer, hardware.frame_index):
+        result = doctest.testmod(module, raise_on_error=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
