@@ -47,10 +47,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.provision import create_unit, device_key_path, enrol_device
+from daemon.provision import create_unit, enrol_device
 from device.config import RecorderConfig
 from device.control import ControlClient, ControlError
 from device.ledger import system_clock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
+from simboard import simulated_board  # noqa: E402
 
 DEVICE, OFFICER = "BENCH-LAT-1", "PC-BENCH"
 GOAL_PRESS_MS, GOAL_READY_S = 300, 3
@@ -62,7 +65,7 @@ def provision(root: Path, **settings: Any) -> RecorderConfig:
     enrol_device(keys, DEVICE, store, system_clock(), officer=OFFICER, by="TECH-BENCH")
     return RecorderConfig.from_toml("").with_overrides({
         "device_id": DEVICE, "store": str(store),
-        "key_file": str(device_key_path(keys, DEVICE)), "trust_file": str(keys / "trust.json"),
+        **simulated_board(root, keys, DEVICE), "trust_file": str(keys / "trust.json"),
         "control_socket": str(root / "recorder.sock"), "hardware": "sim",
         "sim_epoch_unix_ns": time.time_ns(), **settings}, source="latency benchmark")
 

@@ -5,7 +5,7 @@
                                             [--no-recorder]
 
 Two checks, both decoding what was written with PyAV and reading every frame's
-index from its picture (:func:`hardware.sim.pattern.read_frame_index`):
+index from its picture (:func:`hardware.frame_index.read_frame_index`):
 
 1. **Segmenter** (``device.segmenter.Segmenter``, the exact class the recorder's mux
    thread uses). Real H.264 from the simulated camera's encoder loop

@@ -6,7 +6,7 @@ The muxer watches the top-level boxes of its own output
 (``mfhd``; per ``traf``: ``tfhd`` defaults, ``tfdt`` base decode time, each
 ``trun``'s sample count and durations), and signals each fragment, with what it
 holds (:class:`FragmentInfo`), right after its last byte went to the sink.
-Used by :mod:`device.muxer` and :mod:`device.voicenote`.
+Used by :mod:`device.muxer`.
 """
 
 from __future__ import annotations

@@ -67,6 +67,16 @@ drifts from the real sensor rate. Audio runs on a 1/rate clock and is counted
 in samples from the first sample's capture time, so no sample can be dropped
 or repeated by timestamp rounding. The camera's frames must carry no B-frames
 (decode order = capture order), which is how the Pi's encoder works.
+
+Audio only
+----------
+Opened without a picture size (``width=None``), the muxer writes an
+audio-only segment: FLAC alone, its origin the first sample, fragments cut by
+duration only (every FLAC packet is a keyframe, so cutting at keyframes would
+make one fragment, and one fsync, per packet). The recorder writes the
+segments of a span without camera this way, and every voice note and
+exemption memo: one writer, one sealer, one recovery for all media
+(ADR 0048).
 """
 
 from __future__ import annotations
@@ -143,7 +153,7 @@ def _nal_unit_types(access_unit: bytes) -> set[int]:
 
 
 def fragment_trigger_us(
-    fps: Fraction, audio_rate: int | None, flac_block_samples: int, max_fragment_us: int
+    fps: Fraction | None, audio_rate: int | None, flac_block_samples: int, max_fragment_us: int
 ) -> int:
     """The ``frag_duration`` to give FFmpeg so no fragment exceeds ``max_fragment_us``.
 
@@ -151,9 +161,27 @@ def fragment_trigger_us(
     packets, and a track's first packet may start up to one packet after the cut
     before it: two packets of the longer kind bound the excess.
     """
-    frame_us = math.ceil(1_000_000 / fps) + _FRAME_JITTER_US
     block_us = math.ceil(flac_block_samples * 1_000_000 / audio_rate) if audio_rate else 0
+    if not fps:  # audio only: the FLAC block, with the same jitter allowance, is the packet
+        block_us += _FRAME_JITTER_US
+        return max(max_fragment_us - 2 * block_us, block_us)
+    frame_us = math.ceil(1_000_000 / fps) + _FRAME_JITTER_US
     return max(max_fragment_us - 2 * max(frame_us, block_us), frame_us)
+
+
+def split_audio(block: AudioBlock, samples: int) -> tuple[AudioBlock, AudioBlock | None]:
+    """``block``'s first ``samples`` samples, and the rest (None if none) with its capture time.
+
+    >>> head, rest = split_audio(AudioBlock(np.zeros(960, np.int16), 1_000_000, 48_000), 480)
+    >>> len(head.samples), rest.timestamp_us
+    (480, 1010000)
+    """
+    if samples >= len(block.samples):
+        return block, None
+    samples = max(0, samples)
+    return (AudioBlock(block.samples[:samples], block.timestamp_us, block.rate),
+            AudioBlock(block.samples[samples:],
+                       _sample_time_us(block.timestamp_us, samples, block.rate), block.rate))
 
 
 class SegmentMuxer:
@@ -172,15 +200,23 @@ class SegmentMuxer:
     >>> # for each captured item: muxer.add_video(frame) / muxer.add_audio(block)
     >>> muxer.close().frames
     0
+
+    Audio only (a voice note, or a span without camera): no picture size.
+
+    >>> muxer = SegmentMuxer(io.BytesIO(), audio_rate=48_000)
+    >>> muxer.add_audio(AudioBlock(np.zeros(48_000, np.int16), 5_000_000, 48_000))
+    >>> summary = muxer.close()
+    >>> summary.audio_samples, summary.origin_us, summary.fragments
+    (48000, 5000000, 4)
     """
 
     def __init__(
         self,
         sink: Sink,
         *,
-        width: int,
-        height: int,
-        fps: Fraction | int,
+        width: int | None = None,
+        height: int | None = None,
+        fps: Fraction | int | None = None,
         audio_rate: int | None = 48_000,
         audio_channels: int = 1,
         origin_us: int | None = None,
@@ -193,11 +229,17 @@ class SegmentMuxer:
         ``origin_us`` is the capture time that becomes PTS 0; leave it None to use
         the first frame's. Give an earlier one to keep audio captured just before
         the first keyframe (the first segment of a span). ``audio_rate=None``
-        makes a video-only segment.
+        makes a video-only segment; no ``width`` (nor height, fps), an audio-only one.
         """
-        self._fps = Fraction(fps)
-        if width <= 0 or height <= 0 or self._fps <= 0:
-            raise ValueError("width, height and fps must be positive")
+        self._video = width is not None
+        if self._video:
+            if height is None or fps is None or width <= 0 or height <= 0 or fps <= 0:
+                raise ValueError("width, height and fps must be positive")
+        elif height is not None or fps is not None:
+            raise ValueError("an audio-only segment has no height or fps: give width too")
+        elif audio_rate is None:
+            raise ValueError("a segment needs video or audio")
+        self._fps = Fraction(fps) if fps is not None else None
         if audio_rate is not None and audio_rate <= 0:
             raise ValueError("audio_rate must be positive")
         if audio_channels not in _LAYOUTS:
@@ -206,7 +248,7 @@ class SegmentMuxer:
         self._audio_channels = audio_channels
         self._origin_us = origin_us
         self._on_fragment_end = on_fragment_end
-        self._frame_ticks = max(1, round(VIDEO_CLOCK_HZ / self._fps))
+        self._frame_ticks = max(1, round(VIDEO_CLOCK_HZ / self._fps)) if self._fps else 0
         #: FFmpeg's ``frag_duration``; a keyframe interval at or below it gives one
         #: GOP per fragment.
         self.fragment_trigger_us = fragment_trigger_us(
@@ -232,7 +274,9 @@ class SegmentMuxer:
             # seals straight from the bytes given instead of assembling chunks.
             buffer_size=MAX_CHUNK_PLAINTEXT,
             container_options={
-                "movflags": "empty_moov+default_base_moof+frag_keyframe",
+                # Audio alone is cut by duration only: every FLAC packet is a keyframe.
+                "movflags": "empty_moov+default_base_moof"
+                + ("+frag_keyframe" if self._video else ""),
                 "frag_duration": str(self.fragment_trigger_us),
                 # Never triggered here (no timestamp precedes the origin); if it were,
                 # both streams would shift together and stay non-negative.
@@ -247,10 +291,12 @@ class SegmentMuxer:
         )
         # A stream without a codec context: packets pass through untouched. PyAV takes
         # SPS/PPS from the first packet (extract_extradata) before writing the header.
-        self._video_stream = self._container.add_mux_stream(
-            "h264", rate=self._fps, width=width, height=height
-        )
-        self._video_stream.time_base = Fraction(1, VIDEO_CLOCK_HZ)
+        self._video_stream = None
+        if self._video:
+            self._video_stream = self._container.add_mux_stream(
+                "h264", rate=self._fps, width=width, height=height
+            )
+            self._video_stream.time_base = Fraction(1, VIDEO_CLOCK_HZ)
         self._audio_stream = None
         if audio_rate is not None:
             self._audio_stream = self._container.add_stream(
@@ -278,9 +324,16 @@ class SegmentMuxer:
         """Capture time of PTS 0 (None until known)."""
         return self._origin_us
 
+    @property
+    def audio_samples(self) -> int:
+        """PCM samples given so far (per channel)."""
+        return self._audio_samples + sum(len(b.samples) for b in self._early_audio)
+
     def add_video(self, frame: VideoFrame) -> None:
         """Add one encoded access unit (Annex B) in capture order."""
         self._check_open()
+        if self._video_stream is None:
+            raise ValueError("this segment was opened without video")
         if not frame.data.startswith(_ANNEX_B_START):
             raise ValueError("video frame is not an Annex B H.264 access unit")
         if self._frames == 0:
@@ -343,7 +396,7 @@ class SegmentMuxer:
                              f"{self._audio_channels} channel(s)")
         if len(block.samples) == 0:
             return
-        if self._frames == 0:
+        if self._video and self._frames == 0:
             # The header (and so the audio encoder's first packet) waits for the
             # first keyframe's SPS/PPS; keep the PCM until then.
             self._early_audio.append(block)
@@ -352,7 +405,8 @@ class SegmentMuxer:
 
     def _encode_audio(self, block: AudioBlock) -> None:
         assert self._audio_stream is not None and self._audio_rate is not None
-        assert self._origin_us is not None
+        if self._origin_us is None:  # audio only: PTS 0 is the first sample
+            self._origin_us = block.timestamp_us
         if block.timestamp_us < self._origin_us:
             raise ValueError(
                 f"audio captured before the segment origin ({block.timestamp_us} < "

@@ -74,7 +74,7 @@ from device.sealer import (
     journal_path,
     read_fragment_marks,
 )
-from protocol.entries import Interruption, MediaFile, RecordStop, Segment
+from protocol.entries import Exemption, Interruption, MediaFile, RecordStop, Segment, VoiceNote
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
 from protocol.journal_auth import JournalKey
@@ -94,6 +94,14 @@ SEGMENT_SUFFIX = ".cseg"
 _NAME = re.compile(r"r(?P<recording>\d+)-(?P<index>\d+)\.cseg")
 # What the journal's context must hold for recovery to write the segment entry.
 _CONTEXT_KEYS = ("recording", "span", "index", "utc_offset_ns", "frame_period_ns", "audio_rate")
+# A voice note's or an exemption memo's (written by the same muxer, sealed by the same
+# sealer): its entry names the interruption or the reason, not a recording.
+NOTE_KINDS = ("voice_note", "exemption")
+_NOTE_KEYS = ("kind", "utc_offset_ns", "audio_rate")
+
+
+def _required_keys(context: dict[str, Any]) -> tuple[str, ...]:
+    return _NOTE_KEYS if context.get("kind") in NOTE_KINDS else _CONTEXT_KEYS
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,24 @@ class RecoveredSegment:
     tail_file: str | None = None  # bytes beyond what was kept, in pending/
     journal: str | None = None  # the journal left in pending/ until release_journal()
     sealed_before_cut: bool = False  # sealed whole (final chunk); only its entry was missing
+
+
+@dataclass(frozen=True)
+class RecoveredNote:
+    """A voice note (or an exemption's memo) a cut left in ``pending/``: its entry.
+
+    The note is sealed to its last whole fragment, like a segment. Its
+    ``speech_seconds`` is 0: the speech the device heard died with the cut, and
+    the device cannot decrypt the file to hear it again, so a recovered note
+    explains nothing and the prompt comes again at the next resume (ADR 0048).
+    """
+
+    body: VoiceNote | Exemption
+    file: str  # in media/
+    journal: str | None = None  # left in pending/ until release_journal()
+    tail_file: str | None = None
+    recording: int = -1  # sorts before every recording's segments: appended first
+    index: int | None = None
 
 
 @dataclass
@@ -277,9 +303,9 @@ def interruption_for(cuts: list[RecoveredSegment], reason: str) -> Interruption:
                         cut_utc_ns=max(known), recording=cuts[0].recording)
 
 
-def release_journal(store: Path, recovered: RecoveredSegment) -> None:
+def release_journal(store: Path, recovered: RecoveredSegment | RecoveredNote) -> None:
     """The entries for ``recovered`` are appended: its journal and marks are no longer needed."""
-    if recovered.segment is not None:
+    if isinstance(recovered, RecoveredNote) or recovered.segment is not None:
         clear_fragment_marks(Path(store) / MEDIA_DIR / recovered.file)
     if recovered.journal is not None:
         path = Path(store) / PENDING_DIR / recovered.journal
@@ -378,7 +404,7 @@ class _Recovery:
             return False
         return self.facts.reached.get(recording, -1) > index
 
-    def run(self) -> list[RecoveredSegment]:
+    def run(self) -> list[RecoveredSegment | RecoveredNote]:
         if not self.pending.is_dir():
             return []
         names = {p.name for p in self.pending.glob("*" + SEGMENT_SUFFIX)}
@@ -395,7 +421,7 @@ class _Recovery:
                 results.append(result)
         return sorted(results, key=lambda r: (r.recording, r.index or 0, r.file))
 
-    def recover(self, name: str) -> RecoveredSegment | None:
+    def recover(self, name: str) -> RecoveredSegment | RecoveredNote | None:
         path = self.pending / name
         journal_file = journal_path(path)
         journal = read_journal(journal_file, self.key)
@@ -407,7 +433,7 @@ class _Recovery:
     # --- a file still in pending/: cut while being written ------------------------------
 
     def _recover_cut_file(self, name: str, path: Path, journal_file: Path,
-                          journal: _Journal) -> RecoveredSegment | None:
+                          journal: _Journal) -> RecoveredSegment | RecoveredNote | None:
         context = self._context(name, journal)
         if self.went_on_after(context):
             # Refused by the medium while recording and declared then, but not
@@ -425,10 +451,11 @@ class _Recovery:
                 len(data), hashlib.sha256(data).hexdigest()):
             return self._move_sealed_file(name, path, journal_file, journal, context, sealed)
         kept = _last_whole_fragment(data, journal.fragments)
-        if kept is None or not all(k in context for k in _CONTEXT_KEYS):
+        required = _required_keys(context)
+        if kept is None or not all(k in context for k in required):
             if kept is not None:
                 log.error("%s: journal context lacks %s; kept aside unsealed", name,
-                          [k for k in _CONTEXT_KEYS if k not in context])
+                          [k for k in required if k not in context])
             return self._set_aside(name, path, journal_file, journal, context)
         size = kept["stored_size"]
         stamp = time.time_ns()
@@ -467,11 +494,11 @@ class _Recovery:
 
     def _move_sealed_file(self, name: str, path: Path, journal_file: Path, journal: _Journal,
                           context: dict[str, Any],
-                          sealed: dict[str, Any]) -> RecoveredSegment | None:
+                          sealed: dict[str, Any]) -> RecoveredSegment | RecoveredNote | None:
         """Sealed whole (final chunk and all) but never moved into media/: move it now."""
         kept = next((r for r in reversed(journal.fragments)
                      if isinstance(r.get("content"), dict)), None)
-        if kept is None or not all(k in context for k in _CONTEXT_KEYS):
+        if kept is None or not all(k in context for k in _required_keys(context)):
             log.error("%s: sealed, but its journal cannot say what it holds; left in pending/",
                       name)
             return None
@@ -513,7 +540,7 @@ class _Recovery:
     # --- a file that already left pending/ ------------------------------------------------
 
     def _recover_moved_file(self, name: str, journal_file: Path,
-                            journal: _Journal) -> RecoveredSegment | None:
+                            journal: _Journal) -> RecoveredSegment | RecoveredNote | None:
         finished = journal.finished
         media_file = (finished or {}).get("media_file") or name
         if self.in_ledger(media_file):  # the entry is the record now
@@ -523,7 +550,7 @@ class _Recovery:
             return None
         media_path = self.media / media_file
         context = self._context(name, journal)
-        if not media_path.exists() or not all(k in context for k in _CONTEXT_KEYS):
+        if not media_path.exists() or not all(k in context for k in _required_keys(context)):
             log.error("%s: journal without its file or context; left as it is", name)
             return None
         journal.add_marks(media_path, name, self.key)
@@ -587,9 +614,46 @@ class _Recovery:
             return journal.last_written_monotonic_ns + offset
         return None
 
+    def _media(self, journal: _Journal, finished: dict[str, Any]) -> MediaFile:
+        media_file = finished["media_file"]
+        header = (self.media / media_file).read_bytes()[:HEADER_SIZE]
+        return MediaFile(
+            file=media_file, container="mp4", codecs=dict(journal.header.get("codecs") or {}),
+            size=finished["stored_size"], sha256=finished["stored_sha256"],
+            plaintext_size=finished.get("plaintext_size"),
+            plaintext_sha256=finished.get("plaintext_sha256"),
+            encryption=encryption_of(header))
+
+    def _note_result(self, journal: _Journal, context: dict[str, Any],
+                     finished: dict[str, Any], kept: dict[str, Any],
+                     journal_file: Path) -> RecoveredNote | None:
+        media = self._media(journal, finished)
+        body: VoiceNote | Exemption
+        if context["kind"] == "exemption":
+            if not isinstance(context.get("exemption"), str):
+                log.error("%s: an exemption memo whose journal names no reason", media.file)
+                return None
+            body = Exemption(reason=context["exemption"], voice_memo=media)
+        else:
+            content, interruption = kept["content"], _int(context, "interruption")
+            first_us = content.get("first_sample_us")
+            if interruption is None or first_us is None:
+                log.error("%s: a voice note whose journal names no interruption", media.file)
+                return None
+            body = VoiceNote(
+                interruption=interruption, media=media,
+                first_capture_utc_ns=first_us * 1000 + context["utc_offset_ns"],
+                audio_samples=content.get("audio_samples") or 0,
+                audio_rate=context["audio_rate"], speech_seconds=0.0)
+        log.warning("%s: a %s cut short, recovered", media.file, context["kind"])
+        return RecoveredNote(body=body, file=media.file, tail_file=finished.get("tail_file"),
+                             journal=journal_file.name if journal_file.exists() else None)
+
     def _result(self, name: str, journal: _Journal, context: dict[str, Any],
                 finished: dict[str, Any], kept: dict[str, Any], *, recovered: bool,
-                journal_file: Path) -> RecoveredSegment:
+                journal_file: Path) -> RecoveredSegment | RecoveredNote | None:
+        if context.get("kind") in NOTE_KINDS:
+            return self._note_result(journal, context, finished, kept, journal_file)
         content, offset = kept["content"], context["utc_offset_ns"]
         media_file = finished["media_file"]
         # As the recorder does for a sealed segment: the first and last frame, or, in
@@ -600,13 +664,7 @@ class _Recovery:
         last_capture_us = max((v for v in (content.get("last_frame_us"),
                                            content.get("last_sample_us")) if v is not None),
                               default=None)
-        header = (self.media / media_file).read_bytes()[:HEADER_SIZE]
-        media = MediaFile(
-            file=media_file, container="mp4", codecs=dict(journal.header.get("codecs") or {}),
-            size=finished["stored_size"], sha256=finished["stored_sha256"],
-            plaintext_size=finished.get("plaintext_size"),
-            plaintext_sha256=finished.get("plaintext_sha256"),
-            encryption=encryption_of(header))
+        media = self._media(journal, finished)
         segment = Segment(
             recording=context["recording"], span=context["span"], index=context["index"],
             media=media,
@@ -632,7 +690,7 @@ def _first_not_none(*values: Any) -> Any:
 
 
 def recover_pending(store: Path, ledger: Path | None = None, *,
-                    journal_key: JournalKey) -> list[RecoveredSegment]:
+                    journal_key: JournalKey) -> list[RecoveredSegment | RecoveredNote]:
     """Seal what a cut left in ``store/pending/`` and say what to append for it.
 
     Call it at start, before recording. ``ledger`` (default ``store/ledger.jsonl``)
@@ -646,7 +704,7 @@ def recover_pending(store: Path, ledger: Path | None = None, *,
 
 
 def recover_file(store: Path, file: str, ledger: Path | None = None, *,
-                 journal_key: JournalKey) -> RecoveredSegment | None:
+                 journal_key: JournalKey) -> RecoveredSegment | RecoveredNote | None:
     """The same for one file of ``pending/``, while the device runs.
 
     For a file the medium refused to go on writing (the recorder's seal

@@ -3,7 +3,7 @@
 Used by ``custody demo``, the test vectors and the tests of protocol/ that
 need genuine sealed media: real H.264 + FLAC in fragmented MP4, sealed and
 appended exactly as the recorder does. Each frame carries its frame index in
-the top-left strip, drawn by the simulated camera's own code.
+the top-left strip (:mod:`hardware.frame_index`), as the simulated camera's do.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from device.ledger import LedgerWriter
 from device.sealer import SegmentSealer
-from hardware.sim.pattern import draw_frame_index
+from hardware.frame_index import draw_frame_index
 from protocol.entries import Marker, RecordStart, RecordStop, Segment
 from protocol.envelope import SignedEntry
 
@@ -36,9 +36,9 @@ class _Bytes:
 
 
 def frame_picture(index: int, width: int, height: int) -> np.ndarray:
-    """An RGB picture carrying ``index`` the way the simulated camera does."""
+    """An RGB picture carrying ``index`` (:mod:`hardware.frame_index`)."""
     luma = np.full((height, width), 128, np.uint8)
-    draw_frame_index(luma, index)  # the simulator's code: read_frame_index reads it back
+    draw_frame_index(luma, index)  # read_frame_index reads it back
     img = np.repeat(luma[:, :, None], 3, axis=2)
     bar = (index * 4) % width  # something that moves, for a human looking at it
     img[height // 2:, bar:bar + 4] = (200, 40, 40)

@@ -478,7 +478,7 @@ class _LedgerCheck:
         prev = rec._last
         if prev is not None and rec._last_end is not None:
             # The earlier segment's cadence: a frame period, or for an audio-only
-            # segment (camera fault) its audio block period, in frame_period_ns.
+            # segment (camera fault) its audio sample period, in frame_period_ns.
             period = prev.frame_period_ns
             prev_boot, prev_mono = rec._last_end
             step, clock = body.first_capture_utc_ns - prev.last_capture_utc_ns, "utc"

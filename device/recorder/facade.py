@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
 from device.config import RecorderConfig
-from device.ledger import LedgerWriter, boot_id, fsync_dir
-from device.receipts import ReceiptRefused, check_receipt
+from device.ledger import LedgerWriter
 from device.recorder.appender import EntryAppender
+from device.recorder.boot import recover_cut
 from device.recorder.memo import VoiceNotes
 from device.recorder.menu import FunctionMenu
 from device.recorder.messages import Barrier, End, Interrupt, Mark, Session, Stop
 from device.recorder.mux import MuxStage
-from device.recorder.router import CAMERA_TIMEOUT_S, MIC_TIMEOUT_S, CaptureRouter
+from device.recorder.release import MediaRelease
+from device.recorder.router import CaptureRouter
 from device.recorder.seal import SealQueue, SealStage
+from device.recorder.selfcheck import SelfChecks
 from device.recorder.stats import RecorderStats
+from device.recorder.status import status_report
 from device.sealer import SegmentSealer
-from device.watch import BatteryWatch, OverdueWatch, StorageWatch, voice_note_reserve_bytes
 from hardware.camera import Camera, monotonic_us
 from hardware.clock import Clock
 from hardware.controls import ControlEvent, Controls
@@ -48,8 +49,6 @@ from protocol.entries import (
     MARKER_PHASES,
     Body,
     Marker,
-    OffloadReceiptEntry,
-    Overdue,
     RecordStart,
 )
 from protocol.envelope import SignedEntry
@@ -103,7 +102,6 @@ class Recorder:
         self.stats = RecorderStats()
         self.appender = EntryAppender(ledger, self.clock)
         self.docked = False
-        self.overdue_warning = False
         #: Called (once) when the recorder must power the device down (battery).
         self.on_power_down: Callable[[], None] | None = None
         #: What a segment is written into; a test may swap in a slower one.
@@ -111,10 +109,10 @@ class Recorder:
 
         media_bytes_per_s = config.video_bitrate // 8 + config.audio_rate * 2
         self._seal_q = SealQueue(int(config.queue_seconds * media_bytes_per_s))
-        self.voice_notes = VoiceNotes(config, self.appender, self.stats, archive_public,
-                                      self._seal_q.put, self._signal, prompts)
+        self.voice_notes = VoiceNotes(config, self.appender, self.stats, self._signal, prompts)
         self.router = CaptureRouter(config, self.stats, self.voice_notes,
                                     audio_block=hardware.microphone_config().block)
+        self.voice_notes.capture = self.router.queue  # a note's audio goes to the mux stage
         self.mux = MuxStage(config, self.stats, self.store, self.appender.known,
                             self.router.queue, self._seal_q, self._signal)
         self.seal = SealStage(config, self.stats, self.appender, self._seal_q,
@@ -126,12 +124,8 @@ class Recorder:
         self._next_phase = 0
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._battery = BatteryWatch(config.battery_low_minutes, config.battery_critical_minutes)
-        self._storage_watch = StorageWatch(
-            reserve_bytes=config.storage_reserve_bytes + voice_note_reserve_bytes(
-                config.voice_note_reserve_seconds, config.audio_rate),
-            headroom_bytes=3 * media_bytes_per_s)
-        self._overdue = OverdueWatch(config.overdue_warn_hours, config.overdue_hours)
+        self.checks = SelfChecks(config, self.appender, self.router, self, self._signal)
+        self.release = MediaRelease(config, self.appender, self.stats, trust)
 
         self.camera: Camera | None = None
         self.microphone: Microphone | None = None
@@ -178,9 +172,9 @@ class Recorder:
         self.controls.when_event = self._on_control_event
         self.indicators = hw.indicators()
         self.speaker = self.voice_notes.speaker = hw.speaker()
-        self.battery = hw.battery()
-        self.storage = hw.storage(str(self.store))
-        self._battery.low_percent = hw.board.battery.low_percent
+        self.battery = self.checks.battery = hw.battery()
+        self.storage = self.checks.storage = hw.storage(str(self.store))
+        self.checks.battery_watch.low_percent = hw.board.battery.low_percent
         self.recover_cut()
         open_ = self.known.open_recording
         if open_ is not None:  # a cut left it open: the next press resumes it
@@ -191,7 +185,7 @@ class Recorder:
         for name, target in (("mux", self.mux.run), ("seal", self.seal.run),
                              ("video", lambda: self.router.video_loop(stopping)),
                              ("audio", lambda: self.router.audio_loop(stopping)),
-                             ("watch", self._watch_loop)):
+                             ("watch", lambda: self.checks.run(stopping))):
             self._threads.append(threading.Thread(target=target, name=f"recorder-{name}",
                                                   daemon=True))
         self.microphone.start()
@@ -245,34 +239,8 @@ class Recorder:
         self.appender.apply_time_statement(statement, step_ns)
 
     def recover_cut(self) -> None:
-        """After a power cut or crash: seal the cut segment, declare the cut.
-
-        The segment left in ``pending/`` keeps its complete fragments and is
-        sealed ``recovered``; a recording left open gets ``interruption``
-        (``power_loss`` if the kernel booted since its last entry, else
-        ``crash``), unless an interruption already ended it (battery, storage).
-        """
-        from device import recovery
-
-        reason = recovery.cut_reason(self.known.last_boot_id, boot_id())
-        # Only what the device's journal key authenticates is sealed (docs/recovery.md).
-        recovered = recovery.recover_pending(self.store, journal_key=self.ledger.journal_key)
-        for r in recovered:
-            if r.segment is not None:
-                self.append(r.segment)
-        rec = self.known.open_recording
-        if rec is None or self.known.unresumed(rec.seq) is not None:
-            return
-        # A cut time only from a record that authenticates (None: nothing says).
-        cuts = [r for r in recovered if r.recording == rec.seq and r.cut_utc_ns is not None]
-        if cuts:
-            cut = recovery.interruption_for(cuts, reason)
-        else:
-            cut = recovery.interruption_for([recovery.RecoveredSegment(
-                None, recording=rec.seq, file="",
-                cut_utc_ns=rec.last_capture_utc_ns or int(self.clock.now() * 1e9))], reason)
-        self.append(cut)
-        log.warning("recording %d was cut (%s); declared", rec.seq, reason)
+        """After a power cut or crash: seal what it left, declare the cut (boot.py)."""
+        recover_cut(self.appender, self.clock)
 
     # --- officer actions ----------------------------------------------------------
 
@@ -323,7 +291,7 @@ class Recorder:
         if self.state != State.STANDBY:
             self._refuse(State.RECORDING)
             return None
-        if not self._storage_watch.can_start(self._free_bytes()):
+        if not self.checks.can_start():
             self.stats.refused_transitions += 1
             log.error("refused: storage full, no recording starts (nothing is overwritten)")
             self._signal("storage_low")
@@ -442,93 +410,35 @@ class Recorder:
         self._signal("prompt")
         self.voice_notes.begin(exemption=reason)
 
-    # --- receipts ------------------------------------------------------------------------
+    # --- receipts, self-checks --------------------------------------------------------
 
     def accept_receipt(self, envelope: Any) -> list[str]:
         """Free the media a dock's verified receipt covers. Raises ReceiptRefused."""
-        if self.trust is None:
-            raise ReceiptRefused("no trust file: cannot check a dock's signature")
-        check = check_receipt(envelope, self.trust, self.config.device_id, self.known,
-                              self.store)
-        self.append(OffloadReceiptEntry(receipt=envelope))
-        freed = []
-        for path in check.files:
-            path.unlink()
-            freed.append(path.name)
-        if freed:
-            fsync_dir(check.files[0].parent)
-        self.stats.freed_files += len(freed)
-        log.info("receipt from %s: freed %d files", check.receipt.dock, len(freed))
-        return freed
+        return self.release.accept_receipt(envelope)
 
     def overdue(self) -> list[int]:
         return sorted(self.known.overdue_declared)
 
-    # --- self-checks --------------------------------------------------------------------
+    @property
+    def overdue_warning(self) -> bool:
+        return self.checks.overdue_warning
 
-    def _free_bytes(self) -> int:
-        try:
-            return int(self.storage.status().free_bytes) if self.storage else 1 << 62
-        except OSError:
-            return 1 << 62  # an unreadable gauge must not stop recording
+    # What the self-checks may ask (selfcheck.RecorderControl).
 
-    def _watch_loop(self) -> None:
-        last_overdue_check = 0.0
-        while not self._stopping.wait(0.5):
-            try:
-                self.router.expire_ending()  # a source that never caught up
-                self.appender.check_clock()
-                self._check_sources()
-                self._check_battery()
-                if self.state == State.RECORDING and \
-                        self._storage_watch.check(self._free_bytes()) == "full":
-                    self.interrupt("storage_full", "storage")
-                    self._signal("storage_low")
-                if time.monotonic() - last_overdue_check >= 5:
-                    last_overdue_check = time.monotonic()
-                    self._check_overdue()
-            except Exception:
-                log.exception("self-check failed")
+    @property
+    def recording_now(self) -> bool:
+        return self.state == State.RECORDING
 
-    def _check_sources(self) -> None:
-        """A camera or microphone silent while recording is a declared fault."""
-        camera_down, mic_down = self.router.check_sources()
-        if camera_down:
-            log.error("camera fault: no frame for %.1f s; recording audio alone",
-                      CAMERA_TIMEOUT_S)
-        if mic_down:
-            log.error("microphone fault: no audio for %.1f s; video goes on", MIC_TIMEOUT_S)
-        if camera_down or mic_down:
-            self._signal("error")
+    @property
+    def shutting_down(self) -> bool:
+        return self.state == State.SHUTTING_DOWN
 
-    def _check_battery(self) -> None:
-        if self.battery is None:
-            return
-        decision = self._battery.check(self.battery.read())
-        if decision == "low":
-            self._signal("low_battery")
-        elif decision == "critical" and self.state != State.SHUTTING_DOWN:
-            log.error("battery critical: sealing and shutting down")
-            self.interrupt("battery", "battery_gauge")
-            self.wait_idle(60)
-            self._stopping.set()
-            if self.on_power_down is not None:
-                self.on_power_down()
-
-    def _check_overdue(self) -> None:
-        pending = self.known.unarchived_recordings()
-        now = int(self.clock.now() * 1e9)
-        oldest = pending[0].start_utc_ns if pending else None
-        decision = self._overdue.check(oldest, now)
-        self.overdue_warning = decision is not None
-        if decision == "overdue":
-            for rec in pending:
-                if rec.seq in self.known.overdue_declared:
-                    continue
-                if self._overdue.check(rec.start_utc_ns, now) == "overdue":
-                    self.append(Overdue(recording=rec.seq, started_utc_ns=rec.start_utc_ns,
-                                        hours=self.config.overdue_hours))
-                    log.error("recording %d is overdue for hand-in", rec.seq)
+    def power_down(self) -> None:
+        """Battery critical: everything sealed, the threads stop, the agent powers off."""
+        self.wait_idle(60)
+        self._stopping.set()
+        if self.on_power_down is not None:
+            self.on_power_down()
 
     # --- indicators and helpers -------------------------------------------------------
 
@@ -560,23 +470,8 @@ class Recorder:
         return False
 
     def status(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "state": str(self.state), "device": self.config.device_id, "officer": self.officer,
-            "recording": self.recording, "segments_sealed": s.segments_sealed,
-            "bytes_sealed": s.bytes_sealed, "dropped_frames": s.dropped_frames,
-            "dropped_samples": s.dropped_samples, "overflows": s.overflows,
-            "source_losses": s.source_losses, "seal_failures": s.seal_failures,
-            "refused_transitions": s.refused_transitions, "refused_presses": s.refused_presses,
-            "press_to_frame_ms": s.press_to_frame_ms[-1] if s.press_to_frame_ms else None,
-            "capture_queue": self.router.queue.qsize(), "seal_queue": self._seal_q.qsize(),
-            "prerecord_seconds": round(self.router.prerecord.seconds, 3),
-            "next_seq": self.ledger.next_seq, "last_error": s.last_error,
-            "unexplained": self.known.unexplained,
-            "voice_note": self.voice_notes.current is not None,
-            "voice_note_listening": self.voice_notes.listening,
-            "prompts": s.prompts, "voice_notes": s.voice_notes, "freed_files": s.freed_files,
-            "docked": self.docked, "overdue_warning": self.overdue_warning,
-            "overdue": self.overdue(), "free_bytes": self._free_bytes(),
-            "battery": asdict(self._battery.last) if self._battery.last else None,
-        }
+        return status_report(
+            state=str(self.state), device=self.config.device_id, recording=self.recording,
+            stats=self.stats, router=self.router, seal_queue=self._seal_q.qsize(),
+            next_seq=self.ledger.next_seq, known=self.known, voice_notes=self.voice_notes,
+            checks=self.checks, docked=self.docked)

@@ -2,28 +2,32 @@
 
 At the first start after an interruption the device plays a spoken prompt
 and only then listens, so the prompt is not taken for the answer. The audio
-until a short press of the function button (or the cap) is sealed as a
-``voice_note`` linked to the interruption. An exemption's memo is the same,
+until a short press of the function button (or the cap) is a ``voice_note``
+linked to the interruption: an audio-only file written as it is spoken by
+the segments' muxer, sealed by the segments' sealer with their two-phase
+close, recovered after a cut like them. An exemption's memo is the same,
 sealed with its ``exemption`` entry.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from device.config import RecorderConfig
+from device.muxer import SegmentSummary
 from device.recorder.appender import EntryAppender
-from device.recorder.messages import SealMemo
+from device.recorder.messages import CaptureMessage, EndNote, NoteAudio, NoteRef
 from device.recorder.stats import RecorderStats
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock
-from protocol.entries import Exemption, VoiceNote
+from protocol.entries import Exemption, MediaFile, VoiceNote
 
 if TYPE_CHECKING:
     from device.vad import SpeechListener
@@ -35,33 +39,47 @@ EXEMPTION_MEMO_SECONDS = 20.0
 
 @dataclass
 class Memo:
-    """Audio being collected for a voice note (or an exemption's voice memo)."""
+    """A voice note (or an exemption's voice memo) from its prompt to its entry."""
 
-    file: str
-    interruption: int | None  # a voice note explains this interruption
-    exemption: str | None  # or: an exemption's reason
+    ref: NoteRef
     max_us: int
-    blocks: list[AudioBlock] = field(default_factory=list)
     collecting: bool = False
     started_us: int = 0
+    samples: int = 0  # given to the mux stage so far
     # A voice note's speech is judged as it is spoken, on the listener's own thread.
     speech: SpeechListener | None = None
 
+    @property
+    def file(self) -> str:
+        return self.ref.file
+
+    @property
+    def interruption(self) -> int | None:
+        return self.ref.interruption
+
+    @property
+    def exemption(self) -> str | None:
+        return self.ref.exemption
+
 
 class VoiceNotes:
-    """The one voice note or memo in progress, from its prompt to its seal.
+    """The one voice note or memo in progress, from its prompt to its entry.
 
-    ``feed`` is given every audio block (by the capture router); ``end`` hands
-    the memo to the seal stage, whose ``seal`` appends its entry in order.
+    ``feed`` is given every audio block (by the capture router); while the note
+    is collected each block goes, as :class:`~device.recorder.messages.NoteAudio`,
+    to the mux stage, which writes the note with the segments' muxer as it is
+    spoken (so a power cut keeps all but its last fragment). ``end`` closes it
+    (:class:`~device.recorder.messages.EndNote`); the seal stage seals the file
+    like a segment's and calls :meth:`seal` to append the entry, the journal
+    going only after it. ``capture`` is the mux stage's queue (set by the façade).
     """
 
     def __init__(self, config: RecorderConfig, appender: EntryAppender, stats: RecorderStats,
-                 archive_public: bytes, to_seal: Callable[[SealMemo], None],
                  signal: Callable[[str], None], prompts: Any = None):
         self.config, self.appender, self.stats = config, appender, stats
-        self.archive_public = archive_public
-        self._to_seal, self._signal, self.prompts = to_seal, signal, prompts
+        self._signal, self.prompts = signal, prompts
         self.speaker: Any = None  # set when the devices are open
+        self.capture: queue.Queue[CaptureMessage] | None = None  # the mux stage's
         self._lock = threading.Lock()
         self._memo: Memo | None = None
 
@@ -77,8 +95,7 @@ class VoiceNotes:
 
     def begin(self, interruption: int | None = None, exemption: str | None = None) -> None:
         name = f"v{interruption:06d}" if interruption is not None else "x"
-        memo = Memo(file=f"{name}-{time.time_ns()}.cseg", interruption=interruption,
-                    exemption=exemption,
+        memo = Memo(NoteRef(f"{name}-{time.time_ns()}.cseg", interruption, exemption),
                     max_us=int((self.config.voice_note_max_seconds if exemption is None
                                 else EXEMPTION_MEMO_SECONDS) * 1e6))
         with self._lock:
@@ -87,12 +104,24 @@ class VoiceNotes:
                          name="recorder-prompt").start()
 
     def feed(self, block: AudioBlock) -> bool:
-        """An audio block captured now; True when the note is full (then ``end`` it)."""
+        """An audio block captured now; True when the note is full (then ``end`` it).
+
+        Never blocks (it runs on the capture thread): if the mux stage's queue is
+        full the block is lost to the note, counted, and the note's timing error
+        shows the hole.
+        """
         with self._lock:
             memo = self._memo
-            if memo is None or not memo.collecting:
+            if memo is None or not memo.collecting or self.capture is None:
                 return False
-            memo.blocks.append(block)
+            try:
+                # Under the lock: every block of a note is queued before its EndNote.
+                self.capture.put_nowait(NoteAudio(memo.ref, block))
+                memo.samples += len(block.samples)
+            except queue.Full:
+                self.stats.dropped_samples += len(block.samples)
+                log.error("the capture queue is full: %d samples lost to the voice note",
+                          len(block.samples))
             if memo.speech is not None:
                 memo.speech.put(block)  # returns at once
             return block.end_us - memo.started_us >= memo.max_us
@@ -102,9 +131,10 @@ class VoiceNotes:
             memo, self._memo = self._memo, None
         if memo is None:
             return
-        if not memo.collecting:
-            memo.blocks.clear()  # stopped before the prompt ended: nothing was said
-        self._to_seal(SealMemo(memo))
+        # Outside the lock: the queue may be full, and the seal stage may be waiting
+        # for the lock (begin). No block of this memo can follow: it is no longer current.
+        if self.capture is not None:
+            self.capture.put(EndNote(memo))
 
     def _prompt_then_listen(self, memo: Memo) -> None:
         """Play the prompt; only then listen, so the prompt is not taken for an answer."""
@@ -129,40 +159,26 @@ class VoiceNotes:
             elif speech is not None:
                 speech.close()
 
-    def seal(self, memo: Memo) -> None:
-        """On the seal stage: seal the memo's audio and append its entry."""
-        from device.voicenote import seal_voice_note
-
-        if not memo.blocks:
-            if memo.speech is not None:
-                memo.speech.close()
-            if memo.exemption is not None:
-                self.appender.append(Exemption(reason=memo.exemption))
-                self._signal("marker")
-            log.warning("no audio for the voice note; the prompt will repeat")
-            return
-        notes: list[VoiceNote] = []
-
-        def append_entry(media, summary) -> None:  # noqa: ANN001 - seal_voice_note's
-            first_utc = summary.first_sample_us * 1000 + self.appender.utc_offset_ns
-            if memo.exemption is not None:
-                self.appender.append(Exemption(reason=memo.exemption, voice_memo=media))
-                return
-            assert memo.interruption is not None
-            note = VoiceNote(interruption=memo.interruption, media=media,
-                             first_capture_utc_ns=first_utc,
-                             audio_samples=summary.audio_samples,
-                             audio_rate=self.config.audio_rate,
-                             speech_seconds=round(summary.speech_seconds, 3))
-            self.appender.append(note)
-            notes.append(note)
-
-        seal_voice_note(self.appender.store, memo.file, self.archive_public,
-                    memo.blocks, speech=memo.speech, on_sealed=append_entry)
+    def seal(self, memo: Memo, media: MediaFile | None, summary: SegmentSummary | None) -> None:
+        """On the seal stage, the note's file sealed (``media``; None: no audio, or the
+        medium refused it): append its entry. The caller releases the journal after."""
+        speech_seconds = memo.speech.close().speech_seconds if memo.speech is not None else 0.0
         if memo.exemption is not None:
+            self.appender.append(Exemption(reason=memo.exemption, voice_memo=media))
             self._signal("marker")
             return
+        if media is None or summary is None or summary.first_sample_timestamp_us is None:
+            log.warning("no audio for the voice note; the prompt will repeat")
+            return
+        assert memo.interruption is not None
+        note = VoiceNote(
+            interruption=memo.interruption, media=media,
+            first_capture_utc_ns=(summary.first_sample_timestamp_us * 1000
+                                  + self.appender.utc_offset_ns),
+            audio_samples=summary.audio_samples, audio_rate=self.config.audio_rate,
+            speech_seconds=round(speech_seconds, 3))
+        self.appender.append(note)
         self.stats.voice_notes += 1
-        if not (notes and notes[0].explains):  # the verifier's rule, on what the entry says
+        if not note.explains:  # the verifier's rule, on what the entry says
             log.warning("no speech in the voice note; the prompt will repeat at the next start")
             self._signal("error")

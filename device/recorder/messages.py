@@ -3,6 +3,7 @@
 ::
 
     façade, capture router ──► capture queue ──► mux stage ──► seal queue ──► seal stage
+    (and voice notes)
             ▲                                                                   │
             └────────────── router feedback: MediumRefused ◄────────────────────┘
 
@@ -16,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from device.muxer import FragmentInfo
+from device.muxer import FragmentInfo, SegmentSummary
 from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart
 from protocol.envelope import SignedEntry
@@ -113,6 +114,30 @@ class Mark:
     entry: Future[SignedEntry] = field(default_factory=Future)
 
 
+@dataclass(frozen=True)
+class NoteRef:
+    """A voice note (or an exemption's memo) being written: its file, what it is for."""
+
+    file: str
+    interruption: int | None  # a voice note explains this interruption
+    exemption: str | None = None  # or: an exemption's reason
+
+
+@dataclass
+class NoteAudio:
+    """A block of the note's audio, in capture order: the mux stage writes it to the note."""
+
+    note: NoteRef
+    block: AudioBlock
+
+
+@dataclass
+class EndNote:
+    """The note ends: the mux stage finishes its file and hands it to the seal stage."""
+
+    memo: Any  # a device.recorder.memo.Memo: what the seal stage appends for it
+
+
 @dataclass
 class Barrier:
     """Passed once everything queued before it is muxed and sealed (``wait_idle``)."""
@@ -126,7 +151,8 @@ class End:
 
 
 CaptureMessage = (VideoFrame | AudioBlock | StartSpan | Stop | Interrupt | Overflow
-                  | CameraFault | CameraBack | MicFault | SegmentBreak | Mark | Barrier | End)
+                  | CameraFault | CameraBack | MicFault | SegmentBreak | Mark | NoteAudio
+                  | EndNote | Barrier | End)
 
 
 # --- the seal queue: mux stage (and memos) -> seal stage ---------------------------------
@@ -143,12 +169,13 @@ class Span:
 
 @dataclass(frozen=True)
 class FileRef:
-    """One segment file being written: its name, place and how it is muxed."""
+    """One file being written: a segment (its name, place, how it is muxed) or a note."""
 
     file: str
     index: int
-    span: Span
+    span: Span | None  # None: a voice note or memo (``note``), which belongs to no span
     codecs: dict[str, str] | None = None
+    note: NoteRef | None = None
 
 
 @dataclass
@@ -212,7 +239,11 @@ class AppendMarker:
 
 @dataclass
 class SealMemo:
+    """Close the note's file (if any audio was said) and append its entry; journal after."""
+
     memo: Any  # a device.recorder.memo.Memo
+    file: FileRef | None  # None: the note ended before anything was said
+    summary: SegmentSummary | None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 One thread takes the capture queue in order. A span's frames and audio go
 through a :class:`~device.segmenter.Segmenter` (H.264 + FLAC, cut at keyframes);
-while the camera is down, audio alone goes into audio-only segments. Every
+while the camera is down, audio alone goes into audio-only segments, and a
+voice note's audio into its own file, written by the same muxer. Every
 byte, fragment end, segment end and declaration becomes a message on the
 seal queue, so the seal stage appends in the order things happened.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from device.config import RecorderConfig
 from device.ledger_state import LedgerState
-from device.muxer import FragmentInfo, SegmentSummary
+from device.muxer import FragmentInfo, SegmentMuxer, SegmentSummary, split_audio
 from device.recorder.messages import (
     AppendMarker,
     Barrier,
@@ -27,17 +28,21 @@ from device.recorder.messages import (
     CaptureMessage,
     Declare,
     End,
+    EndNote,
     FileRef,
     FinishRecording,
     FragmentEnd,
     Interrupt,
     Mark,
     MicFault,
+    NoteAudio,
+    NoteRef,
     OpenFile,
     OpenSpan,
     Overflow,
     PassBarrier,
     SealFile,
+    SealMemo,
     SegmentBreak,
     Span,
     StartSpan,
@@ -101,40 +106,50 @@ class AudioOnlySpan:
 
     def __init__(self, stage: MuxStage, rec: _Recording):
         self.stage, self.rec = stage, rec
-        self._writer = None
+        self._muxer: SegmentMuxer | None = None
         self._sink: SegmentFile | None = None
+        self._max_samples = round(stage.config.segment_seconds * stage.config.audio_rate)
         self.end_us: int | None = None  # just after the last sample given
 
     def add(self, block: AudioBlock) -> None:
-        from device.voicenote import VoiceNoteWriter
-
         rest: AudioBlock | None = block
         while rest is not None and len(rest.samples):
-            if self._writer is None:
+            if self._muxer is None:
                 self._sink = sink = self.stage.open_file(self.rec, {"audio": "flac"})
-                self._writer = VoiceNoteWriter(
-                    sink, self.stage.config.audio_rate, on_fragment_end=sink.end_fragment,
-                    max_seconds=self.stage.config.segment_seconds)
-            rest = self._writer.add(rest)
-            if self._writer.full:
+                self._muxer = SegmentMuxer(sink, audio_rate=self.stage.config.audio_rate,
+                                           on_fragment_end=sink.end_fragment)
+            head, rest = split_audio(rest, self._max_samples - self._muxer.audio_samples)
+            self._muxer.add_audio(head)
+            if self._muxer.audio_samples >= self._max_samples:
                 self._finish()
         self.end_us = block.end_us
 
     def _finish(self) -> None:
-        assert self._writer is not None
-        summary, sink = self._writer.close(), self._sink
-        self._writer = self._sink = None
+        assert self._muxer is not None
+        summary, sink = self._muxer.close(), self._sink
+        self._muxer = self._sink = None
         if summary.audio_samples and sink is not None:
-            rate = self.stage.config.audio_rate
-            first = summary.first_sample_us
-            last = first + (summary.audio_samples - 1) * 1_000_000 // rate
-            self.stage.seal.put(SealFile(sink.ref, first, last, 0, summary.audio_samples,
-                                         1_000_000_000 // rate))
+            assert summary.first_sample_timestamp_us is not None
+            assert summary.last_sample_timestamp_us is not None
+            self.stage.seal.put(SealFile(sink.ref, summary.first_sample_timestamp_us,
+                                         summary.last_sample_timestamp_us, 0,
+                                         summary.audio_samples,
+                                         1_000_000_000 // self.stage.config.audio_rate))
 
     def close(self) -> int | None:
-        if self._writer is not None:
+        if self._muxer is not None:
             self._finish()
         return self.end_us
+
+
+class NoteWriter:
+    """A voice note (or memo) as it is spoken: an audio-only segment of its own."""
+
+    def __init__(self, stage: MuxStage, note: NoteRef):
+        self.sink = SegmentFile(stage.seal, FileRef(note.file, 0, None, {"audio": "flac"},
+                                                    note))
+        self.muxer = SegmentMuxer(self.sink, audio_rate=stage.config.audio_rate,
+                                  on_fragment_end=self.sink.end_fragment)
 
 
 class MuxStage:
@@ -152,11 +167,23 @@ class MuxStage:
         segmenter: Segmenter | None = None
         audio_only: AudioOnlySpan | None = None  # while the camera is down
         video_from_us = 0  # frames before this are covered by audio-only segments
+        notes: dict[str, NoteWriter] = {}  # the voice note being spoken, by file
         while True:
             item = self.capture.get()
             try:
                 if isinstance(item, End):
                     break
+                if isinstance(item, NoteAudio):
+                    if item.note.file not in notes:
+                        notes[item.note.file] = NoteWriter(self, item.note)
+                    notes[item.note.file].muxer.add_audio(item.block)
+                    continue
+                if isinstance(item, EndNote):
+                    note = notes.pop(item.memo.file, None)
+                    summary = note.muxer.close() if note is not None else None
+                    self.seal.put(SealMemo(item.memo, note.sink.ref if note else None,
+                                           summary))
+                    continue
                 if isinstance(item, VideoFrame):
                     if segmenter is not None and rec is not None:
                         if item.timestamp_us < video_from_us:

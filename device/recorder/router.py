@@ -71,9 +71,15 @@ class SourceWatch:
         self.faulted = True
         return True
 
-    def rearm(self) -> None:
-        """A recording starts: give the source half a timeout before judging it."""
+    def rearm(self, press_us: int) -> None:
+        """A recording starts: give the source half a timeout before judging it.
+
+        A source that has delivered nothing yet (a camera slow to start) is cut,
+        if it stays silent, at the press: never at the clock's zero.
+        """
         self.last_at = max(self.last_at, time.monotonic() - self.timeout_s / 2)
+        if self.last_us == 0:
+            self.last_us = press_us
 
 
 @dataclass
@@ -128,7 +134,7 @@ class CaptureRouter:
         with self.lock:
             self.finish_ending()  # a stop pressed a moment ago goes first
             for watch in (self.camera_watch, self.mic_watch):
-                watch.rearm()
+                watch.rearm(press_us)
             frames, blocks = self.prerecord.drain()
             self._recording, self._session, self._break_segment = True, session, False
             message = StartSpan(session, resume, start, utc_offset_ns, frames, blocks,

@@ -26,6 +26,7 @@ from typing import Any
 
 from device import recovery
 from device.config import RecorderConfig
+from device.muxer import SegmentSummary
 from device.recorder.appender import EntryAppender
 from device.recorder.memo import VoiceNotes
 from device.recorder.messages import (
@@ -155,8 +156,8 @@ class SealStage:
                 except Exception as e:
                     mark.entry.set_exception(e)
                     raise
-            case SealMemo(memo):
-                self.voice_notes.seal(memo)
+            case SealMemo(memo, ref, summary):
+                self._seal_memo(memo, ref, summary)
             case PassBarrier(barrier):
                 barrier.passed.set()
 
@@ -198,11 +199,18 @@ class SealStage:
 
     def _open(self, file: _FileSeal) -> None:
         ref, c = file.ref, self.config
+        context: dict[str, Any]
+        if ref.span is not None:
+            context = {"recording": ref.span.recording, "span": ref.span.span,
+                       "index": ref.index, "utc_offset_ns": ref.span.utc_offset_ns,
+                       "frame_period_ns": 1_000_000_000 // c.fps, "audio_rate": c.audio_rate}
+        else:  # a voice note or memo: what recovery needs to give it its entry
+            assert ref.note is not None
+            context = {"kind": "voice_note" if ref.note.exemption is None else "exemption",
+                       "interruption": ref.note.interruption, "exemption": ref.note.exemption,
+                       "utc_offset_ns": self.appender.utc_offset_ns, "audio_rate": c.audio_rate}
         file.sealer = self._sealer_class()(
-            self.store, ref.file, self.archive_public, codecs=ref.codecs,
-            context={"recording": ref.span.recording, "span": ref.span.span,
-                     "index": ref.index, "utc_offset_ns": ref.span.utc_offset_ns,
-                     "frame_period_ns": 1_000_000_000 // c.fps, "audio_rate": c.audio_rate},
+            self.store, ref.file, self.archive_public, codecs=ref.codecs, context=context,
             journal_key=self.appender.ledger.journal_key)  # journal and marks authenticated
 
     def _step(self, file: _FileSeal, step: Callable[[], Any]) -> Any:
@@ -237,6 +245,17 @@ class SealStage:
         self.stats.segments_sealed += 1
         self.stats.bytes_sealed += media.size
 
+    def _seal_memo(self, memo: Any, ref: FileRef | None,
+                   summary: SegmentSummary | None) -> None:
+        """A voice note or memo, closed like a segment: its entry, then its journal goes."""
+        file = self._files.pop(ref.file) if ref is not None else None
+        media = None
+        if file is not None:
+            media = self._step(file, lambda: file.sealer.close(keep_journal=True))  # type: ignore[union-attr]
+        self.voice_notes.seal(memo, media, summary)
+        if media is not None and file is not None and file.sealer is not None:
+            file.sealer.release_journal()
+
     def _refused(self, file: _FileSeal, failure: Exception) -> None:
         """The medium refused to go on writing a file: keep what is durable, declare the rest.
 
@@ -254,6 +273,14 @@ class SealStage:
         ref = file.ref
         self.stats.seal_failures += 1
         self.stats.last_error = f"seal {ref.file}: {failure}"
+        if ref.span is None:  # a voice note: what is durable waits in pending/ for recovery
+            log.error("the medium refused the voice note %s (%s); kept for recovery",
+                      ref.file, failure)
+            self._signal("error")
+            if file.sealer is not None:
+                with contextlib.suppress(Exception):
+                    file.sealer.close()
+            return
         log.error("the medium refused %s (%s); its durable part is kept, the rest declared",
                   ref.file, failure)
         self._signal("error")
@@ -268,7 +295,7 @@ class SealStage:
             recovered = None
         durable = False
         cut_us = file.first_capture_us or monotonic_us()  # nothing durable: from its start
-        if recovered is not None and recovered.segment is not None:
+        if isinstance(recovered, recovery.RecoveredSegment) and recovered.segment is not None:
             self.appender.append(recovered.segment)
             recovery.release_journal(self.store, recovered)
             self.stats.segments_sealed += 1

@@ -32,14 +32,16 @@ from device.ledger_state import LedgerState
 from device.muxer import FragmentInfo, SegmentMuxer
 from device.recovery import (
     DETECTED_BY,
+    RecoveredNote,
     RecoveredSegment,
     cut_reason,
     interruption_for,
     recover_pending,
+    release_journal,
 )
 from device.sealer import FRAGMENT_MARKS, SegmentSealer, read_fragment_marks
 from hardware.frames import AudioBlock, VideoFrame
-from protocol.entries import RecordStart, Segment
+from protocol.entries import RecordStart, Segment, VoiceNote
 from protocol.journal_auth import JournalKey
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import HEADER_SIZE, decrypt_segment, read_layout
@@ -285,10 +287,46 @@ def test_two_pending_files_are_both_recovered_in_order(
     assert os.listdir(tmp_path / "media") == [NAME]
 
 
-def test_a_cut_voice_note_is_kept_aside_without_declaring_anything(
+def test_a_cut_voice_note_is_sealed_to_its_last_fragment_and_explains_nothing(
+    pcm: np.ndarray, archive: ArchiveSecretKey, tmp_path: Path
+) -> None:
+    # Written as the recorder writes a note (device/recorder/mux.py, seal.py): the
+    # segments' muxer, audio only; the sealer with the note's context; then the cut.
+    name = "v000012-1700.cseg"
+    note_context = {"kind": "voice_note", "interruption": 12, "exemption": None,
+                    "utc_offset_ns": UTC_OFFSET_NS, "audio_rate": AUDIO_RATE}
+    sealer = SegmentSealer(tmp_path, name, archive.public_raw, codecs={"audio": "flac"},
+                           context=note_context, journal_key=KEY)
+    fragments: list[FragmentInfo] = []
+
+    def fragment_end(fragment: FragmentInfo) -> None:
+        sealer.end_fragment(fragment)
+        fragments.append(fragment)
+
+    muxer = SegmentMuxer(sealer, audio_rate=AUDIO_RATE, on_fragment_end=fragment_end)
+    for block in audio_blocks(pcm[: 3 * AUDIO_RATE], CAPTURE_EPOCH_US):
+        muxer.add_audio(block)
+    sealer.wait_durable()  # cut before close: the last fragment FFmpeg holds is lost
+
+    [result] = recover_pending(tmp_path, journal_key=KEY)
+
+    assert isinstance(result, RecoveredNote) and isinstance(result.body, VoiceNote)
+    note = result.body
+    assert note.interruption == 12 and note.speech_seconds == 0.0 and not note.explains
+    assert note.first_capture_utc_ns == CAPTURE_EPOCH_US * 1000 + UTC_OFFSET_NS
+    assert note.audio_samples == fragments[-1].total_audio_samples > 2 * AUDIO_RATE
+    stored = (tmp_path / "media" / note.media.file).read_bytes()
+    assert note.media.size == len(stored) and note.media.codecs == {"audio": "flac"}
+    plain = decrypt_segment(stored, archive)
+    assert np.array_equal(decode(plain.plaintext).pcm, pcm[: note.audio_samples])
+    release_journal(tmp_path, result)
+    assert recover_pending(tmp_path, journal_key=KEY) == []  # reported once
+
+
+def test_an_old_voice_notes_journal_without_its_context_is_kept_aside(
     archive: ArchiveSecretKey, tmp_path: Path
 ) -> None:
-    # A voice note's context names no recording: it cannot become a segment entry.
+    # Before ADR 0048 a note's journal said only its kind: nothing to seal it by.
     sealer = SegmentSealer(tmp_path, "v000012-1700.cseg", archive.public_raw,
                            codecs={"audio": "flac"}, context={"kind": "voice_note"},
                            journal_key=KEY)

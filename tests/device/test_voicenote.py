@@ -1,8 +1,12 @@
-"""Voice notes: real FLAC in fragmented MP4, really sealed, decrypted and judged by ffprobe/PyAV."""
+"""A voice note's media: an audio-only segment of the segments' own muxer, sealed like one.
+
+Written as it is spoken (device/recorder/mux.py's NoteWriter), with
+:class:`~device.muxer.SegmentMuxer` opened without a picture, sealed by
+:class:`~device.sealer.SegmentSealer`; here the same two, driven by hand.
+"""
 
 from __future__ import annotations
 
-import doctest
 import io
 import json
 import subprocess
@@ -12,11 +16,12 @@ import av
 import numpy as np
 import pytest
 
-import device.voicenote
 from daemon.export import export_store
-from device.voicenote import VoiceNoteSummary, VoiceNoteWriter, seal_voice_note
+from device.muxer import SegmentMuxer, SegmentSummary
+from device.sealer import SegmentSealer
+from device.vad import SpeechListener
 from hardware.frames import AudioBlock
-from protocol.entries import Interruption, RecordStart, RecordStop, Resume, VoiceNote
+from protocol.entries import Interruption, MediaFile, RecordStart, RecordStop, Resume, VoiceNote
 from protocol.keys import ArchiveSecretKey
 from protocol.segment_crypto import decrypt_segment
 from protocol.store_reader import MEDIA_DIR
@@ -57,12 +62,31 @@ def ffprobe(path: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def write_note(pcm: np.ndarray, **options: object) -> tuple[StrictSink, VoiceNoteSummary]:
+def write_note(pcm: np.ndarray) -> tuple[StrictSink, SegmentSummary]:
     sink = StrictSink()
-    writer = VoiceNoteWriter(sink, RATE, sink.on_fragment_end, **options)  # type: ignore[arg-type]
+    muxer = SegmentMuxer(sink, audio_rate=RATE, on_fragment_end=sink.on_fragment_end)
     for block in as_blocks(pcm):
-        writer.add(block)
-    return sink, writer.close()
+        muxer.add_audio(block)
+    return sink, muxer.close()
+
+
+def speech_of(blocks: list[AudioBlock]) -> float:
+    listener = SpeechListener(blocks[0].rate)
+    for block in blocks:
+        listener.put(block)
+    return listener.close().speech_seconds
+
+
+def seal_note(store: Path, file: str, archive_public: bytes,
+              blocks: list[AudioBlock]) -> tuple[MediaFile, SegmentSummary]:
+    """What the recorder's mux and seal stages do with a note's blocks, in one thread."""
+    sealer = SegmentSealer(store, file, archive_public, codecs={"audio": "flac"},
+                           context={"kind": "voice_note"})
+    muxer = SegmentMuxer(sealer, audio_rate=blocks[0].rate, on_fragment_end=sealer.end_fragment)
+    for block in blocks:
+        muxer.add_audio(block)
+    summary = muxer.close()
+    return sealer.close(), summary
 
 
 # -- sealed, decrypted, played -------------------------------------------------------------
@@ -71,8 +95,7 @@ def write_note(pcm: np.ndarray, **options: object) -> tuple[StrictSink, VoiceNot
 def test_a_sealed_voice_note_decrypts_to_an_mp4_of_exactly_its_samples(tmp_path: Path) -> None:
     archive = ArchiveSecretKey.generate()
     pcm = spoken_note()
-    media, summary = seal_voice_note(tmp_path, "v000042-1.cseg", archive.public_raw,
-                                     as_blocks(pcm))
+    media, summary = seal_note(tmp_path, "v000042-1.cseg", archive.public_raw, as_blocks(pcm))
     stored = (tmp_path / MEDIA_DIR / media.file).read_bytes()
     assert media.codecs == {"audio": "flac"} and media.size == len(stored)
     assert not (tmp_path / "pending" / media.file).exists()
@@ -93,33 +116,22 @@ def test_a_sealed_voice_note_decrypts_to_an_mp4_of_exactly_its_samples(tmp_path:
     assert decoded.dtype == np.int16
     assert np.array_equal(decoded, pcm)  # bit-identical, not a sample more or less
 
-    assert summary.first_sample_us == FIRST_US
-    assert summary.audio_samples == len(pcm) and summary.rate == RATE
+    assert summary.first_sample_timestamp_us == summary.origin_us == FIRST_US
+    assert summary.audio_samples == len(pcm) and summary.frames == 0
     assert summary.audio_timing_error_us <= 1
-    assert summary.speech_seconds > 2.0
-    assert summary.fragments >= summary.seconds  # at least one fragment per second
+    assert summary.fragments >= len(pcm) / RATE / 0.4  # fragments of at most 0.4 s
 
 
-def test_silence_has_no_speech_and_espeak_has(tmp_path: Path) -> None:
-    _, quiet = write_note(np.zeros(5 * RATE, np.int16))
-    assert quiet.speech_seconds == 0.0
-    _, spoken = write_note(spoken_note())
-    assert spoken.speech_seconds > 2.0
+def test_silence_has_no_speech_and_espeak_has() -> None:
+    # The speech detector hears the PCM the note is written from (device/recorder/memo.py).
+    assert speech_of(as_blocks(np.zeros(5 * RATE, np.int16))) == 0.0
+    assert speech_of(as_blocks(spoken_note())) > 2.0
 
 
 def test_the_simulators_microphone_gives_notes_with_and_without_speech() -> None:
     # What end-to-end tests record: the background tone, with or without speak(2.0).
-    sink, silent = StrictSink(), None
-    writer = VoiceNoteWriter(sink, RATE)
-    for block in _sim_capture(3.0, 0.0, 0.0):
-        writer.add(block)
-    silent = writer.close()
-    writer = VoiceNoteWriter(StrictSink(), RATE)
-    for block in _sim_capture(0.5, 2.0, 0.5):
-        writer.add(block)
-    spoken = writer.close()
-    assert silent.speech_seconds == 0.0
-    assert 1.5 <= spoken.speech_seconds <= 2.3
+    assert speech_of(list(_sim_capture(3.0, 0.0, 0.0))) == 0.0
+    assert 1.5 <= speech_of(list(_sim_capture(0.5, 2.0, 0.5))) <= 2.3
 
 
 def test_exported_from_a_store_it_plays_on_its_own(unit: Unit, tmp_path: Path) -> None:
@@ -130,12 +142,12 @@ def test_exported_from_a_store_it_plays_on_its_own(unit: Unit, tmp_path: Path) -
     [cut] = unit.append(Interruption(reason="battery", detected_by="battery_gauge",
                                      cut_utc_ns=start.entry.time.utc_ns, recording=recording))
     unit.append(Resume(interruption=cut.entry.seq, recording=recording))
-    media, summary = seal_voice_note(unit.store, f"v{cut.entry.seq:06d}-1.cseg",
-                                     unit.archive_public, as_blocks(pcm))
+    media, summary = seal_note(unit.store, f"v{cut.entry.seq:06d}-1.cseg",
+                               unit.archive_public, as_blocks(pcm))
     [note] = unit.append(VoiceNote(
         interruption=cut.entry.seq, media=media, first_capture_utc_ns=unit.clock.utc_ns,
         audio_samples=summary.audio_samples, audio_rate=RATE,
-        speech_seconds=round(summary.speech_seconds, 3)))
+        speech_seconds=round(speech_of(as_blocks(pcm)), 3)))
     unit.append(RecordStop(recording=recording, trigger="button"))
 
     report = unit.verify()
@@ -159,20 +171,23 @@ def test_exported_from_a_store_it_plays_on_its_own(unit: Unit, tmp_path: Path) -
 # -- the file's shape ------------------------------------------------------------------
 
 
-def test_fragments_are_at_most_a_second_and_the_sink_is_only_appended_to() -> None:
+def test_fragments_are_short_and_the_sink_is_only_appended_to() -> None:
     pcm = spoken_note()
     sink, summary = write_note(pcm)
     assert sink.forbidden_calls == []
-    assert summary.fragments == len(sink.fragment_ends) >= 4
-    assert all(f.audio_samples <= RATE for f in sink.fragment_ends)  # <= 1 s each
+    assert summary.fragments == len(sink.fragment_ends) >= 10
+    # A segment's fragments: at most muxer.MAX_FRAGMENT_US (0.4 s) each.
+    assert all(f.audio_samples <= 0.4 * RATE for f in sink.fragment_ends)
+    assert all(f.video_frames == 0 for f in sink.fragment_ends)
     assert sum(f.audio_samples for f in sink.fragment_ends) == len(pcm)
     assert [f.index for f in sink.fragment_ends] == list(range(len(sink.fragment_ends)))
     last = sink.fragment_ends[-1]
     assert last.total_audio_samples == len(pcm)
     assert last.first_sample_us == FIRST_US
     assert last.last_sample_us == FIRST_US + round((len(pcm) - 1) * 1_000_000 / RATE)
-    # After the last fragment comes only the small mfra index.
-    assert 0 < len(sink.data) - last.end_offset < 200
+    # After the last fragment comes only the mfra index (one entry per fragment).
+    tail = bytes(sink.data[last.end_offset:])
+    assert tail[4:8] == b"mfra" and int.from_bytes(tail[:4], "big") == len(tail)
 
 
 def test_a_power_cut_keeps_every_sample_before_the_last_fragment_end() -> None:
@@ -184,92 +199,119 @@ def test_a_power_cut_keeps_every_sample_before_the_last_fragment_end() -> None:
         assert np.array_equal(prefix, pcm[: len(prefix)])
 
 
-def test_max_seconds_caps_the_note_and_hands_back_the_rest() -> None:
-    pcm = (np.arange(5 * RATE) % 2000 - 1000).astype(np.int16)
-    sink = StrictSink()
-    writer = VoiceNoteWriter(sink, RATE, max_seconds=2.0)
-    rests = [writer.add(block) for block in as_blocks(pcm, block=1000)]
-    summary = writer.close()
-    assert writer.full
-    assert summary.audio_samples == 2 * RATE
-    assert summary.truncated_samples == 3 * RATE
-    first_rest = next(rest for rest in rests if rest is not None)
-    # The block straddling the cap is split at the exact sample, with its capture time.
-    assert first_rest.timestamp_us == FIRST_US + 2 * 1_000_000
-    assert np.array_equal(first_rest.samples, pcm[2 * RATE : 2 * RATE + len(first_rest.samples)])
-    assert np.array_equal(decode(bytes(sink.data)), pcm[: 2 * RATE])
-
-
-def test_an_empty_note_is_still_a_valid_file(tmp_path: Path) -> None:
-    sink = StrictSink()
-    summary = VoiceNoteWriter(sink, RATE).close()
-    assert (summary.audio_samples, summary.first_sample_us, summary.speech_seconds) == (
-        0, None, 0.0)
-    path = tmp_path / "empty.mp4"
-    path.write_bytes(bytes(sink.data))
-    [stream] = ffprobe(path)["streams"]
-    assert stream["codec_name"] == "flac"
-
-
-def test_other_rates_are_taken_from_the_blocks(tmp_path: Path) -> None:
+def test_other_rates_are_taken_as_given(tmp_path: Path) -> None:
     rate = 16_000
     pcm = espeak_speech(rate=rate)
     archive = ArchiveSecretKey.generate()
-    media, summary = seal_voice_note(tmp_path, "v16k.cseg", archive.public_raw,
-                                     as_blocks(pcm, block=320, rate=rate))
-    assert summary.rate == rate and summary.speech_seconds > 2.0
+    media, summary = seal_note(tmp_path, "v16k.cseg", archive.public_raw,
+                               as_blocks(pcm, block=320, rate=rate))
+    assert summary.audio_samples == len(pcm)
     plain = decrypt_segment((tmp_path / MEDIA_DIR / media.file).read_bytes(), archive)
     assert np.array_equal(decode(plain.plaintext), pcm)
 
 
-def test_seal_stops_at_max_seconds(tmp_path: Path) -> None:
-    pcm = np.zeros(3 * RATE, np.int16)
-    media, summary = seal_voice_note(tmp_path, "v-cap.cseg",
-                                     ArchiveSecretKey.generate().public_raw, as_blocks(pcm),
-                                     max_seconds=1.0)
-    assert summary.audio_samples == RATE
-    assert media.size > 0
-
-
 def test_refuses_audio_it_cannot_write() -> None:
-    writer = VoiceNoteWriter(StrictSink(), RATE)
+    muxer = SegmentMuxer(StrictSink(), audio_rate=RATE)
     with pytest.raises(ValueError, match="16000 Hz"):
-        writer.add(AudioBlock(np.zeros(160, np.int16), 0, 16_000))
+        muxer.add_audio(AudioBlock(np.zeros(160, np.int16), 0, 16_000))
     with pytest.raises(ValueError, match="int16"):
-        writer.add(AudioBlock(np.zeros(160, np.float32), 0, RATE))
-    with pytest.raises(ValueError, match="mono"):
-        writer.add(AudioBlock(np.zeros((160, 2), np.int16), 0, RATE))
-    writer.close()
+        muxer.add_audio(AudioBlock(np.zeros(160, np.float32), 0, RATE))
+    with pytest.raises(ValueError, match="shape"):
+        muxer.add_audio(AudioBlock(np.zeros((160, 2), np.int16), 0, RATE))
+    with pytest.raises(ValueError, match="without video"):
+        muxer.add_video(None)  # type: ignore[arg-type]
+    muxer.close()
     with pytest.raises(ValueError, match="closed"):
-        writer.add(AudioBlock(np.zeros(160, np.int16), 0, RATE))
-    with pytest.raises(ValueError, match="max_seconds"):
-        VoiceNoteWriter(StrictSink(), RATE, max_seconds=0)
+        muxer.add_audio(AudioBlock(np.zeros(160, np.int16), 0, RATE))
+    with pytest.raises(ValueError, match="height or fps"):
+        SegmentMuxer(StrictSink(), fps=30, audio_rate=RATE)
+
+
+# -- sealed by the recorder's seal stage: the segments' two-phase close ------------------------
+
+
+def seal_stage_note(unit: Unit, blocks: list[AudioBlock], append_fails: bool = False):
+    """A note written as the mux stage writes it, handed message by message to a real
+    seal stage on the unit's ledger; returns the note's ref and what the journal was
+    while the entry was being appended."""
+    from device.config import RecorderConfig
+    from device.recorder.appender import EntryAppender
+    from device.recorder.memo import Memo, VoiceNotes
+    from device.recorder.messages import NoteRef, SealMemo
+    from device.recorder.mux import NoteWriter
+    from device.recorder.seal import SealStage
+    from device.recorder.stats import RecorderStats
+    from device.sealer import journal_path
+    from hardware.clock import SystemClock
+
+    config = RecorderConfig.from_toml("")
+    stats = RecorderStats()
+    appender = EntryAppender(unit.ledger(), SystemClock())
+    notes = VoiceNotes(config, appender, stats, signal=lambda _: None)
+    stage = SealStage(config, stats, appender, None, lambda _: None,  # type: ignore[arg-type]
+                      notes, unit.archive_public, lambda: SegmentSealer, lambda _: None)
+
+    class Direct:  # the seal queue, handled at once in this thread
+        def put(self, message: object, nbytes: int = 0) -> None:
+            stage.handle(message)  # type: ignore[arg-type]
+
+    class MuxSide:
+        seal = Direct()
+        config = RecorderConfig.from_toml("")
+
+    ref = NoteRef(f"v{12:06d}-1.cseg", interruption=12)
+    writer = NoteWriter(MuxSide(), ref)  # type: ignore[arg-type]
+    for block in blocks:
+        writer.muxer.add_audio(block)
+    summary = writer.muxer.close()
+    journal = journal_path(unit.store / "pending" / ref.file)
+    seen: list[bool] = []
+    real_append = appender.append
+
+    def append(body):  # noqa: ANN001, ANN202 - the appender's own signature
+        seen.append(journal.exists())
+        if append_fails:
+            raise OSError("the ledger refused the entry")
+        return real_append(body)
+
+    appender.append = append  # type: ignore[method-assign]
+    stage.handle(SealMemo(Memo(ref, max_us=60_000_000), writer.sink.ref, summary))
+    return ref, journal, seen
+
+
+def test_the_seal_stage_lets_the_journal_go_only_after_the_notes_entry(unit: Unit) -> None:
+    [start] = unit.append(RecordStart(trigger="button", category="scene", officer=OFFICER,
+                                      pre_record_seconds=0))
+    blocks = as_blocks(np.zeros(RATE, np.int16))
+    ref, journal, seen = seal_stage_note(unit, blocks)
+    assert seen == [True]  # the entry was appended while the journal was still there
+    assert not journal.exists() and (unit.store / MEDIA_DIR / ref.file).exists()
+    from protocol.envelope import parse_line, split_lines
+
+    entries = [parse_line(line).entry for line in split_lines(unit.ledger_path.read_bytes())]
+    [note] = [e.body for e in entries if isinstance(e.body, VoiceNote)]
+    assert note.interruption == 12 and note.media.file == ref.file
+    assert note.audio_samples == RATE and note.media.codecs == {"audio": "flac"}
+    assert entries[-1].seq > start.entry.seq
+
+
+def test_a_refused_entry_leaves_the_notes_journal_for_recovery(unit: Unit) -> None:
+    blocks = as_blocks(np.zeros(RATE, np.int16))
+    with pytest.raises(OSError, match="refused"):
+        seal_stage_note(unit, blocks, append_fails=True)
+    ref = f"v{12:06d}-1.cseg"
+    from device.sealer import journal_path
+
+    assert journal_path(unit.store / "pending" / ref).exists()
+    assert (unit.store / MEDIA_DIR / ref).exists()  # sealed whole; its entry is what is missing
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(device.voicenote, raise_on_error=False)
-    assert result.attempted > 0 and result.failed == 0
+    import doctest
 
+    import device.muxer
+    import hardware.frame_index
 
-def test_the_journal_goes_only_after_the_entry(tmp_path: Path):
-    """The same two-phase close as a segment's: while the caller appends the note's
-    entry the journal is still there; a failing append leaves it for recovery."""
-    from device.sealer import journal_path
-
-    archive = ArchiveSecretKey.generate()
-    blocks = [AudioBlock(np.zeros(4_800, np.int16), timestamp_us=0, rate=48_000)]
-    seen = []
-
-    def append_entry(media, summary) -> None:
-        seen.append(journal_path(tmp_path / "pending" / "vn-1.cseg").exists())
-
-    seal_voice_note(tmp_path, "vn-1.cseg", archive.public_raw, blocks, on_sealed=append_entry)
-    assert seen == [True]
-    assert not journal_path(tmp_path / "pending" / "vn-1.cseg").exists()
-
-    def refuse(media, summary) -> None:
-        raise OSError("the ledger refused the entry")
-
-    with pytest.raises(OSError):
-        seal_voice_note(tmp_path, "vn-2.cseg", archive.public_raw, blocks, on_sealed=refuse)
-    assert journal_path(tmp_path / "pending" / "vn-2.cseg").exists()
+    for module in (device.muxer, hardware.frame_index):
+        result = doctest.testmod(module, raise_on_error=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

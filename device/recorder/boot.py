@@ -1,0 +1,48 @@
+"""At start, before capture: seal what a power cut or crash left behind, declare the cut.
+
+>>> # recover_cut(appender, clock)   # in Recorder.start(), before the first press
+"""
+
+from __future__ import annotations
+
+import logging
+
+from device import recovery
+from device.ledger import boot_id
+from device.recorder.appender import EntryAppender
+from hardware.clock import Clock
+
+log = logging.getLogger("device.recorder")
+
+
+def recover_cut(appender: EntryAppender, clock: Clock) -> None:
+    """Seal the cut files, declare the cut.
+
+    The segment left in ``pending/`` keeps its complete fragments and is sealed
+    ``recovered``; so is a voice note or memo cut short (its entry first). A
+    recording left open gets ``interruption`` (``power_loss`` if the kernel
+    booted since its last entry, else ``crash``), unless an interruption
+    already ended it (battery, storage).
+    """
+    known = appender.known
+    reason = recovery.cut_reason(known.last_boot_id, boot_id())
+    # Only what the device's journal key authenticates is sealed (docs/recovery.md).
+    recovered = recovery.recover_pending(appender.store,
+                                         journal_key=appender.ledger.journal_key)
+    for r in recovered:  # voice notes and memos first, then segments in order
+        if isinstance(r, recovery.RecoveredNote):
+            appender.append(r.body)
+        elif r.segment is not None:
+            appender.append(r.segment)
+    rec = known.open_recording
+    if rec is None or known.unresumed(rec.seq) is not None:
+        return
+    # A cut time only from a record that authenticates (None: nothing says).
+    cuts = [r for r in recovered if isinstance(r, recovery.RecoveredSegment)
+            and r.recording == rec.seq and r.cut_utc_ns is not None]
+    if not cuts:
+        cuts = [recovery.RecoveredSegment(
+            None, recording=rec.seq, file="",
+            cut_utc_ns=rec.last_capture_utc_ns or int(clock.now() * 1e9))]
+    appender.append(recovery.interruption_for(cuts, reason))
+    log.warning("recording %d was cut (%s); declared", rec.seq, reason)
