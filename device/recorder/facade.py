@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from device.config import RecorderConfig
-from device.ledger import LedgerWriter, boot_id, fsync_dir
+from device.ledger import LedgerWriter, boot_id
 from device.receipts import ReceiptRefused, check_receipt
 from device.recorder.appender import EntryAppender
 from device.recorder.memo import VoiceNotes
@@ -43,6 +43,7 @@ from hardware.controls import ControlEvent, Controls
 from hardware.factory import HardwareFactory
 from hardware.indicators import Indicators
 from hardware.microphone import Microphone
+from host.durable import fsync_dir
 from protocol.entries import (
     EXEMPTION_REASONS,
     MARKER_PHASES,
