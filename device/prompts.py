@@ -50,7 +50,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ from xml.sax.saxutils import escape
 import av
 import numpy as np
 
+from hardware.espeak import ESPEAK, espeak, espeak_version
 from hardware.speaker import Prompt, save_wav
 from protocol.entries import INTERRUPTION_REASONS
 
@@ -72,7 +72,6 @@ FORMAT = 1  # of the folder; a change rebuilds it
 LANGUAGES = ("zh", "en")  # as device/config.py's ``language``
 PROMPT_DIR_ENV = "CUSTODY_PROMPTS"
 MANIFEST = "manifest.json"
-ESPEAK = "espeak-ng"
 SPEED_WPM = 150  # espeak-ng's default is 175; slower is clearer outdoors
 # espeak-ng peaks at full scale and resampling overshoots a little: -3 dB keeps it unclipped.
 GAIN = 0.7
@@ -197,15 +196,6 @@ def default_prompt_dir() -> Path:
 # -- synthesis (install time) ------------------------------------------------------------
 
 
-def espeak_version() -> str:
-    """espeak-ng's version line, e.g. ``eSpeak NG text-to-speech: 1.51 ...``."""
-    try:
-        result = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    except FileNotFoundError:
-        raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)") from None
-    return result.stdout.split("  Data at:")[0].strip()
-
-
 def synthesise(text: str, voice: str, rate: int = PROMPT_RATE,
                speed_wpm: int = SPEED_WPM) -> np.ndarray:
     """``text`` spoken by espeak-ng ``voice``, as mono int16 at ``rate`` (untrimmed).
@@ -213,24 +203,8 @@ def synthesise(text: str, voice: str, rate: int = PROMPT_RATE,
     espeak-ng renders at its own rate (22 050 Hz); PyAV (FFmpeg's swresample)
     converts it.
     """
-    native, native_rate = _espeak([text], voice, speed_wpm)
+    native, native_rate = espeak([text], voice, speed_wpm)
     return resample(native, native_rate, rate, gain=GAIN)
-
-
-def _espeak(arguments: list[str], voice: str, speed_wpm: int) -> tuple[np.ndarray, int]:
-    """Run espeak-ng into a WAV file; its samples (mono int16) and rate."""
-    with tempfile.TemporaryDirectory(prefix="custody-espeak-") as scratch:
-        wav_path = Path(scratch) / "speech.wav"
-        try:
-            subprocess.run([ESPEAK, "-v", voice, "-s", str(speed_wpm), "-w", str(wav_path),
-                            *arguments], check=True, capture_output=True)
-        except FileNotFoundError:
-            raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)"
-                               ) from None
-        with wave.open(str(wav_path), "rb") as wav:
-            rate = wav.getframerate()
-            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return samples.astype(np.int16), rate
 
 
 def synthesise_many(texts: Sequence[str], voice: str, rate: int = PROMPT_RATE,
@@ -245,7 +219,7 @@ def synthesise_many(texts: Sequence[str], voice: str, rate: int = PROMPT_RATE,
     """
     ssml = "<speak>" + "".join(f'{escape(text)}<break time="{_BATCH_BREAK_MS}ms"/>'
                                for text in texts) + "</speak>"
-    native, native_rate = _espeak(["-m", ssml], voice, speed_wpm)
+    native, native_rate = espeak(["-m", ssml], voice, speed_wpm)
     parts = _split_at_silence(native, native_rate, _BATCH_BREAK_MS / 1000 / 2)
     if len(parts) != len(texts):
         return [synthesise(text, voice, rate, speed_wpm) for text in texts]

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -39,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.sim.sounds import ESPEAK, speech
+from hardware.espeak import ESPEAK, espeak_version
+from hardware.sim.sounds import speech
 from hardware.speaker import load_wav, save_wav
 
 VOICE_RATE = 48_000  # the simulated microphone's default rate
@@ -73,16 +73,8 @@ def default_voice_dir() -> Path:
     return Path(override) if override else Path(sys.prefix) / "share" / "custody" / "sim-voices"
 
 
-def _espeak_version() -> str:
-    try:
-        result = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    except FileNotFoundError:
-        raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)") from None
-    return result.stdout.split("  Data at:")[0].strip()
-
-
 def _manifest() -> dict:
-    spec = {"rate": VOICE_RATE, "peak": PEAK, "espeak_ng": _espeak_version(),
+    spec = {"rate": VOICE_RATE, "peak": PEAK, "espeak_ng": espeak_version(),
             "phrases": [list(phrase) for phrase in PHRASES]}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return {**spec, "build_key": key}
