@@ -3,8 +3,9 @@
 It checks the settings (a bad value exits 2 naming the key), starts the
 offload server, tells systemd it is ready, pings the watchdog while the event
 loop answers (a stuck loop stops the pings, and systemd restarts the dock), and
-on SIGTERM stops taking requests and exits (host/service.py, as the recorder). An upload cut off by the stop is
-resumed by the device from what the dock made durable.
+on SIGTERM stops taking requests and exits (host/service.py, as the recorder).
+An upload cut off by the stop is resumed by the device from what the dock made
+durable.
 """
 
 from __future__ import annotations
