@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from functools import partial
@@ -57,14 +56,6 @@ def test_replace_append_and_overwrite(tmp_path: Path) -> None:
 # --- power cuts -----------------------------------------------------------------------
 
 _STEPS = ("open", "write", "fsync", "link", "replace", "unlink")
-
-
-@pytest.fixture
-def layer(tmp_path: Path):
-    if shutil.which("fusermount3") is None or not Path("/dev/fuse").exists():
-        pytest.skip("needs fuse3 (fusermount3) and /dev/fuse: make setup installs fuse3")
-    with LazyLayer(tmp_path / "backing", tmp_path / "mnt") as lazy:
-        yield lazy
 
 
 def _cut_at(layer: LazyLayer, step: int, work: Callable[[], None]) -> bool:
