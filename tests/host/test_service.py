@@ -9,13 +9,13 @@ import pytest
 
 from host.sdnotify import SystemdNotifier
 from host.service import ServiceLife
-from tests.host.test_sdnotify import NotifySocket, notify_socket  # noqa: F401 (a fixture)
+from tests.host.test_sdnotify import NotifySocket
 
 
 @pytest.mark.parametrize("notify_socket", ["path"], indirect=True)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_ends_the_life_with_stopping_and_no_ping_after_it(
-        notify_socket: NotifySocket, sig: int) -> None:  # noqa: F811
+        notify_socket: NotifySocket, sig: int) -> None:
     env = {"NOTIFY_SOCKET": notify_socket.env, "WATCHDOG_USEC": "100000"}
     before = signal.getsignal(sig)
     life = ServiceLife(lambda: True, SystemdNotifier(env), env)
@@ -33,7 +33,7 @@ def test_a_stop_signal_ends_the_life_with_stopping_and_no_ping_after_it(
 
 
 @pytest.mark.parametrize("notify_socket", ["path"], indirect=True)
-def test_pings_are_withheld_while_unhealthy(notify_socket: NotifySocket) -> None:  # noqa: F811
+def test_pings_are_withheld_while_unhealthy(notify_socket: NotifySocket) -> None:
     env = {"NOTIFY_SOCKET": notify_socket.env, "WATCHDOG_USEC": "100000"}
     with ServiceLife(lambda: False, SystemdNotifier(env), env) as life:
         life.ready()
