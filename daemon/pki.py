@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from daemon.provision import ProvisionError
+from host.durable import replace_atomically, write_new
 
 ROLES = ("broker", "dock", "device", "watcher")
 ROLE_DIRS = {"broker": "brokers", "dock": "docks", "device": "devices", "watcher": "watchers"}
@@ -71,16 +72,13 @@ def _now() -> dt.datetime:
 
 def _write(path: Path, data: bytes, mode: int, exclusive: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    if not exclusive:
+        replace_atomically(path, data, mode)
+        return
     try:
-        fd = os.open(path, flags, mode)
+        write_new(path, data, mode)
     except FileExistsError as e:
         raise PKIError(f"{path}: already exists; refusing to replace it") from e
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, mode)
 
 
 def _key_pem(key: Ed25519PrivateKey) -> bytes:

@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from host.durable import replace_atomically, write_new
 from protocol.chain import EntryClock, next_entry
 from protocol.entries import Assigned, Body, EntryTime, Provisioned
 from protocol.envelope import SignedEntry, sign_entry
@@ -39,19 +40,13 @@ def write_private(path: Path, pem: bytes) -> None:
     """Write a private key 0600; refuse to replace an existing one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new(path, pem, mode=0o600)
     except FileExistsError as e:
         raise ProvisionError(f"{path}: a key is already there; refusing to replace it") from e
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_trust(keys_dir: Path, trust: TrustFile) -> None:
-    tmp = keys_dir / (TRUST_NAME + ".tmp")
-    tmp.write_bytes(trust.to_bytes())
-    os.replace(tmp, keys_dir / TRUST_NAME)
+    replace_atomically(keys_dir / TRUST_NAME, trust.to_bytes())
 
 
 def create_unit(keys_dir: Path, unit: str, docks: list[str],
@@ -116,25 +111,13 @@ def write_genesis(store: Path, device: str, key: SigningKey, clock: EntryClock,
     for body in bodies:
         last = signed[-1] if signed else None
         signed.append(sign_entry(next_entry(last, device, clock(), body), key.signer()))
-    fd = os.open(store / LEDGER_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, b"".join(s.to_line() for s in signed))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new(store / LEDGER_NAME, b"".join(s.to_line() for s in signed))
     # Its high-water mark from the start: a ledger later cut back to this genesis, or
     # below, with its marks removed, is still declared by the device (a ledger_gap).
     if signed:
-        mark = store / MARK_FILES[1]  # the device's next write goes to the other file
-        mark.write_bytes(high_water_record(JournalKey.derive(key), device, signed[-1].entry.seq,
-                                           signed[-1].digest, 1))
-        with open(mark, "rb+") as f:
-            os.fsync(f.fileno())
-        dir_fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # MARK_FILES[1]: the device's next write goes to the other file.
+        write_new(store / MARK_FILES[1], high_water_record(
+            JournalKey.derive(key), device, signed[-1].entry.seq, signed[-1].digest, 1))
     return signed
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -34,13 +33,13 @@ from device.ledger import LedgerWriter, entry_clock
 from device.offload import Offloader, OffloadSettings, RecorderHost, client_tls
 from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
-from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from device.sealer import check_store_keeps_marks
 from device.tls_identity import TlsIdentityError
 from device.status_report import StatusReporter, status_connection
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
 from hardware.otp import OtpSecret
+from host.service import ServiceLife
 from protocol.keys import SigningKey, fingerprint
 from protocol.store_reader import StoreError, read_trust
 
@@ -76,30 +75,21 @@ class RecorderAgent:
         self.status_reporter: StatusReporter | None = None
         self.status_link = status_connection(config, self.tls_key)  # None: no broker
         self.ledger: LedgerWriter | None = None
-        self.stopped = threading.Event()
+        self.life = ServiceLife(self.healthy)
+        self.stopped = self.life.stopped
         self._boot_lock = threading.Lock()
-        self.notifier = SystemdNotifier()
         self.server = ControlServer(config.control_socket, self._handle)
 
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopped.set())
-        self.server.start()
         try:
-            if not (factory_class(self.config.hardware).waits_for_epoch
-                    and self.config.sim_epoch_unix_ns is None):
-                self.boot(self.config.sim_epoch_unix_ns)
-            interval = watchdog_interval()
-            pinger = None
-            if interval:
-                pinger = WatchdogPinger(self.notifier, interval, self.healthy)
-                pinger.start()
-            self.stopped.wait()
-            self.notifier.stopping()
-            if pinger:
-                pinger.stop()
+            with self.life:
+                self.server.start()
+                if not (factory_class(self.config.hardware).waits_for_epoch
+                        and self.config.sim_epoch_unix_ns is None):
+                    self.boot(self.config.sim_epoch_unix_ns)
+                self.life.wait()
         finally:
             self.shutdown()
         return 0
@@ -123,7 +113,7 @@ class RecorderAgent:
                 self.status_reporter = StatusReporter(self.status_link, self.trust.unit,
                                                       self._status,
                                                       c.mqtt_status_seconds).start()
-        self.notifier.ready(f"standby; device {c.device_id}")
+        self.life.ready(f"standby; device {c.device_id}")
         log.info("ready: device %s, officer %r", c.device_id, self.recorder.officer)
 
     def shutdown(self) -> None:

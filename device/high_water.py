@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.durable import overwrite_durably
 from protocol.journal_auth import MARK_FILES, MARK_FORMAT, JournalKey, high_water_record
 
 log = logging.getLogger(__name__)
@@ -99,19 +99,5 @@ class HighWaterMark:
         """Record that entry ``seq`` (payload SHA-256 ``head``) is on the medium."""
         self._writes += 1
         data = high_water_record(self._key, self.device, seq, head, self._writes)
-        path = self.store / MARK_FILES[self._writes % 2]
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:  # its name must be durable too
-            dir_fd = os.open(self.store, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        # In place, not renamed: the two files take turns, so a torn one leaves the other.
+        overwrite_durably(self.store / MARK_FILES[self._writes % 2], data)

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hardware.otp import OtpError, OtpSecret
+from host.durable import write_new
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 
@@ -171,11 +172,6 @@ def write_wrapped_key(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new(path, data, mode=0o600)
     except FileExistsError as e:
         raise KeyCustodyError(f"{path}: a key is already there; refusing to replace it") from e
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.high_water import HighWaterMark
+from host.durable import write_new
 from protocol.chain import EntryClock, entry_after
 from protocol.entries import GENESIS_PREV, Body, EntryTime, KeyRotated, LedgerGap
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines
@@ -68,14 +69,6 @@ def entry_clock(clock: DeviceClock) -> Clock:
                          boot_id=boot)
 
     return now
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LedgerWriter:
@@ -143,7 +136,7 @@ class LedgerWriter:
             # beside the ledger (nothing is deleted) before the line is ended.
             keep = data[data.rfind(b"\n") + 1:]
             torn = self.path.with_name(f"ledger.torn-{time.time_ns()}")
-            torn.write_bytes(keep)
+            write_new(torn, keep)
             with open(self.path, "r+b") as f:
                 f.truncate(len(data) - len(keep))
                 os.fsync(f.fileno())

@@ -653,8 +653,8 @@ class LedgerHost:
         return time.time_ns()
 
     def accept_receipt(self, envelope: Any) -> list[str]:
-        from device.ledger import fsync_dir
         from device.receipts import check_receipt
+        from host.durable import fsync_dir
 
         with self._lock:
             check = check_receipt(envelope, self.trust, self.device, self.state, self.store)

@@ -46,13 +46,9 @@ no prompt library in DIR (build it with: python -m device.prompts build DIR)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import wave
 from collections.abc import Iterable, Iterator, Sequence
@@ -64,6 +60,15 @@ from xml.sax.saxutils import escape
 import av
 import numpy as np
 
+from hardware.espeak import (
+    ESPEAK,
+    MANIFEST,
+    build_folder,
+    built_already,
+    espeak,
+    espeak_version,
+    with_build_key,
+)
 from hardware.speaker import Prompt, save_wav
 from protocol.entries import INTERRUPTION_REASONS
 
@@ -71,8 +76,6 @@ PROMPT_RATE = 48_000  # the microphone's default rate: the simulator echoes only
 FORMAT = 1  # of the folder; a change rebuilds it
 LANGUAGES = ("zh", "en")  # as device/config.py's ``language``
 PROMPT_DIR_ENV = "CUSTODY_PROMPTS"
-MANIFEST = "manifest.json"
-ESPEAK = "espeak-ng"
 SPEED_WPM = 150  # espeak-ng's default is 175; slower is clearer outdoors
 # espeak-ng peaks at full scale and resampling overshoots a little: -3 dB keeps it unclipped.
 GAIN = 0.7
@@ -197,15 +200,6 @@ def default_prompt_dir() -> Path:
 # -- synthesis (install time) ------------------------------------------------------------
 
 
-def espeak_version() -> str:
-    """espeak-ng's version line, e.g. ``eSpeak NG text-to-speech: 1.51 ...``."""
-    try:
-        result = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    except FileNotFoundError:
-        raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)") from None
-    return result.stdout.split("  Data at:")[0].strip()
-
-
 def synthesise(text: str, voice: str, rate: int = PROMPT_RATE,
                speed_wpm: int = SPEED_WPM) -> np.ndarray:
     """``text`` spoken by espeak-ng ``voice``, as mono int16 at ``rate`` (untrimmed).
@@ -213,24 +207,8 @@ def synthesise(text: str, voice: str, rate: int = PROMPT_RATE,
     espeak-ng renders at its own rate (22 050 Hz); PyAV (FFmpeg's swresample)
     converts it.
     """
-    native, native_rate = _espeak([text], voice, speed_wpm)
+    native, native_rate = espeak([text], voice, speed_wpm)
     return resample(native, native_rate, rate, gain=GAIN)
-
-
-def _espeak(arguments: list[str], voice: str, speed_wpm: int) -> tuple[np.ndarray, int]:
-    """Run espeak-ng into a WAV file; its samples (mono int16) and rate."""
-    with tempfile.TemporaryDirectory(prefix="custody-espeak-") as scratch:
-        wav_path = Path(scratch) / "speech.wav"
-        try:
-            subprocess.run([ESPEAK, "-v", voice, "-s", str(speed_wpm), "-w", str(wav_path),
-                            *arguments], check=True, capture_output=True)
-        except FileNotFoundError:
-            raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)"
-                               ) from None
-        with wave.open(str(wav_path), "rb") as wav:
-            rate = wav.getframerate()
-            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return samples.astype(np.int16), rate
 
 
 def synthesise_many(texts: Sequence[str], voice: str, rate: int = PROMPT_RATE,
@@ -245,7 +223,7 @@ def synthesise_many(texts: Sequence[str], voice: str, rate: int = PROMPT_RATE,
     """
     ssml = "<speak>" + "".join(f'{escape(text)}<break time="{_BATCH_BREAK_MS}ms"/>'
                                for text in texts) + "</speak>"
-    native, native_rate = _espeak(["-m", ssml], voice, speed_wpm)
+    native, native_rate = espeak(["-m", ssml], voice, speed_wpm)
     parts = _split_at_silence(native, native_rate, _BATCH_BREAK_MS / 1000 / 2)
     if len(parts) != len(texts):
         return [synthesise(text, voice, rate, speed_wpm) for text in texts]
@@ -311,19 +289,7 @@ def _manifest(languages: Sequence[str], version: str) -> dict:
             for code in languages
         },
     }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return {**spec, "build_key": key}
-
-
-def _up_to_date(directory: Path, wanted: dict) -> bool:
-    try:
-        current = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if current.get("build_key") != wanted["build_key"]:
-        return False
-    return all((directory / code / f"{name}.wav").is_file()
-               for code, language in wanted["languages"].items() for name in language["pieces"])
+    return with_build_key(spec)
 
 
 def build_prompts(out_dir: str | os.PathLike[str] | None = None,
@@ -342,12 +308,12 @@ def build_prompts(out_dir: str | os.PathLike[str] | None = None,
             raise ValueError(f"unknown language {code!r}; known: {', '.join(LANGUAGE_TABLE)}")
     wanted = _manifest(codes, espeak_version())
     count = sum(len(language["pieces"]) for language in wanted["languages"].values())
-    if _up_to_date(directory, wanted):
+    if built_already(directory, wanted, (f"{code}/{name}.wav" for code, language in
+                                         wanted["languages"].items()
+                                         for name in language["pieces"])):
         return BuildResult(directory, False, count, time.perf_counter() - started)
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.building-", dir=directory.parent))
-    try:
+    def speak_all(staging: Path) -> None:
         for code in codes:
             (staging / code).mkdir()
             pieces = wanted["languages"][code]["pieces"]
@@ -358,23 +324,9 @@ def build_prompts(out_dir: str | os.PathLike[str] | None = None,
                     raise RuntimeError(f"{ESPEAK} produced silence for {code} piece {name}: "
                                        f"{text!r}")
                 save_wav(staging / code / f"{name}.wav", piece, PROMPT_RATE)
-        (staging / MANIFEST).write_text(json.dumps(wanted, ensure_ascii=False, indent=1),
-                                        encoding="utf-8")
-        _swap_in(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    build_folder(directory, wanted, speak_all)
     return BuildResult(directory, True, count, time.perf_counter() - started)
-
-
-def _swap_in(staging: Path, directory: Path) -> None:
-    old = None
-    if directory.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-        os.rename(directory, old / "prompts")
-    os.rename(staging, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- joining (run time) -------------------------------------------------------------------

@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.ledger import fsync_dir
 from device.sealer import (
     JOURNAL_FORMAT,
     JOURNAL_SUFFIX,
@@ -74,6 +73,7 @@ from device.sealer import (
     journal_path,
     read_fragment_marks,
 )
+from host.durable import fsync_dir, write_new
 from protocol.entries import Exemption, Interruption, MediaFile, RecordStop, Segment, VoiceNote
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
@@ -344,17 +344,6 @@ def _read_ledger(ledger: Path) -> _LedgerFacts:
     return facts
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
@@ -464,8 +453,7 @@ class _Recovery:
         tail = earlier.get("tail_file") if earlier else None
         if len(data) > size:
             tail = f"{name}.tail-{stamp}"
-            _write_new(self.pending / tail, data[size:])
-            fsync_dir(self.pending)
+            write_new(self.pending / tail, data[size:])
             with open(path, "r+b") as f:
                 f.truncate(size)
                 os.fsync(f.fileno())

@@ -18,7 +18,8 @@ from protocol.archive_device_check import ArchivedDeviceCheck, check_archived_de
 from protocol.archive_log import open_device_checkpoint
 from protocol.audit_anchor import audit_anchor, check_audit_anchors
 from protocol.checkpoint import CheckpointError
-from protocol.store_reader import StoreContents, StoreError
+from protocol.findings import Finding
+from protocol.store_reader import StoreContents, StoreError, read_small_files
 from protocol.trust import TrustFile
 from protocol.verify import (
     BROKEN,
@@ -40,19 +41,24 @@ def is_archive(path: Path) -> bool:
 
 
 def read_extras(archive: Path, device: str) -> tuple[list[tuple[str, bytes]],
-                                                       list[tuple[str, object]]]:
-    checkpoints, tombstones = [], []
-    for p in sorted((archive / CHECKPOINTS_DIR / device).glob("*.checkpoint")):
+                                                       list[tuple[str, object]], list[Finding]]:
+    """A device's checkpoints and tombstones, and findings about those not read.
+
+    Read through the store reader's rules (no links, regular files, bounded):
+    a link, FIFO, oversized or unparsable file is a finding naming its path.
+    """
+    checkpoints, findings = read_small_files(archive, (CHECKPOINTS_DIR, device), ".checkpoint")
+    raw, unread = read_small_files(archive, (TOMBSTONES_DIR, device), ".json")
+    findings += unread
+    tombstones: list[tuple[str, object]] = []
+    for name, data in raw:
         try:
-            checkpoints.append((p.name, p.read_bytes()))
-        except OSError as e:
-            raise StoreError(f"{p}: {e.strerror}") from e
-    for p in sorted((archive / TOMBSTONES_DIR / device).glob("*.json")):
-        try:
-            tombstones.append((p.name, json.loads(p.read_bytes())))
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{p}: unreadable tombstone ({e})") from e
-    return checkpoints, tombstones
+            tombstones.append((name, json.loads(data)))
+        except ValueError as e:
+            where = f"{TOMBSTONES_DIR}/{device}/{name}"
+            findings.append(Finding(None, "bad_tombstone", f"{where}: not JSON ({e})",
+                                    file=where))
+    return checkpoints, tombstones, findings
 
 
 def check_archived_store(archive: Path, trust: TrustFile, contents: StoreContents,
@@ -64,9 +70,10 @@ def check_archived_store(archive: Path, trust: TrustFile, contents: StoreContent
     findings about missing files give way to it. The verdict is recomputed.
     """
     device = report.device or contents.path.name
-    checkpoints, tombstones = read_extras(archive, device)
+    checkpoints, tombstones, unread = read_extras(archive, device)
     check = check_archived_device(device, contents.ledger, contents.media, checkpoints,
                                   tombstones, trust)
+    check.findings = unread + check.findings
     report.findings = [f for f in report.findings if f.kind not in ("offloaded", "media_missing")]
     report.findings += check.findings
     report.findings += _audit_findings(archive, trust, device, checkpoints)

@@ -50,6 +50,7 @@ MAX_LEDGER_BYTES = 1 << 30
 MAX_MEDIA_BYTES = 16 << 30
 MAX_RECEIPT_BYTES = 1 << 20
 MAX_TRUST_BYTES = 1 << 20
+MAX_SIDE_FILE_BYTES = 1 << 20  # an archive's checkpoints and tombstones
 
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -152,6 +153,49 @@ def _open_dir(name: str, dir_fd: int | None, where: str) -> int | None:
 def _names(dir_fd: int) -> list[str]:
     with os.scandir(dir_fd) as it:
         return sorted(e.name for e in it)
+
+
+def read_small_files(root: Path, folder: tuple[str, ...], suffix: str,
+                     limit: int = MAX_SIDE_FILE_BYTES) -> tuple[list[tuple[str, bytes]],
+                                                                list[Finding]]:
+    """The ``*suffix`` files of ``root/<folder...>`` (none if it is absent), by name.
+
+    Read by the rules of every store file: no link followed on the way or at
+    the end, regular files only (a FIFO is never opened), at most ``limit``
+    bytes. What is refused is a finding naming its path below ``root``.
+    """
+    where = "/".join(shown(part) for part in folder)
+    try:
+        fd: int | None = os.open(root, _OPEN_DIR)
+    except OSError as e:
+        raise StoreError(f"{root}: {e.strerror}") from e
+    found: list[tuple[str, bytes]] = []
+    findings: list[Finding] = []
+    try:
+        for depth, part in enumerate(folder):
+            inner = _open_dir(part, fd, "/".join(folder[:depth + 1]) + "/")
+            os.close(fd)
+            fd = inner
+            if fd is None:
+                return found, findings
+        for name in _names(fd):
+            if not name.endswith(suffix):
+                continue
+            path = f"{where}/{shown(name)}"
+            try:
+                found.append((shown(name), _read_bounded(_open_regular(name, fd, limit, path),
+                                                         limit, path)))
+            except _Refused as e:
+                findings.append(Finding(None, e.kind, str(e), file=path))
+            except OSError as e:
+                findings.append(Finding(None, "unreadable_file", f"{path}: {e.strerror}",
+                                        file=path))
+    except _Refused as e:
+        findings.append(Finding(None, e.kind, str(e), file=where))
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return found, findings
 
 
 # --- locating stores and the trust file --------------------------------------------

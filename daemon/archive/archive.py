@@ -10,7 +10,6 @@ tombstone written first.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from daemon.archive.index import Annotation, Index, Query, RecordingRow, SqliteI
 from daemon.archive.retention import RetentionPolicy
 from daemon.archive.store import EvidenceStore, FilesystemStore
 from daemon.archive.tlog import CHECKPOINTS_DIR, DeviceLog
+from host.durable import write_new
 from protocol.archive_log import open_device_checkpoint
 from protocol.audit_anchor import anchor_line, audit_anchor, check_audit_anchors
 from protocol.checkpoint import CheckpointError
@@ -313,11 +313,8 @@ class Archive:
         envelope = sign_tombstone(tombstone, archive_key.signer())
         path = self.root / TOMBSTONES_DIR / row.device / f"{row.recording:08d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as f:  # the tombstone is durable before any file goes
-            f.write(json.dumps(envelope, indent=2).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        # The tombstone is durable (its name too) before any file goes.
+        write_new(path, json.dumps(envelope, indent=2).encode() + b"\n")
         for m in media:
             self.store.delete_media(row.device, m.file)
         self.index.mark_deleted(rec_id)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host.durable import fsync_dir
+
 GENESIS = "0" * 64
 ACTIONS = ("write", "annotate", "hold", "release", "search", "view", "export", "delete",
            "checkpoint", "login", "acknowledge")
@@ -68,6 +70,8 @@ class AuditLog:
             record = AuditRecord(seq, prev, self.clock(), who, action, object, details)
             os.write(fd, record.line() + b"\n")
             os.fsync(fd)
+            if seq == 0:
+                fsync_dir(self.path.parent)  # a new log: its name must be durable too
             return record
         finally:
             os.close(fd)  # releases the lock

@@ -12,10 +12,10 @@ has expired, which is the rule the archive enforces anyway.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from host.durable import fsync_dir
 from protocol.store_reader import LEDGER_NAME, MEDIA_DIR, RECEIPTS_DIR, sha256_file
 from protocol.verify import MediaDigest
 
@@ -80,8 +80,4 @@ class FilesystemStore:
     def delete_media(self, device: str, file: str) -> None:
         path = self._media(device, file)
         path.unlink(missing_ok=True)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)

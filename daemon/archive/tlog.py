@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from daemon.archive.store import EvidenceStore
+from host.durable import write_new
 from protocol.archive_log import (
     ledger_leaves,
     log_origin,
@@ -147,10 +148,6 @@ class DeviceLog:
 
 def _write_new(path: Path, data: bytes) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        write_new(path, data)
     except FileExistsError as e:
         raise StoreError(f"{path}: a checkpoint of this size is already there") from e
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())

@@ -235,10 +235,10 @@ class WebView:
         if key not in self._reports:
             media = {n: store.media_digest(device, n) for n in names}
             report = verify(ledger, media, self.archive.trust)
-            checkpoints, tombstones = read_extras(self.archive.root, device)
+            checkpoints, tombstones, unread = read_extras(self.archive.root, device)
             check = check_archived_device(device, ledger, media, checkpoints, tombstones,
                                           self.archive.trust)
-            self._reports[key] = (report, check.findings)
+            self._reports[key] = (report, unread + check.findings)
         return self._reports[key]
 
     async def recording(self, request: web.Request) -> web.Response:

@@ -39,6 +39,7 @@ from typing import Any
 
 from daemon.dock.divergence import find_divergence
 from daemon.events import ARCHIVE_FULL, INTEGRITY_FAILURE, DockEvents, OffloadReport
+from host.durable import append_durably, fsync_dir, fsync_file, replace_atomically
 from protocol.envelope import parse_line, split_lines
 from protocol.keys import SigningKey
 from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
@@ -82,14 +83,6 @@ class ArchiveFull(Refused):
     status = 507
 
 
-def fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def hash_from_medium(path: Path) -> MediaDigest:
     """Size and SHA-256 of a file as the medium holds it, not as the page cache does."""
     fd = os.open(path, os.O_RDONLY)
@@ -99,18 +92,6 @@ def hash_from_medium(path: Path) -> MediaDigest:
     finally:
         os.close(fd)
     return sha256_file(path)
-
-
-def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a new file whole (temporary name, fsync, rename, directory fsync)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    fsync_path(path.parent, directory=True)
 
 
 def _identity(path: Path) -> tuple[int, ...]:
@@ -196,7 +177,7 @@ class DeviceArchive:
                 raise Conflict(f"the archive continues at entry {self.head.next_seq}",
                                next_seq=self.head.next_seq)
             self._set_staged(lines)
-            write_durably(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            replace_atomically(self.incoming / f"ledger-{first_seq}.jsonl", lines)
             assert self.staged is not None
             for f in self.staged.findings:
                 if f.kind == "ledger_gap":  # archived as declared, and the unit told
@@ -267,7 +248,7 @@ class DeviceArchive:
         else:
             target.write_bytes(data)
         os.chmod(target, READ_ONLY)
-        fsync_path(self.quarantine, directory=True)
+        fsync_dir(self.quarantine)
         return target
 
     # --- media uploads ------------------------------------------------------------------------
@@ -372,7 +353,7 @@ class DeviceArchive:
         with self.lock:
             done = self.incoming / MEDIA_DIR / name
             os.replace(upload.part, done)
-            fsync_path(self.incoming / MEDIA_DIR, directory=True)
+            fsync_dir(self.incoming / MEDIA_DIR)
             self.reread[name] = _identity(done)
         log.info("%s: received %s (%d bytes)", self.device, name, upload.size)
         return upload.size, True
@@ -404,11 +385,11 @@ class DeviceArchive:
                             self._quarantine(f"{name}.duplicate", src)
                         continue
                     if self.reread.get(name) != _identity(src):  # from before a restart
-                        fsync_path(src)
+                        fsync_file(src)
                         os.chmod(src, READ_ONLY)
                     os.link(src, dst)  # never replaces: a name already there fails
                     os.unlink(src)
-                fsync_path(media_dir, directory=True)
+                fsync_dir(media_dir)
                 self._check_on_medium(report)
                 for name in report.media:
                     self.reread.pop(name, None)
@@ -453,20 +434,10 @@ class DeviceArchive:
 
     def _append_ledger(self, lines: bytes) -> None:
         path = self.store / LEDGER_NAME
-        before = path.stat().st_size if path.exists() else 0
         if path.exists():
             os.chmod(path, 0o644)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(lines)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        before = append_durably(path, lines)
         os.chmod(path, READ_ONLY)
-        if before == 0:
-            fsync_path(self.store, directory=True)
         with open(path, "rb") as f:  # read back what the medium holds
             os.posix_fadvise(f.fileno(), before, 0, os.POSIX_FADV_DONTNEED)
             f.seek(before)
@@ -479,8 +450,8 @@ class DeviceArchive:
             media=[ArchivedMedia(file=n, sha256=m.sha256) for n, m in sorted(media.items())],
             archived_utc_ns=time.time_ns())
         envelope = sign_receipt(receipt, self.key.signer())
-        write_durably(self.store / RECEIPTS_DIR / f"{first:010d}-{last:010d}.json",
-                      json.dumps(envelope, sort_keys=True).encode(), READ_ONLY)
+        replace_atomically(self.store / RECEIPTS_DIR / f"{first:010d}-{last:010d}.json",
+                           json.dumps(envelope, sort_keys=True).encode(), READ_ONLY)
         return envelope
 
     def _finish_receipt(self) -> None:
@@ -504,4 +475,4 @@ def copy_trust(root: Path, trust_file: Path) -> None:
     data = Path(trust_file).read_bytes()
     target = root / TRUST_NAME
     if not target.exists() or target.read_bytes() != data:
-        write_durably(target, data)
+        replace_atomically(target, data)

@@ -1,10 +1,11 @@
 """``custody dock --config FILE``: the dock service systemd runs.
 
 It checks the settings (a bad value exits 2 naming the key), starts the
-offload server, tells systemd it is ready, pings the watchdog from the event
-loop itself (a stuck loop stops the pings, and systemd restarts the dock), and
-on SIGTERM stops taking requests and exits. An upload cut off by the stop is
-resumed by the device from what the dock made durable.
+offload server, tells systemd it is ready, pings the watchdog while the event
+loop answers (a stuck loop stops the pings, and systemd restarts the dock), and
+on SIGTERM stops taking requests and exits (host/service.py, as the recorder).
+An upload cut off by the stop is resumed by the device from what the dock made
+durable.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from daemon.dock.server import DockServer
 from daemon.events import DockEvents
 from daemon.mqtt.dock_events import MqttDockEvents
 from daemon.mqtt.publisher import DockPublisher
-from device.sdnotify import SystemdNotifier, watchdog_interval
+from host.sdnotify import SystemdNotifier
+from host.service import ServiceLife
 from protocol.keys import SigningKey
 from protocol.store_reader import read_trust
 
@@ -40,7 +41,6 @@ def mqtt_events(config: DockConfig) -> tuple[DockPublisher, MqttDockEvents]:
 
 async def serve(config: DockConfig, events: DockEvents | None = None,
                 notifier: SystemdNotifier | None = None) -> int:
-    notifier = notifier or SystemdNotifier()
     publisher = None
     if events is None and config.mqtt is not None:
         publisher, mqtt = mqtt_events(config)
@@ -48,33 +48,28 @@ async def serve(config: DockConfig, events: DockEvents | None = None,
         await asyncio.to_thread(mqtt.catch_up, Path(config.archive))
         events = mqtt
     server = DockServer(config, events)
-    stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopped.set)
-    port = await server.start()
-    # The port on one line of its own, for whoever started the dock on port 0.
-    print(f"listening {config.listen_host} {port}", flush=True)
-    notifier.ready(f"dock {config.dock_id} on port {port}")
-    interval = watchdog_interval()
-
-    async def ping() -> None:
-        while interval:
-            notifier.watchdog()
-            await asyncio.sleep(interval)
-
-    pinger = asyncio.create_task(ping())
+    life = ServiceLife(lambda: _loop_answers(loop, (life.interval or 2) / 2), notifier)
     try:
-        await stopped.wait()
+        with life:
+            port = await server.start()
+            # The port on one line of its own, for whoever started the dock on port 0.
+            print(f"listening {config.listen_host} {port}", flush=True)
+            life.ready(f"dock {config.dock_id} on port {port}")
+            await life.wait_async()
     finally:
-        notifier.stopping()
-        pinger.cancel()
         await server.stop()
         if publisher is not None:  # what is still queued stays in the outbox for next time
             await asyncio.to_thread(events.close)
             await asyncio.to_thread(publisher.flush, 5)
             await asyncio.to_thread(publisher.close)
     return 0
+
+
+def _loop_answers(loop: asyncio.AbstractEventLoop, within: float) -> bool:
+    """The event loop runs a task within ``within`` seconds: a stuck loop stops the pings."""
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(within)
+    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from host.durable import replace_atomically
 
 FORMAT = "custody-technicians/1"
 SCRYPT_COST = 2**15  # n; with r = 8 that is 32 MiB of memory per try
@@ -118,14 +119,7 @@ class TechnicianStore:
     def save(self, path: Path) -> None:
         data = {"format": FORMAT,
                 "technicians": {n: c.to_dict() for n, c in sorted(self.technicians.items())}}
-        tmp = Path(path).with_name(Path(path).name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_atomically(Path(path), (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
 
 
 def add_technician(path: Path, name: str, password: str, cost: int = SCRYPT_COST) -> None:

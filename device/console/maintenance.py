@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -32,6 +31,7 @@ import numpy as np
 from device.control import ControlError
 from hardware.clock import SyncSource
 from hardware.controls import ControlEvent
+from host.durable import replace_atomically
 from protocol.entries import Assigned, ConsoleAction, TimeSync
 from protocol.errors import ProtocolError
 from protocol.trust_update import open_trust_update
@@ -297,17 +297,7 @@ def _iso(utc_ns: int) -> str:
 def _replace_file(path: Path | None, data: bytes) -> None:
     if path is None:
         raise ControlError("no trust_file is configured")
-    tmp = path.with_name(path.name + ".new")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_atomically(path, data)
 
 
 def _camera(recorder: Recorder) -> tuple[bool, str]:

@@ -11,10 +11,10 @@ True
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hardware.otp import _ROWS, SECRET_BYTES, OtpError, OtpSecret
+from host.durable import write_new
 
 
 class SimOtp(OtpSecret):
@@ -45,9 +45,5 @@ class SimOtp(OtpSecret):
 
     def _write_rows(self, words: list[int]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state_dir / self.FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"".join(w.to_bytes(4, "big") for w in words))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(self.state_dir / self.FILE, b"".join(w.to_bytes(4, "big") for w in words),
+                  mode=0o600)

@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from hardware.espeak import espeak
+
 SOX = "sox"
-ESPEAK = "espeak-ng"
 
 # DTMF: each key is one low (row) and one high (column) frequency, ITU-T Q.23.
 _DTMF_ROWS = (697, 770, 852, 941)
@@ -215,16 +216,13 @@ def speech(text: str, voice: str, rate: int, speed_wpm: int = 160, pitch: int = 
     ``trim`` cuts espeak-ng's leading and trailing silence. The level is
     espeak-ng's own (peaks near full scale), 3 dB down so nothing clips.
     """
-    _require(ESPEAK)
     _require(SOX)
-    spoken = subprocess.run([ESPEAK, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch),
-                             "--stdout", text], capture_output=True, check=False)
-    if spoken.returncode != 0 or not spoken.stdout:
-        raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {spoken.stderr.decode()}")
+    native, native_rate = espeak([text], voice, speed_wpm, pitch)
     converted = subprocess.run(
-        [SOX, "-t", "wav", "-", "-r", str(rate), "-e", "signed-integer", "-b", "16", "-c", "1",
+        [SOX, "-t", "raw", "-r", str(native_rate), "-e", "signed-integer", "-b", "16", "-c", "1",
+         "-", "-r", str(rate), "-e", "signed-integer", "-b", "16", "-c", "1",
          "-t", "raw", "-", "gain", "-n", "-3"],
-        input=spoken.stdout, capture_output=True, check=False)
+        input=native.astype("<i2").tobytes(), capture_output=True, check=False)
     if converted.returncode != 0:
         raise RuntimeError(f"sox failed converting speech: {converted.stderr.decode()}")
     samples = np.frombuffer(converted.stdout, dtype="<i2").astype(np.int16)

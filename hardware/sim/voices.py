@@ -26,25 +26,27 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hardware.sim.sounds import ESPEAK, speech
+from hardware.espeak import (
+    ESPEAK,
+    MANIFEST,
+    build_folder,
+    built_already,
+    espeak_version,
+    with_build_key,
+)
+from hardware.sim.sounds import speech
 from hardware.speaker import load_wav, save_wav
 
 VOICE_RATE = 48_000  # the simulated microphone's default rate
 VOICE_DIR_ENV = "CUSTODY_SIM_VOICES"
-MANIFEST = "manifest.json"
 PAUSE_SECONDS = 0.3  # between two phrases
 PEAK = 0.6  # of full scale: over the microphone's tone (0.25) without clipping
 # (espeak-ng voice, words per minute, text): alternating languages and speakers.
@@ -73,28 +75,9 @@ def default_voice_dir() -> Path:
     return Path(override) if override else Path(sys.prefix) / "share" / "custody" / "sim-voices"
 
 
-def _espeak_version() -> str:
-    try:
-        result = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    except FileNotFoundError:
-        raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt install espeak-ng)") from None
-    return result.stdout.split("  Data at:")[0].strip()
-
-
 def _manifest() -> dict:
-    spec = {"rate": VOICE_RATE, "peak": PEAK, "espeak_ng": _espeak_version(),
-            "phrases": [list(phrase) for phrase in PHRASES]}
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return {**spec, "build_key": key}
-
-
-def _up_to_date(directory: Path, wanted: dict) -> bool:
-    try:
-        current = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return current.get("build_key") == wanted["build_key"] and all(
-        (directory / f"{n}.wav").is_file() for n in range(len(PHRASES)))
+    return with_build_key({"rate": VOICE_RATE, "peak": PEAK, "espeak_ng": espeak_version(),
+                           "phrases": [list(phrase) for phrase in PHRASES]})
 
 
 def build_voices(out_dir: str | os.PathLike[str] | None = None) -> bool:
@@ -105,29 +88,18 @@ def build_voices(out_dir: str | os.PathLike[str] | None = None) -> bool:
     """
     directory = Path(out_dir) if out_dir is not None else default_voice_dir()
     wanted = _manifest()
-    if _up_to_date(directory, wanted):
+    if built_already(directory, wanted, (f"{n}.wav" for n in range(len(PHRASES)))):
         return False
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.building-", dir=directory.parent))
-    try:
+
+    def speak_all(staging: Path) -> None:
         for number, (voice, wpm, text) in enumerate(PHRASES):
             spoken = speech(text, voice, VOICE_RATE, speed_wpm=wpm).astype(np.float64)
             if not len(spoken):
                 raise RuntimeError(f"{ESPEAK} produced silence for {text!r}")
             spoken *= PEAK * 32767 / np.max(np.abs(spoken))
             save_wav(staging / f"{number}.wav", np.round(spoken).astype(np.int16), VOICE_RATE)
-        (staging / MANIFEST).write_text(json.dumps(wanted, ensure_ascii=False, indent=1),
-                                        encoding="utf-8")
-        old = None
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-            os.rename(directory, old / "voices")
-        os.rename(staging, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    build_folder(directory, wanted, speak_all)
     return True
 
 

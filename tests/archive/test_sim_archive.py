@@ -93,12 +93,13 @@ def test_a_simulated_shift_archived_exported_and_checked(tmp_path: Path):
     assert [f"{seq:08d}-segment.mp4" for seq in recovered] == [
         m for m in result.media if int(m[:8]) in recovered]
     # The archive adds nothing against the shift: its verdict is the device store's
-    # own (intact but unexplained, here; a loaded machine may make the simulated
-    # camera stall, which the store's verification reports in both), and its own
-    # checks of checkpoints and media find nothing.
+    # own, intact with unexplained gaps (exit 3: the power cut and the interruptions
+    # await their voice notes; nothing is broken, so never 1), and its own checks of
+    # checkpoints and media find nothing.
     code, report = verify_archive(root)
     store = custody("verify", out / "device")
-    assert code == store.returncode and code in (1, 3), report
+    errors = [f for f in report["findings"] if f.get("severity") == "error"]
+    assert (code, store.returncode) == (3, 3), errors or report
     kinds = {f["kind"] for f in report["findings"]}
     assert "unexplained_interruption" in kinds
     assert not kinds & {"not_cosigned", "no_checkpoint", "archive_media_missing",

@@ -173,8 +173,17 @@ def test_custodian_searches_annotates_plays_and_exports(site, browser, setup: Ar
     browser.get(base + "/")
     browser.find_element(By.ID, "q-case").send_keys("bakery")
     browser.find_element(By.ID, "go").click()
-    assert text_when(browser, "results", REC)
+    # The results page, not the search form: the query in the address and echoed in the
+    # form, and the one matching recording as the table's only row.
+    assert wait_until(lambda: "case=bakery" in browser.current_url), browser.current_url
+    assert text_when(browser, "count", "1 recordings")
+    assert browser.find_element(By.ID, "q-case").get_attribute("value") == "bakery"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results td:first-child a")
+    assert [row.text for row in rows] == [REC]
     shot(browser, "search")
+    browser.get(base + "/?case=no+such+case")  # a query nothing matches finds nothing
+    assert text_when(browser, "count", "0 recordings")
+    assert REC not in browser.find_element(By.ID, "results").text
     records = list(view.archive.audit.records())
     li = [(r.action, r.object) for r in records if r.who == "custodian:LI"]
     assert ("view", REC) in li and ("annotate", REC) in li and ("search", None) in li

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from protocol.entries import Marker
 from protocol.store_reader import MEDIA_DIR, RECEIPTS_DIR, read_store
 from protocol.verify import BROKEN, INTACT
 from protocol.verify_cli import render
-from tests.conftest import Unit
+from tests.conftest import DEVICE, Unit
 
 
 def custody_verify(*args: object) -> subprocess.CompletedProcess:
@@ -229,3 +230,37 @@ def test_a_lone_surrogate_in_a_signed_name_is_printed_escaped(unit: Unit):
     r = custody_verify(unit.store)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 0 and "PC-\\udc80" in r.stdout
+
+
+def test_an_archives_checkpoints_and_tombstones_are_read_by_the_same_rules(
+        unit: Unit, tmp_path: Path):
+    """A link, a FIFO, an oversized file, a folder that is a link, a tombstone that is
+    not JSON: each is a finding naming its path (a plain ``open`` would hang on the FIFO
+    or read /etc through the link)."""
+    archive = tmp_path / "archive"
+    shutil.copytree(unit.store, archive / "devices" / DEVICE)
+    shutil.copy(unit.keys / store_reader.TRUST_NAME, archive / store_reader.TRUST_NAME)
+    checkpoints = archive / "checkpoints" / DEVICE
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "1.checkpoint").symlink_to("/etc/passwd")
+    os.mkfifo(checkpoints / "2.checkpoint")
+    with open(checkpoints / "3.checkpoint", "wb") as f:
+        f.truncate(store_reader.MAX_SIDE_FILE_BYTES + 1)
+    tombstones = archive / "tombstones" / DEVICE
+    tombstones.mkdir(parents=True)
+    (tombstones / "00000001.json").write_bytes(b"{not json")
+    (archive / "tombstones" / "elsewhere").mkdir()
+    (archive / "tombstones" / "DEV-OTHER").symlink_to(archive / "tombstones" / "elsewhere")
+
+    r = custody_verify(archive, "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    findings = {f["file"]: f["kind"] for store in json.loads(r.stdout)["stores"]
+                for f in store["findings"]}
+    assert findings[f"checkpoints/{DEVICE}/1.checkpoint"] == "not_a_regular_file"
+    assert findings[f"checkpoints/{DEVICE}/2.checkpoint"] == "not_a_regular_file"
+    assert findings[f"checkpoints/{DEVICE}/3.checkpoint"] == "file_too_large"
+    assert findings[f"tombstones/{DEVICE}/00000001.json"] == "bad_tombstone"
+
+    got, refused = store_reader.read_small_files(archive, ("tombstones", "DEV-OTHER"), ".json")
+    assert got == [] and [(f.kind, f.file) for f in refused] == \
+        [("not_a_directory", "tombstones/DEV-OTHER")]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from device.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
+from host.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from tests.device.conftest import wait_for
 
 

@@ -1,6 +1,6 @@
 """systemd readiness and watchdog notifications (sd_notify), stdlib only.
 
-The recorder runs as a ``Type=notify`` service with ``WatchdogSec=``. systemd
+The recorder and the dock run as ``Type=notify`` services with ``WatchdogSec=``. systemd
 passes a datagram socket in ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the
 abstract namespace) and, with a watchdog, its timeout in ``$WATCHDOG_USEC``.
 A notification is one datagram of newline-separated ``KEY=value`` lines.
