@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from daemon.provision import ProvisionError
-from host.durable import replace_atomically, write_new
+from hardware.host.durable import replace_atomically, write_new
 
 ROLES = ("broker", "dock", "device", "watcher")
 ROLE_DIRS = {"broker": "brokers", "dock": "docks", "device": "devices", "watcher": "watchers"}

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from host.durable import replace_atomically, write_new
+from hardware.host.durable import replace_atomically, write_new
 from protocol.chain import EntryClock, next_entry
 from protocol.entries import Assigned, Body, EntryTime, Provisioned
 from protocol.envelope import SignedEntry, sign_entry

@@ -34,12 +34,12 @@ from device.offload import Offloader, OffloadSettings, RecorderHost, client_tls
 from device.receipts import ReceiptRefused
 from device.recorder import Recorder, State
 from device.sealer import check_store_keeps_marks
-from device.tls_identity import TlsIdentityError
 from device.status_report import StatusReporter, status_connection
+from device.tls_identity import TlsIdentityError
 from hardware.board import load_board
 from hardware.factory import HardwareFactory, factory_class
+from hardware.host.service import ServiceLife
 from hardware.otp import OtpSecret
-from host.service import ServiceLife
 from protocol.keys import SigningKey, fingerprint
 from protocol.store_reader import StoreError, read_trust
 

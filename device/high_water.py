@@ -33,7 +33,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.durable import overwrite_durably
+from hardware.host.durable import overwrite_durably
 from protocol.journal_auth import MARK_FILES, MARK_FORMAT, JournalKey, high_water_record
 
 log = logging.getLogger(__name__)

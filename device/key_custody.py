@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from hardware.host.durable import write_new
 from hardware.otp import OtpError, OtpSecret
-from host.durable import write_new
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.high_water import HighWaterMark
-from host.durable import write_new
+from hardware.host.durable import write_new
 from protocol.chain import EntryClock, entry_after
 from protocol.entries import GENESIS_PREV, Body, EntryTime, KeyRotated, LedgerGap
 from protocol.envelope import SignedEntry, parse_line, sign_entry, split_lines

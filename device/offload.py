@@ -654,7 +654,7 @@ class LedgerHost:
 
     def accept_receipt(self, envelope: Any) -> list[str]:
         from device.receipts import check_receipt
-        from host.durable import fsync_dir
+        from hardware.host.durable import fsync_dir
 
         with self._lock:
             check = check_receipt(envelope, self.trust, self.device, self.state, self.store)

@@ -73,7 +73,7 @@ from device.sealer import (
     journal_path,
     read_fragment_marks,
 )
-from host.durable import fsync_dir, write_new
+from hardware.host.durable import fsync_dir, write_new
 from protocol.entries import Exemption, Interruption, MediaFile, RecordStop, Segment, VoiceNote
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError

@@ -83,7 +83,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from host.durable import fsync_dir
+from hardware.host.durable import fsync_dir
 from protocol.entries import MediaFile
 from protocol.journal_auth import JournalKey
 from protocol.segment_crypto import (

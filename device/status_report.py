@@ -25,8 +25,8 @@ one implementation in ``daemon/mqtt/presence.py``, which the dock uses too.
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 import logging
 import ssl
 import threading

@@ -20,7 +20,7 @@ from daemon.archive.index import Annotation, Index, Query, RecordingRow, SqliteI
 from daemon.archive.retention import RetentionPolicy
 from daemon.archive.store import EvidenceStore, FilesystemStore
 from daemon.archive.tlog import CHECKPOINTS_DIR, DeviceLog
-from host.durable import write_new
+from hardware.host.durable import write_new
 from protocol.archive_log import open_device_checkpoint
 from protocol.audit_anchor import anchor_line, audit_anchor, check_audit_anchors
 from protocol.checkpoint import CheckpointError

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.durable import fsync_dir
+from hardware.host.durable import fsync_dir
 
 GENESIS = "0" * 64
 ACTIONS = ("write", "annotate", "hold", "release", "search", "view", "export", "delete",

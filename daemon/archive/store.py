@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from host.durable import fsync_dir
+from hardware.host.durable import fsync_dir
 from protocol.store_reader import LEDGER_NAME, MEDIA_DIR, RECEIPTS_DIR, sha256_file
 from protocol.verify import MediaDigest
 

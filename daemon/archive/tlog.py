@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from daemon.archive.store import EvidenceStore
-from host.durable import write_new
+from hardware.host.durable import write_new
 from protocol.archive_log import (
     ledger_leaves,
     log_origin,

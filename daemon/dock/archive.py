@@ -39,7 +39,7 @@ from typing import Any
 
 from daemon.dock.divergence import find_divergence
 from daemon.events import ARCHIVE_FULL, INTEGRITY_FAILURE, DockEvents, OffloadReport
-from host.durable import append_durably, fsync_dir, fsync_file, replace_atomically
+from hardware.host.durable import append_durably, fsync_dir, fsync_file, replace_atomically
 from protocol.envelope import parse_line, split_lines
 from protocol.keys import SigningKey
 from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt

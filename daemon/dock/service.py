@@ -3,7 +3,7 @@
 It checks the settings (a bad value exits 2 naming the key), starts the
 offload server, tells systemd it is ready, pings the watchdog while the event
 loop answers (a stuck loop stops the pings, and systemd restarts the dock), and
-on SIGTERM stops taking requests and exits (host/service.py, as the recorder).
+on SIGTERM stops taking requests and exits (hardware/host/service.py, as the recorder).
 An upload cut off by the stop is resumed by the device from what the dock made
 durable.
 """
@@ -21,8 +21,8 @@ from daemon.dock.server import DockServer
 from daemon.events import DockEvents
 from daemon.mqtt.dock_events import MqttDockEvents
 from daemon.mqtt.publisher import DockPublisher
-from host.sdnotify import SystemdNotifier
-from host.service import ServiceLife
+from hardware.host.sdnotify import SystemdNotifier
+from hardware.host.service import ServiceLife
 from protocol.keys import SigningKey
 from protocol.store_reader import read_trust
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from host.durable import replace_atomically
+from hardware.host.durable import replace_atomically
 
 FORMAT = "custody-technicians/1"
 SCRYPT_COST = 2**15  # n; with r = 8 that is 32 MiB of memory per try

@@ -31,7 +31,7 @@ import numpy as np
 from device.control import ControlError
 from hardware.clock import SyncSource
 from hardware.controls import ControlEvent
-from host.durable import replace_atomically
+from hardware.host.durable import replace_atomically
 from protocol.entries import Assigned, ConsoleAction, TimeSync
 from protocol.errors import ProtocolError
 from protocol.trust_update import open_trust_update

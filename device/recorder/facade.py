@@ -44,7 +44,6 @@ from hardware.controls import ControlEvent, Controls
 from hardware.factory import HardwareFactory
 from hardware.indicators import Indicators
 from hardware.microphone import Microphone
-from host.durable import fsync_dir
 from protocol.entries import (
     EXEMPTION_REASONS,
     MARKER_PHASES,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hardware.host.durable import write_new
 from hardware.otp import _ROWS, SECRET_BYTES, OtpError, OtpSecret
-from host.durable import write_new
 
 
 class SimOtp(OtpSecret):

@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from host.sdnotify import SystemdNotifier
-from host.service import ServiceLife
-from tests.host.test_sdnotify import NotifySocket
+from hardware.host.sdnotify import SystemdNotifier
+from hardware.host.service import ServiceLife
+from tests.hardware.host.test_sdnotify import NotifySocket
 
 
 @pytest.mark.parametrize("notify_socket", ["path"], indirect=True)

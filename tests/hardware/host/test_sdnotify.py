@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
+from hardware.host.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 from tests.device.conftest import wait_for
 
 

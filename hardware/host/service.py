@@ -22,7 +22,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 
-from host.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
+from hardware.host.sdnotify import SystemdNotifier, WatchdogPinger, watchdog_interval
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

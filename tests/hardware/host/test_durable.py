@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host import durable
-from host.durable import append_durably, overwrite_durably, replace_atomically, write_new
+from hardware.host import durable
+from hardware.host.durable import append_durably, overwrite_durably, replace_atomically, write_new
 from tests.fuselayer import LazyLayer
 
 OLD, NEW = b"old receipt\n" * 100, b"new receipt\n" * 300
