@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 from device.config import RecorderConfig
-from device.ledger import fsync_dir
 from device.receipts import ReceiptRefused, check_receipt
 from device.recorder.appender import EntryAppender
 from device.recorder.stats import RecorderStats
+from hardware.host.durable import fsync_dir
 from protocol.entries import OffloadReceiptEntry
 from protocol.trust import TrustFile
 
