@@ -47,7 +47,8 @@ def held(dev) -> bytes:
 
 def archive_check(archive: Path, device: str):
     contents = read_store(archive / "devices" / device)
-    checkpoints, tombstones = read_extras(archive, device)
+    checkpoints, tombstones, unread = read_extras(archive, device)
+    assert not unread, unread
     return check_archived_device(device, contents.ledger, contents.media, checkpoints,
                                  tombstones, read_trust(archive / "trust.json"))
 
