@@ -1,0 +1,111 @@
+"""Every gap the recorder leaves is declared, whatever the CPU does: the mux and seal
+stages fed timed capture with a stall, then cut, in process and faster than real time.
+
+On a loaded machine (and a Pi Zero 2 W always is one) the camera starts late:
+the watchdog declares a camera fault, audio goes on alone, the camera comes
+back. These tests put exactly that timeline on the capture queue as the
+router would — so they need no load and no real time — then cut the power
+before the first video segment is sealed, recover it as the next start does,
+and judge the ledger with ``verify``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from device.recorder import Recorder
+from device.recorder.messages import Barrier, CameraBack, CameraFault, End, Session, StartSpan
+from hardware.camera import monotonic_us
+from hardware.frames import AudioBlock, VideoFrame
+from protocol.entries import RecordStart, Segment
+from tests.conftest import Unit
+from tests.device.conftest import AUDIO_RATE, FPS, HEIGHT, WIDTH, EncodedClip, audio_blocks
+from tests.device.simrun import recorder_on_sim
+
+S = 1_000_000  # µs
+
+
+@contextmanager
+def stages(unit: Unit) -> Iterator[Recorder]:
+    """A recorder's mux and seal stages running on their own (no capture threads)."""
+    with recorder_on_sim(unit, segment_seconds=2, video=f"{WIDTH}x{HEIGHT}@{FPS}") as rec:
+        threads = [threading.Thread(target=rec.mux.run, daemon=True),
+                   threading.Thread(target=rec.seal.run, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            yield rec
+        finally:
+            rec.router.queue.put(End())
+            for t in threads:
+                t.join(timeout=30)
+
+
+def late_camera_then_cut(rec: Recorder, clip: EncodedClip, pcm: np.ndarray) -> int:
+    """Press at 0 with the camera not yet delivering; the watchdog's fault at 1 s; the
+    camera's first frame at 2.7 s; the power cut at 3.9 s, before the first video
+    segment (which holds audio from 2.6 s, before its first keyframe) is sealed.
+    Returns the press's capture time."""
+    q = rec.router.queue
+    press_us = monotonic_us() - 10 * S  # in the past: capture is never after its entry
+    blocks = audio_blocks(pcm[: 4 * AUDIO_RATE], press_us)
+    frames = [VideoFrame(f.data, press_us + 27 * S // 10 + i * S // FPS, f.keyframe, f.index)
+              for i, f in enumerate(clip.frames()[: 18])]  # 2.7 s to 3.83 s: two keyframes
+    session = Session()
+    q.put(StartSpan(session, False, RecordStart(trigger="button", category="scene",
+                                                officer="PC-0042", pre_record_seconds=0),
+                    rec.appender.utc_offset_ns, [], [], press_us))
+    timeline: list[tuple[int, object]] = [(b.timestamp_us, b) for b in blocks]
+    timeline += [(f.timestamp_us, f) for f in frames]
+    timeline.sort(key=lambda x: (x[0], isinstance(x[1], AudioBlock)))
+    fault_at, back_at = press_us + S, press_us + 26 * S // 10
+    faulted = back = False
+    for at, item in timeline:
+        if at > press_us + 39 * S // 10:
+            break
+        if not faulted and at >= fault_at:  # the router's watchdog: nothing since the press
+            q.put(CameraFault(press_us))
+            faulted = True
+        if not back and (at >= back_at or isinstance(item, VideoFrame)):
+            q.put(CameraBack())
+            back = True
+        q.put(item)
+    barrier = Barrier()
+    q.put(barrier)
+    assert barrier.passed.wait(30)
+    for file in list(rec.seal._files.values()):  # what the cut leaves on the medium
+        if file.sealer is not None:
+            file.sealer.wait_durable()
+    assert session.seq.result(0) > 0
+    return press_us
+
+
+def segments(unit: Unit, recording: int) -> list[Segment]:
+    return [e.entry.body for e in unit.entries()
+            if isinstance(e.entry.body, Segment) and e.entry.body.recording == recording]
+
+
+def test_a_cut_after_a_late_camera_leaves_no_undeclared_gap(unit: Unit, clip: EncodedClip,
+                                                            pcm: np.ndarray) -> None:
+    with stages(unit) as rec:
+        late_camera_then_cut(rec, clip, pcm)
+    # The next start: what the cut left in pending/ is sealed, the cut declared.
+    with recorder_on_sim(unit, segment_seconds=2, video=f"{WIDTH}x{HEIGHT}@{FPS}") as rec:
+        rec.recover_cut()
+    report = unit.verify()
+    assert not report.errors, report.errors
+    recording = report.recordings[-1].recording
+    audio_only, video = segments(unit, recording)
+    # the whole fragments of 18 frames given: all but the one in flight at the cut
+    assert audio_only.frames == 0 and video.recovered and 10 <= video.frames < 18
+    # The recovered segment begins where the audio-only one ends: with the audio it
+    # holds from before its first keyframe, not at that keyframe.
+    assert video.first_capture_utc_ns - audio_only.last_capture_utc_ns == pytest.approx(
+        audio_only.frame_period_ns, abs=1_000)
+    assert {g.reason for g in report.gaps} <= {"camera_fault", "crash", "power_loss"}
+    assert all(g.declared for g in report.gaps)
