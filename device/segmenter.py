@@ -126,6 +126,19 @@ class Segmenter:
         self._audio_until_us = block.end_us
         self._pump()
 
+    def take_unplaced_audio(self) -> list[AudioBlock]:
+        """The audio held for a segment that never began (no keyframe came yet), taken out.
+
+        A span whose camera never delivered a keyframe has no segment for its
+        audio; the caller puts it elsewhere (an audio-only span) instead of
+        letting :meth:`close` drop it.
+        """
+        if self._muxer is not None:
+            return []
+        taken = list(self._pending_audio)
+        self._pending_audio.clear()
+        return taken
+
     def close(self) -> list[SegmentSummary]:
         """Route everything still held, finish the last segment, return all summaries."""
         if self._closed:

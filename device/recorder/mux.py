@@ -191,12 +191,17 @@ class MuxStage:
                 elif rec is None:
                     continue
                 elif isinstance(item, CameraFault):
+                    # Audio captured before any keyframe (a camera late to start) has
+                    # no video segment to go in: it begins the audio-only span.
+                    held = segmenter.take_unplaced_audio() if segmenter is not None else []
                     if segmenter is not None:
                         self._close(segmenter)
                     self.seal.put(Declare(rec.ref, "camera_fault", "camera_watchdog",
                                           item.cut_us, resume=True))
                     rec = rec.next_span()
                     segmenter, audio_only = None, AudioOnlySpan(self, rec)
+                    for block in held:
+                        audio_only.add(block)
                 elif isinstance(item, MicFault):
                     # The span goes on (video without sound); the silence is said.
                     self.seal.put(Declare(rec.ref, "mic_fault", "mic_watchdog", item.cut_us,
@@ -245,9 +250,9 @@ class MuxStage:
 
         It drops only audio it had no segment for — older than its open segment
         (the microphone stalled longer than it waits), or all of it when no
-        keyframe came before the span ended (the camera down: the camera fault,
-        cut at the last frame, declares that time) — and frames before a span's
-        first keyframe (before the span's start).
+        keyframe came before a stop, interruption or overflow ended the span (a
+        camera fault hands that audio to the audio-only span first) — and frames
+        before a span's first keyframe (before the span's start).
         """
         segmenter.close()
         self.stats.dropped_samples += segmenter.audio_samples_dropped

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from device.recorder import Recorder
-from device.recorder.messages import Barrier, CameraBack, CameraFault, End, Session, StartSpan
+from device.recorder.messages import Barrier, CameraBack, End, Session
+from device.recorder.router import CAMERA_TIMEOUT_S
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart, Segment
@@ -50,16 +51,20 @@ def late_camera_then_cut(rec: Recorder, clip: EncodedClip, pcm: np.ndarray) -> i
     """Press at 0 with the camera not yet delivering; the watchdog's fault at 1 s; the
     camera's first frame at 2.7 s; the power cut at 3.9 s, before the first video
     segment (which holds audio from 2.6 s, before its first keyframe) is sealed.
-    Returns the press's capture time."""
-    q = rec.router.queue
+
+    The press and the fault go through the capture router as the façade and the
+    watchdog make them; capture goes on the queue as the router would route it.
+    Returns the press's capture time.
+    """
+    router, q = rec.router, rec.router.queue
     press_us = monotonic_us() - 10 * S  # in the past: capture is never after its entry
     blocks = audio_blocks(pcm[: 4 * AUDIO_RATE], press_us)
     frames = [VideoFrame(f.data, press_us + 27 * S // 10 + i * S // FPS, f.keyframe, f.index)
               for i, f in enumerate(clip.frames()[: 18])]  # 2.7 s to 3.83 s: two keyframes
     session = Session()
-    q.put(StartSpan(session, False, RecordStart(trigger="button", category="scene",
-                                                officer="PC-0042", pre_record_seconds=0),
-                    rec.appender.utc_offset_ns, [], [], press_us))
+    router.begin(session, False, RecordStart(trigger="button", category="scene",
+                                             officer="PC-0042", pre_record_seconds=0),
+                 rec.appender.utc_offset_ns, press_us)
     timeline: list[tuple[int, object]] = [(b.timestamp_us, b) for b in blocks]
     timeline += [(f.timestamp_us, f) for f in frames]
     timeline.sort(key=lambda x: (x[0], isinstance(x[1], AudioBlock)))
@@ -68,12 +73,15 @@ def late_camera_then_cut(rec: Recorder, clip: EncodedClip, pcm: np.ndarray) -> i
     for at, item in timeline:
         if at > press_us + 39 * S // 10:
             break
-        if not faulted and at >= fault_at:  # the router's watchdog: nothing since the press
-            q.put(CameraFault(press_us))
+        if not faulted and at >= fault_at:  # the watchdog: no frame for a second
+            router.camera_watch.last_at -= CAMERA_TIMEOUT_S
+            assert router.check_sources() == (True, False)
             faulted = True
-        if not back and (at >= back_at or isinstance(item, VideoFrame)):
-            q.put(CameraBack())
+        if not back and at >= back_at:
+            q.put(CameraBack())  # the camera's first frame, routed: video resumes
             back = True
+        if isinstance(item, AudioBlock):
+            router.mic_watch.seen(item.end_us)
         q.put(item)
     barrier = Barrier()
     q.put(barrier)
@@ -93,19 +101,28 @@ def segments(unit: Unit, recording: int) -> list[Segment]:
 def test_a_cut_after_a_late_camera_leaves_no_undeclared_gap(unit: Unit, clip: EncodedClip,
                                                             pcm: np.ndarray) -> None:
     with stages(unit) as rec:
-        late_camera_then_cut(rec, clip, pcm)
+        press_us = late_camera_then_cut(rec, clip, pcm)
+        offset_ns = rec.appender.utc_offset_ns
     # The next start: what the cut left in pending/ is sealed, the cut declared.
     with recorder_on_sim(unit, segment_seconds=2, video=f"{WIDTH}x{HEIGHT}@{FPS}") as rec:
         rec.recover_cut()
     report = unit.verify()
     assert not report.errors, report.errors
     recording = report.recordings[-1].recording
-    audio_only, video = segments(unit, recording)
+    *audio_only, video = segments(unit, recording)
     # the whole fragments of 18 frames given: all but the one in flight at the cut
-    assert audio_only.frames == 0 and video.recovered and 10 <= video.frames < 18
-    # The recovered segment begins where the audio-only one ends: with the audio it
-    # holds from before its first keyframe, not at that keyframe.
-    assert video.first_capture_utc_ns - audio_only.last_capture_utc_ns == pytest.approx(
-        audio_only.frame_period_ns, abs=1_000)
+    assert audio_only and all(s.frames == 0 for s in audio_only)
+    assert video.recovered and 10 <= video.frames < 18
+    # Each segment begins where the one before ends; the recovered one with the audio
+    # it holds from before its first keyframe, not at that keyframe.
+    for before, after in zip(audio_only, [*audio_only[1:], video], strict=True):
+        assert after.first_capture_utc_ns - before.last_capture_utc_ns == pytest.approx(
+            before.frame_period_ns, abs=1_000)
     assert {g.reason for g in report.gaps} <= {"camera_fault", "crash", "power_loss"}
     assert all(g.declared for g in report.gaps)
+    # Nothing lost to the late camera: the audio from the press on is kept (audio-only),
+    # and the camera fault is declared from the press, when video was first missing.
+    assert audio_only[0].first_capture_utc_ns == press_us * 1000 + offset_ns
+    [fault] = [i for i in report.interruptions if i.reason == "camera_fault"]
+    cut = unit.entries()[fault.seq].entry.body
+    assert cut.cut_utc_ns == press_us * 1000 + offset_ns
