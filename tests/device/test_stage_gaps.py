@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from device.recorder import Recorder
-from device.recorder.messages import Barrier, CameraBack, End, Session
+from device.recorder.messages import Barrier, CameraBack, End, Session, Stop
 from device.recorder.router import CAMERA_TIMEOUT_S
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock, VideoFrame
@@ -126,3 +126,32 @@ def test_a_cut_after_a_late_camera_leaves_no_undeclared_gap(unit: Unit, clip: En
     [fault] = [i for i in report.interruptions if i.reason == "camera_fault"]
     cut = unit.entries()[fault.seq].entry.body
     assert cut.cut_utc_ns == press_us * 1000 + offset_ns
+
+
+def test_a_stop_before_the_cameras_first_frame_keeps_the_audio(unit: Unit,
+                                                               pcm: np.ndarray) -> None:
+    """Under load a press and a stop can both come before the camera delivers (and
+    before its watchdog fires): the span's audio is sealed alone, not dropped."""
+    with stages(unit) as rec:
+        router, q = rec.router, rec.router.queue
+        press_us = monotonic_us() - 10 * S
+        session = Session()
+        router.begin(session, False, RecordStart(trigger="button", category="scene",
+                                                 officer="PC-0042", pre_record_seconds=0),
+                     rec.appender.utc_offset_ns, press_us)
+        blocks = audio_blocks(pcm[: 3 * AUDIO_RATE // 10], press_us)  # 0.3 s
+        for block in blocks:
+            q.put(block)
+        q.put(Stop("button"))  # no frame came: the router does not wait for the camera
+        barrier = Barrier()
+        q.put(barrier)
+        assert barrier.passed.wait(30)
+        offset_ns = rec.appender.utc_offset_ns
+        assert rec.stats.dropped_samples == 0
+    recording = session.seq.result(0)
+    [alone] = segments(unit, recording)
+    assert (alone.frames, alone.audio_samples) == (0, sum(len(b.samples) for b in blocks))
+    assert alone.first_capture_utc_ns == press_us * 1000 + offset_ns
+    assert unit.entries()[-1].entry.kind == "record_stop"
+    report = unit.verify()
+    assert not report.errors, report.errors
