@@ -17,7 +17,16 @@ from protocol.keys import SigningKey
 from protocol.receipt import OffloadReceipt, sign_receipt
 from protocol.store_reader import MEDIA_DIR
 from tests.conftest import DEVICE, DOCK, Unit
-from tests.device.simrun import custody, ledger_bodies, recorder_on_sim, run_sim, verify_json
+from tests.device.simrun import (
+    DEVICE_FAULTS,
+    custody,
+    ledger_bodies,
+    loss_at_cut_s,
+    recorder_on_sim,
+    run_sim,
+    scenario_interruptions,
+    verify_json,
+)
 
 SMALL = """
 [device]
@@ -90,16 +99,25 @@ def test_power_cut_recovers_the_segment_and_prompts_on_resume(tmp_path: Path):
         (18, "speak", ("seconds", 2)), (21, "hold_function", ("seconds", 0.1)),
         (22, "press_record"), (23, "end")))
     log = sim_json(out)
-    cut_at = next(s["ran_at"] for s in log["steps"] if s["do"] == "power_cut")
     entries = ledger_bodies(out)
+    # The segment open at the cut is recovered, unless the cut came before its first
+    # fragment was whole (under load segments begin when the late camera does): then
+    # the one sealed before it ends the recording's capture. Either way, at most about
+    # a fragment is lost.
     recovered = [e.body for e in entries if e.kind == "segment" and e.body.recovered]
-    assert len(recovered) == 1
-    last_frame_s = (recovered[0].last_capture_utc_ns - log["epoch_unix_ns"]) / 1e9
-    assert 0 <= cut_at - last_frame_s <= 1.0, "more than a fragment was lost"
-    [cut] = [e for e in entries if e.kind == "interruption"]
+    assert len(recovered) <= 1
+    assert 0 <= loss_at_cut_s(out, entries) <= 1.0, "more than a fragment was lost"
+    [cut] = scenario_interruptions(entries)
     assert (cut.body.reason, cut.body.detected_by) == ("power_loss", "boot_recovery")
     code, report = verify_json(out / "device")
-    assert code == 0, report["findings"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert all(g["declared"] for g in report["gaps"])
+    # The cut is explained by the voice note the prompt asked for; only device faults
+    # (a camera late under load) may be left unexplained, and they are said.
+    unexplained = [i for i in report["interruptions"] if not i["explained"]]
+    assert [i["seq"] for i in report["interruptions"] if i["explained"]] == [cut.seq]
+    assert all(i["detected_by"] in DEVICE_FAULTS for i in unexplained)
+    assert code == (3 if unexplained else 0), report["findings"]
     assert log["final_status"]["prompts"] == 1
 
 
