@@ -106,3 +106,17 @@ def loss_at_cut_s(out: Path, entries: list) -> float:
     last = max(e.body.last_capture_utc_ns for e in entries
                if e.kind == "segment" and e.seq < cut.seq)
     return cut_at - (last - log["epoch_unix_ns"]) / 1e9
+
+
+def only_device_faults_unexplained(code: int, report: dict, explained: list[int]) -> int:
+    """``verify``'s verdict on a scenario whose voice notes explain ``explained``: no
+    error, every gap declared, and nothing else unexplained but device faults (said,
+    with no one to explain them). Returns how many device faults there were."""
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert all(g["declared"] for g in report["gaps"]), report["gaps"]
+    assert [i["seq"] for i in report["interruptions"] if i["explained"]] == explained
+    faults = [i for i in report["interruptions"] if i["detected_by"] in DEVICE_FAULTS]
+    unexplained = [i for i in report["interruptions"] if not i["explained"]]
+    assert all(i in faults for i in unexplained), unexplained
+    assert code == (3 if unexplained else 0), report["findings"]
+    return len(faults)
