@@ -257,13 +257,12 @@ class MuxStage:
         open segment (the microphone stalled longer than it waits), and frames
         before a span's first keyframe (before the span's start).
         """
-        held = segmenter.take_unplaced_audio()
         segmenter.close()
         self.stats.dropped_samples += segmenter.audio_samples_dropped
         if segmenter.audio_samples_dropped:
             log.warning("%d audio samples had no segment to go in (declared by the fault "
                         "that ended the span)", segmenter.audio_samples_dropped)
-        return held
+        return segmenter.unplaced_audio
 
     def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
         """The span a press starts, its entry appended in order.

@@ -11,6 +11,7 @@ and judge the ledger with ``verify``.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pytest
 from device.recorder import Recorder
 from device.recorder.messages import Barrier, CameraBack, End, Session, Stop
 from device.recorder.router import CAMERA_TIMEOUT_S
+from device.segmenter import Segmenter
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart, Segment
@@ -155,3 +157,32 @@ def test_a_stop_before_the_cameras_first_frame_keeps_the_audio(unit: Unit,
     assert unit.entries()[-1].entry.kind == "record_stop"
     report = unit.verify()
     assert not report.errors, report.errors
+
+
+def test_the_segmenter_leaves_audio_without_a_segment_to_its_caller(
+        clip: EncodedClip, pcm: np.ndarray) -> None:
+    """No keyframe came: its audio is left for the caller, not dropped. A keyframe held
+    (waiting for the audio to catch up) still begins a segment at close, with that
+    audio: it is not taken from it."""
+    blocks = audio_blocks(pcm[: AUDIO_RATE // 2], 10 * S)  # 10 s to 10.5 s
+    opened: list = []
+
+    def segmenter() -> Segmenter:
+        return Segmenter(lambda n: opened.append(io.BytesIO()) or opened[-1], width=WIDTH,
+                         height=HEIGHT, fps=FPS, segment_us=2 * S)
+
+    alone = segmenter()
+    for block in blocks:
+        alone.add_audio(block)
+    assert alone.close() == [] and alone.unplaced_audio == blocks
+    assert alone.audio_samples_dropped == 0
+
+    held = segmenter()
+    for block in blocks:
+        held.add_audio(block)
+    key = clip.frames()[0]
+    held.add_video(VideoFrame(key.data, 10 * S + 6 * S // 10, True, key.index))  # after it
+    [summary] = held.close()
+    assert held.unplaced_audio == [] and held.audio_samples_dropped == 0
+    assert summary.origin_us == 10 * S
+    assert summary.audio_samples == sum(len(b.samples) for b in blocks)
