@@ -49,7 +49,8 @@ def decode(files: list[Path]) -> tuple[list[int], int]:
     indices, samples = [], 0
     for f in files:
         with av.open(str(f)) as c:
-            indices += [read_frame_index(frame) for frame in c.decode(video=0)]
+            if c.streams.video:  # an audio-only segment (the camera down, or late) has none
+                indices += [read_frame_index(frame) for frame in c.decode(video=0)]
         with av.open(str(f)) as c:
             samples += sum(frame.samples for frame in c.decode(audio=0))
     return indices, samples
