@@ -644,9 +644,15 @@ class _Recovery:
             return self._note_result(journal, context, finished, kept, journal_file)
         content, offset = kept["content"], context["utc_offset_ns"]
         media_file = finished["media_file"]
-        # As the recorder does for a sealed segment: the first and last frame, or, in
-        # a segment without video, the first and last audio sample.
-        first_us = _first_not_none(content.get("first_frame_us"), content.get("first_sample_us"))
+        # As the recorder does for a sealed segment: from its origin — its first frame,
+        # or the audio before it that the segment holds (the first segment of a span:
+        # audio from before the camera's first keyframe, as after a camera fault) —
+        # to its last frame; in a segment without video, its first and last sample.
+        # The first frame alone would put that audio's time between two segments,
+        # where no interruption declares it (ADR 0054).
+        first_us = min((v for v in (content.get("first_frame_us"),
+                                    content.get("first_sample_us")) if v is not None),
+                       default=None)
         last_us = _first_not_none(content.get("last_frame_us"), content.get("last_sample_us"),
                                   first_us)
         last_capture_us = max((v for v in (content.get("last_frame_us"),

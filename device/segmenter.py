@@ -102,6 +102,9 @@ class Segmenter:
         self.summaries: list[SegmentSummary] = []
         self.video_frames_dropped = 0  # non-keyframes before the span's first keyframe
         self.audio_samples_dropped = 0  # only if the microphone stalled past a cut
+        #: After :meth:`close`: audio held for a segment that never began (no keyframe
+        #: came), for the caller to put elsewhere (an audio-only segment), not dropped.
+        self.unplaced_audio: list[AudioBlock] = []
         self._muxer: SegmentMuxer | None = None
         self._segment_start_us = 0  # capture time of the current segment's first keyframe
         self._pending_video: deque[VideoFrame] = deque()
@@ -135,8 +138,8 @@ class Segmenter:
         if self._muxer is not None:
             self._route_audio_before(None)
             self._finish_segment()
-        else:
-            self.audio_samples_dropped += sum(len(b.samples) for b in self._pending_audio)
+        else:  # no keyframe came (a camera late to start): the caller places this audio
+            self.unplaced_audio = list(self._pending_audio)
             self._pending_audio.clear()
         return self.summaries
 

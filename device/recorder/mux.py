@@ -218,12 +218,15 @@ class MuxStage:
                 elif rec is None:
                     continue
                 elif isinstance(item, CameraFault):
-                    if segmenter is not None:
-                        self._close(segmenter)
+                    # Audio captured before any keyframe (a camera late to start) has
+                    # no video segment to go in: it begins the audio-only span.
+                    held = self._close(segmenter) if segmenter is not None else []
                     self.seal.put(Declare(rec.ref, "camera_fault", "camera_watchdog",
                                           item.cut_us, resume=True))
                     rec = rec.next_span()
                     segmenter, audio_only = None, AudioOnlySpan(self, rec)
+                    for block in held:
+                        audio_only.add(block)
                 elif isinstance(item, MicFault):
                     # The span goes on (video without sound); the silence is said.
                     self.seal.put(Declare(rec.ref, "mic_fault", "mic_watchdog", item.cut_us,
@@ -234,8 +237,10 @@ class MuxStage:
                         audio_only.close()
                         audio_only = AudioOnlySpan(self, rec)
                     elif segmenter is not None:
-                        self._close(segmenter)
+                        held = self._close(segmenter)
                         segmenter = self._new_span(rec)
+                        for block in held:
+                            segmenter.add_audio(block)
                 elif isinstance(item, CameraBack):
                     if audio_only is not None:
                         video_from_us = audio_only.close() or 0
@@ -245,7 +250,11 @@ class MuxStage:
                     if audio_only is not None:
                         audio_only.close()
                     elif segmenter is not None:
-                        self._close(segmenter)
+                        # Ended before the camera's first keyframe: its audio alone.
+                        held, alone = self._close(segmenter), AudioOnlySpan(self, rec)
+                        for block in held:
+                            alone.add(block)
+                        alone.close()
                     segmenter, audio_only = None, None
                     if isinstance(item, Overflow):
                         self.seal.put(Declare(rec.ref, item.reason, item.detected_by,
@@ -267,20 +276,20 @@ class MuxStage:
                 self._signal("error")
         self.seal.put(End())
 
-    def _close(self, segmenter: Segmenter) -> None:
-        """Finish a span's segmenter; what it could not place is counted in ``status``.
+    def _close(self, segmenter: Segmenter) -> list[AudioBlock]:
+        """Finish a span's segmenter; return the audio it held for a segment that never
+        began (no keyframe came: a camera late to start), for an audio-only segment.
 
-        It drops only audio it had no segment for — older than its open segment
-        (the microphone stalled longer than it waits), or all of it when no
-        keyframe came before the span ended (the camera down: the camera fault,
-        cut at the last frame, declares that time) — and frames before a span's
-        first keyframe (before the span's start).
+        What it could not place is counted in ``status``: audio older than its
+        open segment (the microphone stalled longer than it waits), and frames
+        before a span's first keyframe (before the span's start).
         """
         segmenter.close()
         self.stats.dropped_samples += segmenter.audio_samples_dropped
         if segmenter.audio_samples_dropped:
             log.warning("%d audio samples had no segment to go in (declared by the fault "
                         "that ended the span)", segmenter.audio_samples_dropped)
+        return segmenter.unplaced_audio
 
     def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
         """The span a press starts, its entry appended in order.

@@ -123,6 +123,7 @@ class CaptureRouter:
         self._overflow: Overflow | None = None
         self._ending: _Ending | None = None  # a stop waiting for capture from before it
         self._break_segment = False  # the medium refused the open file
+        self._span_from_us = 0  # capture time the span's capture begins at (its press)
         self._last_frame_index: int | None = None  # to see the camera skip frames
         self._mic_overflows = 0  # the microphone's count of lost blocks, as last read
 
@@ -137,6 +138,7 @@ class CaptureRouter:
                 watch.rearm(press_us)
             frames, blocks = self.prerecord.drain()
             self._recording, self._session, self._break_segment = True, session, False
+            self._span_from_us = min([press_us] + [x.timestamp_us for x in frames[:1] + blocks[:1]])
             message = StartSpan(session, resume, start, utc_offset_ns, frames, blocks,
                                 press_us)
             self.queue.put(message)
@@ -192,10 +194,13 @@ class CaptureRouter:
             if not self._recording:
                 return False, False
             camera_down, mic_down = self.camera_watch.check(), self.mic_watch.check()
+            # Cut where the source's capture stops: its last delivery, or the span's
+            # start if it delivered nothing since (a camera late to start) — never
+            # a delivery before the span, or none at all (time 0).
             if camera_down:
-                self.queue.put(CameraFault(self.camera_watch.last_us))
+                self.queue.put(CameraFault(max(self.camera_watch.last_us, self._span_from_us)))
             if mic_down:
-                self.queue.put(MicFault(self.mic_watch.last_us))
+                self.queue.put(MicFault(max(self.mic_watch.last_us, self._span_from_us)))
             return camera_down, mic_down
 
     # --- the capture threads ------------------------------------------------------------

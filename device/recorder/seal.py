@@ -137,8 +137,10 @@ class SealStage:
                 self._step(file, lambda: file.sealer.write(data))  # type: ignore[union-attr]
             case FragmentEnd(ref, info):
                 file = self._files[ref.file]
-                if file.first_capture_us is None:
-                    file.first_capture_us = info.first_frame_us or info.first_sample_us
+                if file.first_capture_us is None:  # its origin: audio may precede the frame
+                    file.first_capture_us = min((v for v in (info.first_frame_us,
+                                                             info.first_sample_us)
+                                                 if v is not None), default=None)
                 self._step(file, lambda: file.sealer.end_fragment(info))  # type: ignore[union-attr]
             case SealFile():
                 self._seal(message)

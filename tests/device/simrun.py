@@ -49,7 +49,8 @@ def decode(files: list[Path]) -> tuple[list[int], int]:
     indices, samples = [], 0
     for f in files:
         with av.open(str(f)) as c:
-            indices += [read_frame_index(frame) for frame in c.decode(video=0)]
+            if c.streams.video:  # an audio-only segment (the camera down, or late) has none
+                indices += [read_frame_index(frame) for frame in c.decode(video=0)]
         with av.open(str(f)) as c:
             samples += sum(frame.samples for frame in c.decode(audio=0))
     return indices, samples
@@ -79,3 +80,44 @@ def recorder_on_sim(unit: Unit, **settings: object) -> Iterator[Recorder]:
         finally:
             recorder.close()
             ledger.close()
+
+
+#: What the recorder detects on its own and resumes at once. Under load the simulated
+#: camera is late after every boot (as a Pi's is): its watchdog declares that, truly.
+DEVICE_FAULTS = {"camera_watchdog", "mic_watchdog", "frame_index", "audio_overflow",
+                 "queue_overflow"}
+
+
+def scenario_interruptions(entries: list) -> list:
+    """The interruptions a scenario's events caused, after checking that every other one
+    is a device fault declared and resumed at once (never a silent one)."""
+    resumed = {e.body.interruption for e in entries if e.kind == "resume"}
+    faults = [e for e in entries if e.kind == "interruption"
+              and e.body.detected_by in DEVICE_FAULTS]
+    assert all(f.seq in resumed for f in faults), "a device fault not resumed"
+    return [e for e in entries if e.kind == "interruption" and e not in faults]
+
+
+def loss_at_cut_s(out: Path, entries: list) -> float:
+    """Seconds from the last capture sealed (recovered or not) to the power cut."""
+    log = json.loads((out / "sim.json").read_text())
+    cut_at = next(s["ran_at"] for s in log["steps"] if s["do"] == "power_cut")
+    [cut] = [e for e in entries if e.kind == "interruption"
+             and e.body.detected_by == "boot_recovery"]
+    last = max(e.body.last_capture_utc_ns for e in entries
+               if e.kind == "segment" and e.seq < cut.seq)
+    return cut_at - (last - log["epoch_unix_ns"]) / 1e9
+
+
+def only_device_faults_unexplained(code: int, report: dict, explained: list[int]) -> int:
+    """``verify``'s verdict on a scenario whose voice notes explain ``explained``: no
+    error, every gap declared, and nothing else unexplained but device faults (said,
+    with no one to explain them). Returns how many device faults there were."""
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert all(g["declared"] for g in report["gaps"]), report["gaps"]
+    assert [i["seq"] for i in report["interruptions"] if i["explained"]] == explained
+    faults = [i for i in report["interruptions"] if i["detected_by"] in DEVICE_FAULTS]
+    unexplained = [i for i in report["interruptions"] if not i["explained"]]
+    assert all(i in faults for i in unexplained), unexplained
+    assert code == (3 if unexplained else 0), report["findings"]
+    return len(faults)

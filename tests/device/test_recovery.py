@@ -152,7 +152,11 @@ def check_recovered(result: RecoveredSegment, store: Path, archive: ArchiveSecre
     assert segment.audio_samples == len(decoded.pcm) > 0
     assert np.array_equal(decoded.pcm, pcm[: len(decoded.pcm)])
     by_counter = {f.index - 1000: f.timestamp_us for f in frames}
-    assert segment.first_capture_utc_ns == by_counter[decoded.counters[0]] * 1000 + UTC_OFFSET_NS
+    # From the segment's origin, as the recorder seals it: its first frame, or the audio
+    # before that frame (these tests' audio starts at the epoch; a jittered first frame
+    # may come after it).
+    origin_us = min(by_counter[decoded.counters[0]], CAPTURE_EPOCH_US)
+    assert segment.first_capture_utc_ns == origin_us * 1000 + UTC_OFFSET_NS
     assert segment.last_capture_utc_ns == by_counter[decoded.counters[-1]] * 1000 + UTC_OFFSET_NS
     assert result.cut_utc_ns >= segment.last_capture_utc_ns
     assert (segment.recording, segment.span, segment.index) == (7, 1, 2)
