@@ -29,13 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.checkpoint_keeper import CHECKPOINT_NAME
 from device.config import ConfigError
 from device.control import ControlClient, ControlError
 from device.scenario import ACTIONS, Scenario, ScenarioError, load_scenario
 from device.sim import stop_on_sigterm
 from device.sim_shift import ShiftRunner
 from device.sim_unit import ATTESTATIONS, SimError
+from protocol.archive_log import open_device_checkpoint
 from protocol.attestation import Attestation, check_attestation
+from protocol.checkpoint import CheckpointError
 from protocol.store_reader import TRUST_NAME, read_trust
 
 SCENARIO = Path(__file__).resolve().parents[1] / "docs" / "examples" / "two-device-shift.toml"
@@ -171,6 +174,28 @@ def attestation_table(out: Path) -> tuple[str, list[Attestation]]:
     return "\n".join(lines), checked
 
 
+def checkpoint_lines(out: Path, devices: list[str]) -> str:
+    """What each device holds of its log: the newest checkpoint the dock signed and the
+    device cosigned at docking (docs/archive.md), checked against the trust file."""
+    trust = read_trust(out / "keys" / TRUST_NAME)
+    lines = []
+    for name in devices:
+        path = out / "devices" / name / "store" / CHECKPOINT_NAME
+        try:
+            opened = open_device_checkpoint(path.read_bytes(), trust, name)
+        except FileNotFoundError:
+            lines.append(f"  {name}: no checkpoint kept (not docked?)")
+            continue
+        except CheckpointError as e:
+            lines.append(f"  {name}: {path}: {e}")
+            continue
+        witnesses = ", ".join(opened.cosigned_by) or "nobody"
+        lines.append(f"  {name}: {opened.checkpoint.size} entries, root "
+                     f"{opened.checkpoint.root_hash.hex()[:16]}, signed by the dock, "
+                     f"cosigned by {witnesses}; kept in {path.relative_to(out)}")
+    return "\n".join(lines)
+
+
 def index_archive(out: Path) -> None:
     """The custodian's index and checkpoints of what the dock archived, unless the dock
     made them; and a web-view user with a fresh password (a demo only writes it down)."""
@@ -230,6 +255,9 @@ def run(args: argparse.Namespace) -> int:
     say(f"\n== attestations received over MQTT ({len(checked)}, each signature checked "
         "against keys/trust.json)")
     say(table)
+
+    say("\n== the cosigned checkpoints: neither the dock nor a device can rewrite a log alone")
+    say(checkpoint_lines(out, list(scenario.devices)))
 
     say(f"\n== custody verify {out / 'archive'}")
     verify = custody("verify", out / "archive")
