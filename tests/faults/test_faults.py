@@ -3,9 +3,13 @@ runs the long form and writes docs/reliability.md)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
-from tests.faults import trials
+from tests.faults import dock_trials, trials
 
 
 def survived(result: trials.TrialResult) -> None:
@@ -33,3 +37,44 @@ def clean_store(tmp_path_factory):
 
 def test_a_flipped_bit_in_media_or_ledger_on_the_device_is_always_broken(tmp_path, clean_store):
     survived(trials.bit_flips(tmp_path, clean_store, trials=8, seed=5))
+
+
+@pytest.fixture
+def fuse_available() -> None:
+    if shutil.which("fusermount3") is None or not Path("/dev/fuse").exists():
+        pytest.skip("needs fuse3 (fusermount3) and /dev/fuse: make setup installs fuse3")
+
+
+def test_real_power_loss_at_5_random_instants_loses_nothing_durable(fuse_available, tmp_path):
+    survived(trials.power_losses(tmp_path, trials=5, seed=17))
+
+
+# --- the dock's side: one unit, one device and one archive for all the trials ----------
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = dock_trials.World.create(tmp_path_factory.mktemp("world"))
+    yield w
+    w.close()
+
+
+def test_the_dock_killed_at_5_random_instants_of_an_offload_loses_and_frees_nothing(world):
+    survived(dock_trials.dock_kills(world, trials=5, seed=17))
+
+
+def test_the_link_dropped_mid_transfer_resumes_resending_at_most_a_chunk(world):
+    survived(dock_trials.link_drops(world, trials=3, seed=17))
+
+
+def test_the_broker_restarted_during_attestation_delivers_each_once_after_dedup(world):
+    survived(dock_trials.broker_restarts(world, trials=3, seed=17))
+
+
+def test_an_archive_bit_flip_is_reported_broken_at_the_right_place(world):
+    survived(dock_trials.archive_bit_flips(world, trials=8, seed=17))
+
+
+def test_a_full_archive_disk_is_507_an_alert_and_nothing_released(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs: needs root")
+    survived(dock_trials.archive_full(tmp_path))
