@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import dock_trials, trials
+from tests.faults import broker_trials, dock_trials, trials
 
 
 def survived(result: trials.TrialResult) -> None:
@@ -67,7 +67,7 @@ def test_the_link_dropped_mid_transfer_resumes_resending_at_most_a_chunk(world):
 
 
 def test_the_broker_restarted_during_attestation_delivers_each_once_after_dedup(world):
-    survived(dock_trials.broker_restarts(world, trials=3, seed=17))
+    survived(broker_trials.broker_restarts(world, trials=3, seed=17))
 
 
 def test_an_archive_bit_flip_is_reported_broken_at_the_right_place(world):
