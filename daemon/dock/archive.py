@@ -192,7 +192,12 @@ class DeviceArchive:
                 raise Conflict(f"the archive continues at entry {self.head.next_seq}",
                                next_seq=self.head.next_seq)
             self._set_staged(lines)
-            write_durably(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            try:
+                write_durably(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:  # a full disk is 507 and an alert, not a 500
+                    self._full(LEDGER_NAME, len(lines))
+                raise
             return self._staged_view()
 
     def _set_staged(self, lines: bytes) -> None:

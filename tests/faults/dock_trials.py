@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -185,56 +186,110 @@ def grow(path: Path, size: int) -> None:
                    capture_output=True)
 
 
+def fill(disk: Path) -> None:
+    """Whatever else shares the disk takes every byte left on it."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                os.write(fd, bytes(64 * 1024))
+    finally:
+        os.close(fd)
+
+
+class _StallAfter:
+    """A gate for :class:`LinkProxy`'s flow: shut once ``n`` bytes went to the dock."""
+
+    def __init__(self, proxy: LinkProxy, n: int):
+        self.proxy, self.n, self.opened = proxy, n, threading.Event()
+
+    def wait(self) -> None:
+        if self.proxy.upstream_bytes >= self.n:
+            self.opened.wait(30)
+
+    def set(self) -> None:
+        self.opened.set()
+
+
+def _offload_filling(world: World, dock: DockThread, disk: Path, size: int) -> None:
+    """One round in which the disk fills up while the segment is being written."""
+    proxy = LinkProxy(dock.port)
+    gate = proxy.flowing = _StallAfter(proxy, size // 2)
+    part = world.archive / "incoming" / world.device.name / MEDIA_DIR
+
+    def filler() -> None:
+        wait_until(lambda: any(p.stat().st_size for p in part.glob("*.part")), 20)
+        fill(disk)
+        gate.set()
+
+    thread = threading.Thread(target=filler, daemon=True)
+    thread.start()
+    try:  # the whole segment in one request: the dock checked for room before it
+        world.device.offloader(proxy.url, chunk_bytes=size).offload_round()
+    finally:
+        gate.set()
+        thread.join(30)
+        proxy.close()
+
+
+FULL_CASES = ("larger than the disk", "below the dock's reserve", "filled during the upload",
+              "full before the ledger is staged")
+
+
 def archive_full(root: Path) -> TrialResult:
-    """The archive on a real 4 MiB disk (a tmpfs): a segment larger than what is
-    free, then one that fits but would leave less than the dock's reserve
-    (``reserve_bytes``, how the dock decides "full" before the disk is).
-    Predicted for each: the dock answers 507, raises an ``archive_full``
-    alert, and releases nothing (no receipt, nothing freed, the archive's
-    ledger as it was); once the disk grows the same offload goes through and
-    the archive verifies ``intact``."""
-    result = TrialResult("archive_full", 2)
-    with small_disk(root / "archive-disk", 4 * MIB) as disk:
-        world = World.create(root / "unit", archive=disk / "archive")
-        dev = world.device
-        try:
-            cases = [("larger than the disk", 6 * MIB, 0),
-                     ("within the disk, below the reserve", 1 * MIB, None)]
-            for label, size, reserve in cases:
-                if reserve is None:  # free now, less half the segment: it fits, but too close
-                    world.archive.mkdir(parents=True, exist_ok=True)
-                    reserve = shutil.disk_usage(disk).free - size // 2
+    """The archive on a real 4 MiB disk (a tmpfs), full in each of four ways: a
+    segment larger than the disk; one that fits but would leave less than the
+    dock's reserve (``reserve_bytes``: how the dock decides "full" before the
+    disk is); the disk filled by another writer while a segment is being
+    written (ENOSPC mid-upload); the disk full before the ledger range can be
+    staged. Predicted for each: the dock answers 507, raises an
+    ``archive_full`` alert, and releases nothing (no receipt, nothing freed,
+    the archive's ledger as it was); once the disk grows the same offload goes
+    through (resumed) and the archive verifies ``intact``."""
+    result = TrialResult("archive_full", len(FULL_CASES))
+    for n, label in enumerate(FULL_CASES):
+        with small_disk(root / f"disk-{n}", 4 * MIB) as disk:
+            world = World.create(root / f"unit-{n}", archive=disk / "archive")
+            dev = world.device
+            try:
+                size = {0: 6 * MIB, 1: MIB, 2: 3 * MIB, 3: 1000}[n]
+                world.archive.mkdir()
+                reserve = shutil.disk_usage(disk).free - size // 2 if n == 1 else 0
                 dock = DockThread(dock_config(world.keys, world.archive, reserve_bytes=reserve))
                 try:
                     dev.record([size])
-                    before = (world.device.media_left(),
-                              lines(world.archived / LEDGER_NAME))
+                    if n == 3:
+                        fill(disk)
+                    before = dev.media_left(), lines(world.archived / LEDGER_NAME)
                     receipts = len(receipted_files(world)[0])
                     try:
-                        dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
+                        if n == 2:
+                            _offload_filling(world, dock, disk, size)
+                        else:
+                            dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
                         result.problems.append(f"{label}: the offload went through")
                     except DockError as e:
                         if e.status != 507:
                             result.problems.append(f"{label}: status {e.status}, not 507")
                     if not dock.alerts("archive_full"):
                         result.problems.append(f"{label}: no archive_full alert")
-                    after = (world.device.media_left(), lines(world.archived / LEDGER_NAME))
+                    after = dev.media_left(), lines(world.archived / LEDGER_NAME)
                     if after != before or len(receipted_files(world)[0]) != receipts:
                         result.problems.append(f"{label}: something was released")
                     check_freed(result, world, label)
                 finally:
                     dock.stop()
-            grow(disk, 64 * MIB)
-            dock = DockThread(dock_config(world.keys, world.archive))
-            try:
-                dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
-                if dev.media_left():
-                    result.problems.append("with room again, the media were not offloaded")
-                check_offloaded(result, world, "room again")
+                grow(disk, 64 * MIB)
+                dock = DockThread(dock_config(world.keys, world.archive, reserve_bytes=reserve))
+                try:
+                    dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
+                    if dev.media_left():
+                        result.problems.append(f"{label}: with room again, not offloaded")
+                    check_offloaded(result, world, f"{label}, room again")
+                finally:
+                    dock.stop()
             finally:
-                dock.stop()
-        finally:
-            world.close()
+                world.close()
     return result
 
 
