@@ -295,6 +295,17 @@ def archive_full(root: Path) -> TrialResult:
 
 # --- bits flipped in the archive --------------------------------------------------------------
 
+def ensure_archived(world: World) -> None:
+    """Something in the archive to damage, if no trial before put anything there."""
+    if not lines(world.archived / LEDGER_NAME):
+        world.device.record([40_000, 2000])
+        dock = DockThread(dock_config(world.keys, world.archive))
+        try:
+            world.device.offloader(dock.url).offload_round()
+        finally:
+            dock.stop()
+
+
 def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
     """One bit flipped at random in an archived media file or ledger line
     (``archive/devices/<id>/``; never a line's newline), on a copy of the
@@ -305,13 +316,7 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
     result = TrialResult("archive_bit_flip", trials)
     work = world.root / "archive-flips"
     work.mkdir(exist_ok=True)
-    if not lines(world.archived / LEDGER_NAME):
-        world.device.record([40_000, 2000])
-        dock = DockThread(dock_config(world.keys, world.archive))
-        try:
-            world.device.offloader(dock.url).offload_round()
-        finally:
-            dock.stop()
+    ensure_archived(world)
     code, _ = custody_verify(world.archive)
     if code != 0:
         result.problems.append(f"the archive does not verify intact before (exit {code})")

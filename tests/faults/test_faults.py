@@ -3,13 +3,17 @@ runs the long form and writes docs/reliability.md)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.faults import broker_trials, dock_trials, trials
+from tests.daemon.dockkit import Device
+from tests.faults import broker_trials, dock_trials, invariants, trials
 
 
 def survived(result: trials.TrialResult) -> None:
@@ -78,3 +82,54 @@ def test_a_full_archive_disk_is_507_an_alert_and_nothing_released(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounts a small tmpfs: needs root")
     survived(dock_trials.archive_full(tmp_path))
+
+
+def _damaged_copy(world, where: Path) -> dock_trials.World:
+    dock_trials.ensure_archived(world)
+    store, archive = where / "device", where / "archive"
+    shutil.copytree(world.device.store, store)
+    shutil.copytree(world.archive, archive)
+    device = Device(world.device.name, store, None, world.keys)  # read only: no ledger host
+    return dock_trials.World(where, world.keys, device, archive)
+
+
+def test_the_invariants_see_a_lost_file_a_duplicate_and_a_free_without_receipt(world, tmp_path):
+    """What the dock's trials are judged by can fail: each damage, on a copy of the world."""
+    clean = trials.TrialResult("clean", 1)
+    invariants.check_offloaded(clean, _damaged_copy(world, tmp_path / "clean"), "clean")
+    assert clean.problems == [] and clean.lost == 0
+
+    lost = _damaged_copy(world, tmp_path / "lost")
+    victim = sorted((lost.archived / "media").iterdir())[0]
+    victim.unlink()
+    result = trials.TrialResult("lost", 1)
+    invariants.check_offloaded(result, lost, "lost")
+    assert result.lost == 1 and any(victim.name in p for p in result.problems)
+
+    twice = _damaged_copy(world, tmp_path / "twice")
+    ledger = twice.archived / "ledger.jsonl"
+    ledger.chmod(0o644)
+    ledger.write_bytes(ledger.read_bytes() + invariants.lines(ledger)[-1] + b"\n")
+    result = trials.TrialResult("twice", 1)
+    invariants.check_offloaded(result, twice, "twice")
+    assert any("archived seqs" in p for p in result.problems), result.problems
+
+    unreceipted = _damaged_copy(world, tmp_path / "unreceipted")
+    ledger = unreceipted.device.store / "ledger.jsonl"
+    kept = invariants.lines(ledger)
+    last_receipt = max(i for i, line in enumerate(kept) if b"offload_receipt" in
+                       base64.b64decode(json.loads(line)["payload"]))
+    ledger.write_bytes(b"".join(line + b"\n" for line in kept[:last_receipt]))
+    result = trials.TrialResult("unreceipted", 1)
+    invariants.check_freed(result, unreceipted, "unreceipted")
+    assert any("freed without a receipt" in p for p in result.problems), result.problems
+
+    board = invariants.CountingBoard(world.device.host.trust)
+    result = trials.TrialResult("attested", 1)
+    invariants.check_attested(result, board, ["a1"], 3, "none delivered")
+    assert any("never delivered" in p for p in result.problems)
+    board.attested += [SimpleNamespace(id="a1", first_seq=0, last_seq=3),
+                       SimpleNamespace(id="a2", first_seq=2, last_seq=3)]
+    result = trials.TrialResult("attested", 1)
+    invariants.check_attested(result, board, ["a1", "a2"], 3, "overlapping")
+    assert any("do not follow on" in p for p in result.problems), result.problems
