@@ -1,5 +1,9 @@
 """The short form of the fault-injection suite (``benchmarks/faults.py --full``
-runs the long form and writes docs/reliability.md)."""
+runs the long form and writes docs/reliability.md).
+
+The recorder's trials run ``custody sim`` in real time; the dock's share one
+unit, device and archive (the module's ``world``), so each trial's invariants
+cover what the ones before it archived."""
 
 from __future__ import annotations
 

@@ -2,10 +2,13 @@
 then checks the invariants everything rests on.
 
 A trial runs the real recorder agent under ``custody sim`` (a separate process,
-simulated camera and microphone), injects its fault, and judges the result from
+simulated camera and microphone; for a power loss with its store behind
+``tests/fuselayer.py``), injects its fault, and judges the result from
 outside: the device's ledger, its media and ``custody verify --json``. It
 returns a :class:`TrialResult`; ``tests/faults/`` runs the short form of each
-kind, ``benchmarks/faults.py --full`` the long form (docs/reliability.md).
+kind, ``benchmarks/faults.py --full`` the long form (docs/reliability.md). The
+dock's side is ``dock_trials.py`` and ``broker_trials.py``, judged by
+``invariants.py``.
 
 The invariants, checked after every trial where they apply:
 
