@@ -210,8 +210,11 @@ def storage_full(work: Path) -> TrialResult:
     store = out / "device"
     result = TrialResult("storage_full", 1)
     reasons = [e.body.reason for e in entries(store) if isinstance(e.body, Interruption)]
-    if reasons != ["storage_full"]:
+    # On a loaded machine the simulated camera may be late and the recorder declare a
+    # camera_fault of its own: declared, so no error; counted, so it shows.
+    if reasons.count("storage_full") != 1 or set(reasons) - {"storage_full", "camera_fault"}:
         result.problems.append(f"interruptions {reasons}, expected one storage_full")
+    result.figures["camera_faults"] = reasons.count("camera_fault")
     judge_verify(result, store)
     return result
 
@@ -248,8 +251,9 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
     Predicted: verify says ``broken`` (exit 1) and names the damaged seq or file."""
     rng = random.Random(seed)
     result = TrialResult("bit_flip", trials)
-    base_code, _ = verify(store)
-    if base_code != 0:
+    base_code, base = verify(store)
+    # Exit 3: a camera_fault a loaded machine made the recorder declare; still no error.
+    if base_code not in (0, 3) or errors(base):
         result.problems.append(f"the clean store does not verify intact (exit {base_code})")
         return result
     media = sorted((store / "media").iterdir())
