@@ -121,18 +121,21 @@ def cut_steps(trials: int, seed: int) -> list[tuple[float, str, dict]]:
     return steps
 
 
-def judge_cuts(result: TrialResult, out: Path) -> list[float]:
+def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[float]:
     """Every cut declared at the next boot, and what each cut lost (≤ 1 s: one fragment).
 
     A cut's capture is found by time, not by span number: on a loaded machine a
     slow simulated camera may add a declared ``camera_fault`` span of its own.
     The loss is the kill instant minus the last capture kept between the press
-    before it and the kill; with nothing kept, minus the press."""
+    before it and the kill; with nothing kept, minus the press — or minus the
+    span's first frame, when the recorder's status just before the cut
+    (``statuses``) says when that came: what came before the first frame was
+    never captured, so it cannot be lost (a cut before any frame loses 0)."""
     sim = json.loads((out / "sim.json").read_text())
     epoch, steps = sim["epoch_unix_ns"], sim["steps"]
     ledger = entries(out / "device")
     kept_ns = [e.body.last_capture_utc_ns for e in ledger if isinstance(e.body, Segment)]
-    losses = []
+    losses, captured, before_first = [], [], 0
     cuts = [i for i, s in enumerate(steps) if s["do"] == "power_cut"]
     for n, i in enumerate(cuts):
         press = next(s for s in reversed(steps[:i]) if s["do"] == "press_record")
@@ -143,11 +146,24 @@ def judge_cuts(result: TrialResult, out: Path) -> list[float]:
             result.problems.append(f"cut {n}: no power_loss interruption at {boot}")
         kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
         loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
-        if loss > 1.0:
-            result.problems.append(f"cut {n}: lost {loss:.3f} s of capture")
+        status = statuses[n] if n < len(statuses) else {}
+        if "press_to_frame_ms" not in status:  # no status: counted from the press
+            since_frame = loss
+        elif status["press_to_frame_ms"] is None:
+            before_first += 1
+            since_frame = 0.0
+        else:
+            since_frame = min(loss, (kill_ns - press_ns) / 1e9
+                              - status["press_to_frame_ms"] / 1000)
+        if since_frame > 1.0:
+            result.problems.append(f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
+        captured.append(since_frame)
     if len(cuts) != result.trials:
         result.problems.append(f"{len(cuts)} cuts ran of {result.trials}")
+    result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
+                          max_loss_s=round(max(captured, default=0), 3),
+                          cuts_before_first_frame=before_first)
     return losses
 
 
@@ -159,6 +175,26 @@ def judge_verify(result: TrialResult, store: Path, expected_exit: int = 3) -> No
         result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
 
 
+def _status_runner():
+    """``custody sim``'s runner, asking the recorder its status just before each power cut."""
+    from device.sim import SimRunner
+
+    class WatchedSimRunner(SimRunner):
+        def __init__(self, *args: object):
+            super().__init__(*args)
+            self.status_at_cuts: list[dict] = []
+
+        def power_cut(self) -> None:
+            try:
+                status = self.client.call("status") if self.client is not None else {}
+            except Exception:  # noqa: BLE001 - already off, or busy: judged from the press
+                status = {}
+            self.status_at_cuts.append(status)
+            super().power_cut()
+
+    return WatchedSimRunner
+
+
 def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
     """The recorder's whole process group SIGKILLed at random instants mid-recording
     (``power_cut``: nothing gets to seal), power back, the recording resumed.
@@ -166,11 +202,16 @@ def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
     Predicted: every cut declared as ``power_loss`` at the next boot, nothing
     sealed lost, no error finding (the cuts are unexplained: no voice note), and
     at most one fragment (≤ 1 s) of capture lost per cut."""
-    out = run_sim(work, cut_steps(trials, seed))
+    from device.scenario import load_scenario
+
+    (work / "trial.toml").write_text(scenario_text(cut_steps(trials, seed)))
+    runner = _status_runner()(load_scenario(work / "trial.toml"), work / "out")
     result = TrialResult("hard_kill", trials)
-    losses = judge_cuts(result, out)
-    judge_verify(result, out / "device")
-    result.figures["max_loss_s"] = round(max(losses), 3)
+    if runner.run() != 0:
+        result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
+        return result
+    judge_cuts(result, work / "out", runner.status_at_cuts)
+    judge_verify(result, work / "out" / "device")
     return result
 
 
@@ -193,10 +234,9 @@ def power_losses(work: Path, trials: int, seed: int) -> TrialResult:
         result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
         return result
     out = work / "out"
-    losses = judge_cuts(result, out)
+    judge_cuts(result, out, runner.status_at_cuts)
     result.lost = durable_lost(out / "device", runner.at_cuts)
     judge_verify(result, out / "device")
-    result.figures["max_loss_s"] = round(max(losses), 3)
     return result
 
 
