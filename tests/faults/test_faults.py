@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.daemon.dockkit import Device
+from device.offload import DockClient
+from tests.daemon.dockkit import Device, dock_config
 from tests.faults import broker_trials, dock_trials, invariants, trials
 
 
@@ -137,3 +138,33 @@ def test_the_invariants_see_a_lost_file_a_duplicate_and_a_free_without_receipt(w
     result = trials.TrialResult("attested", 1)
     invariants.check_attested(result, board, ["a1", "a2"], 3, "overlapping")
     assert any("do not follow on" in p for p in result.problems), result.problems
+
+
+def test_a_dock_killed_after_the_last_chunk_before_checking_it_completes_it_at_restart(
+        tmp_path):
+    """What the dock-kill trial found: a part file holding every byte, never checked and
+    renamed (the kill came in between), wedged every later offload with a false
+    "short: 3000 of 3000 bytes" alert. At restart the dock checks it and goes on."""
+    world = dock_trials.World.create(tmp_path)
+    try:
+        (name,) = world.device.record([3000])
+        dock = dock_trials.DockThread(dock_config(world.keys, world.archive))
+        client = DockClient(world.device.settings(dock.url), world.device.name)
+        status, _, _ = client.call("PUT", "/ledger/0",
+                                   (world.device.store / "ledger.jsonl").read_bytes())
+        assert status == 200
+        client.close()
+        dock.stop()  # as killed: every byte in the part file, not yet checked
+        part = world.archive / "incoming" / world.device.name / "media" / f"{name}.part"
+        part.write_bytes((world.device.store / "media" / name).read_bytes())
+        dock = dock_trials.DockThread(dock_config(world.keys, world.archive))
+        try:
+            assert world.device.offloader(dock.url).offload_round() is True
+            assert not dock.alerts()
+        finally:
+            dock.stop()
+        result = trials.TrialResult("restart", 1)
+        invariants.check_offloaded(result, world, "restart")
+        assert result.problems == [] and world.device.media_left() == []
+    finally:
+        world.close()
