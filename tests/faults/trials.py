@@ -129,13 +129,13 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
     The loss is the kill instant minus the last capture kept between the press
     before it and the kill; with nothing kept, minus the press — or minus the
     span's first frame, when the recorder's status just before the cut
-    (``statuses``) says when that came: what came before the first frame was
-    never captured, so it cannot be lost (a cut before any frame loses 0)."""
+    (``statuses``, ``press_to_frame_ms``) says when that came: what came before
+    the first frame was never captured, so it cannot be lost."""
     sim = json.loads((out / "sim.json").read_text())
     epoch, steps = sim["epoch_unix_ns"], sim["steps"]
     ledger = entries(out / "device")
     kept_ns = [e.body.last_capture_utc_ns for e in ledger if isinstance(e.body, Segment)]
-    losses, captured, before_first = [], [], 0
+    losses, captured, from_frame = [], [], 0
     cuts = [i for i, s in enumerate(steps) if s["do"] == "power_cut"]
     for n, i in enumerate(cuts):
         press = next(s for s in reversed(steps[:i]) if s["do"] == "press_record")
@@ -146,15 +146,12 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
             result.problems.append(f"cut {n}: no power_loss interruption at {boot}")
         kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
         loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
-        status = statuses[n] if n < len(statuses) else {}
-        if "press_to_frame_ms" not in status:  # no status: counted from the press
+        to_frame = (statuses[n] if n < len(statuses) else {}).get("press_to_frame_ms")
+        if to_frame is None:  # the recorder did not say: counted from the press
             since_frame = loss
-        elif status["press_to_frame_ms"] is None:
-            before_first += 1
-            since_frame = 0.0
         else:
-            since_frame = min(loss, (kill_ns - press_ns) / 1e9
-                              - status["press_to_frame_ms"] / 1000)
+            from_frame += 1
+            since_frame = min(loss, (kill_ns - press_ns) / 1e9 - to_frame / 1000)
         if since_frame > 1.0:
             result.problems.append(f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
@@ -163,7 +160,7 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
         result.problems.append(f"{len(cuts)} cuts ran of {result.trials}")
     result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
                           max_loss_s=round(max(captured, default=0), 3),
-                          cuts_before_first_frame=before_first)
+                          cuts_judged_from_first_frame=from_frame)
     return losses
 
 
