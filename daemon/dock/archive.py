@@ -143,8 +143,27 @@ class DeviceArchive:
         if path.exists():
             try:
                 self._set_staged(path.read_bytes())
+                self._finish_parts()
             except Refused as e:
                 log.warning("%s: staged range %s dropped: %s", self.device, path.name, e)
+
+    def _finish_parts(self) -> None:
+        """Part files that hold every byte: the dock died after the last chunk, before
+        it checked the file. No device would send more, so it is checked now."""
+        assert self.staged is not None
+        for name, ref in sorted(self.staged.media.items()):
+            part = self.incoming / MEDIA_DIR / f"{name}.part"
+            if not part.exists() or part.stat().st_size != ref.size:
+                continue
+            os.chmod(part, READ_ONLY)
+            if hash_from_medium(part) != MediaDigest(ref.size, ref.sha256):
+                self._reject(f"{name}.part", part, None,
+                             f"{name} does not match its sealed SHA-256", "media_hash")
+            done = self.incoming / MEDIA_DIR / name
+            os.replace(part, done)
+            fsync_dir(self.incoming / MEDIA_DIR)
+            self.reread[name] = _identity(done)
+            log.warning("%s: %s complete before a restart, checked now", self.device, name)
 
     def _receipt_paths(self) -> list[Path]:
         return sorted((self.store / RECEIPTS_DIR).glob("*.json"))
@@ -177,7 +196,12 @@ class DeviceArchive:
                 raise Conflict(f"the archive continues at entry {self.head.next_seq}",
                                next_seq=self.head.next_seq)
             self._set_staged(lines)
-            replace_atomically(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            try:
+                replace_atomically(self.incoming / f"ledger-{first_seq}.jsonl", lines)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:  # a full disk is 507 and an alert, not a 500
+                    self._full(LEDGER_NAME, len(lines))
+                raise
             assert self.staged is not None
             for f in self.staged.findings:
                 if f.kind == "ledger_gap":  # archived as declared, and the unit told

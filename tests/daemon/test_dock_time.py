@@ -107,14 +107,16 @@ def test_the_real_recorder_steps_by_exactly_a_false_offset_and_it_shows(unit, tm
         with recorder_on_sim(unit) as recorder:
             recorder.start()
             before = recorder.clock.now()
-            Offloader(settings, unit.store, DEVICE, RecorderHost(recorder, unit.device_key)).offload_round()
+            host = RecorderHost(recorder, unit.device_key)
+            Offloader(settings, unit.store, DEVICE, host).offload_round()
             moved = recorder.clock.now() - before
             (sync,) = _time_syncs(unit.store)
             # Docked again, to a dock two hours off: the clock, set by a dock now, stays.
             assert str(recorder.clock.sync.source) == "dock"
             dock_clock.shift_ns += 2 * 3600 * S
             before = recorder.clock.now()
-            Offloader(settings, unit.store, DEVICE, RecorderHost(recorder, unit.device_key)).offload_round()
+            host = RecorderHost(recorder, unit.device_key)
+            Offloader(settings, unit.store, DEVICE, host).offload_round()
             assert abs(recorder.clock.now() - before) < 5
             refused = _time_syncs(unit.store)[1]
             assert refused.new_utc_ns == refused.old_utc_ns

@@ -2,10 +2,13 @@
 then checks the invariants everything rests on.
 
 A trial runs the real recorder agent under ``custody sim`` (a separate process,
-simulated camera and microphone), injects its fault, and judges the result from
+simulated camera and microphone; for a power loss with its store behind
+``tests/fuselayer.py``), injects its fault, and judges the result from
 outside: the device's ledger, its media and ``custody verify --json``. It
 returns a :class:`TrialResult`; ``tests/faults/`` runs the short form of each
-kind, ``benchmarks/faults.py --full`` the long form (docs/reliability.md).
+kind, ``benchmarks/faults.py --full`` the long form (docs/reliability.md). The
+dock's side is ``dock_trials.py`` and ``broker_trials.py``, judged by
+``invariants.py``.
 
 The invariants, checked after every trial where they apply:
 
@@ -102,13 +105,9 @@ def sealed_lost(report: dict) -> int:
 
 # --- the trials ---------------------------------------------------------------------
 
-def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
-    """The recorder's whole process group SIGKILLed at random instants mid-recording
-    (``power_cut``: nothing gets to seal), power back, the recording resumed.
-
-    Predicted: every cut declared as ``power_loss`` at the next boot, nothing
-    sealed lost, no error finding (the cuts are unexplained: no voice note), and
-    at most one fragment (≤ 1 s) of capture lost per cut."""
+def cut_steps(trials: int, seed: int) -> list[tuple[float, str, dict]]:
+    """A recording cut ``trials`` times at random instants 0.6–2.2 s after each press,
+    power back 0.2 s later, the recording pressed on 0.8 s after that."""
     rng = random.Random(seed)
     steps, t = [], 0.0
     for _ in range(trials):
@@ -119,36 +118,122 @@ def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
         steps.append((t, "power_restore", {}))
         t += 0.8
     steps.append((t, "end", {}))
-    out = run_sim(work, steps)
-    store = out / "device"
+    return steps
+
+
+def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[float]:
+    """Every cut declared at the next boot, and what each cut lost (≤ 1 s: one fragment).
+
+    A cut's capture is found by time, not by span number: on a loaded machine a
+    slow simulated camera may add a declared ``camera_fault`` span of its own.
+    The loss is the kill instant minus the last capture kept between the press
+    before it and the kill; with nothing kept, minus the press — or minus the
+    span's first frame, when the recorder's status just before the cut
+    (``statuses``, ``press_to_frame_ms``) says when that came: what came before
+    the first frame was never captured, so it cannot be lost."""
     sim = json.loads((out / "sim.json").read_text())
-
-    def ran(do: str) -> list[int]:
-        epoch = sim["epoch_unix_ns"]
-        return [epoch + int(s["ran_at"] * 1e9) for s in sim["steps"] if s["do"] == do]
-
-    presses, kills = ran("press_record"), ran("power_cut")
-    ledger = entries(store)
-    result = TrialResult("hard_kill", trials)
-    losses = []
-    for i, kill_ns in enumerate(kills):
-        boot = f"sim-boot-{i + 2}"  # the boot after cut i
-        declared = [e for e in ledger if isinstance(e.body, Interruption)
-                    and e.time.boot_id == boot and e.body.reason == "power_loss"]
-        if not declared:
-            result.problems.append(f"cut {i}: no power_loss interruption at {boot}")
-        kept = [e.body.last_capture_utc_ns for e in ledger
-                if isinstance(e.body, Segment) and e.body.span == i]
-        # A span cut before its first fragment ended kept nothing: it lost all since the press.
-        loss = (kill_ns - (max(kept) if kept else presses[i])) / 1e9
-        if loss > 1.0:
-            result.problems.append(f"cut {i}: lost {loss:.3f} s of capture")
+    epoch, steps = sim["epoch_unix_ns"], sim["steps"]
+    ledger = entries(out / "device")
+    kept_ns = [e.body.last_capture_utc_ns for e in ledger if isinstance(e.body, Segment)]
+    losses, captured, from_frame = [], [], 0
+    cuts = [i for i, s in enumerate(steps) if s["do"] == "power_cut"]
+    for n, i in enumerate(cuts):
+        press = next(s for s in reversed(steps[:i]) if s["do"] == "press_record")
+        press_ns, kill_ns = (epoch + int(s["ran_at"] * 1e9) for s in (press, steps[i]))
+        boot = f"sim-boot-{n + 2}"  # the boot after cut n
+        if not any(isinstance(e.body, Interruption) and e.time.boot_id == boot
+                   and e.body.reason == "power_loss" for e in ledger):
+            result.problems.append(f"cut {n}: no power_loss interruption at {boot}")
+        kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
+        loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
+        to_frame = (statuses[n] if n < len(statuses) else {}).get("press_to_frame_ms")
+        if to_frame is None:  # the recorder did not say: counted from the press
+            since_frame = loss
+        else:
+            from_frame += 1
+            since_frame = min(loss, (kill_ns - press_ns) / 1e9 - to_frame / 1000)
+        if since_frame > 1.0:
+            result.problems.append(f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
+        captured.append(since_frame)
+    if len(cuts) != result.trials:
+        result.problems.append(f"{len(cuts)} cuts ran of {result.trials}")
+    result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
+                          max_loss_s=round(max(captured, default=0), 3),
+                          cuts_judged_from_first_frame=from_frame)
+    return losses
+
+
+def judge_verify(result: TrialResult, store: Path, expected_exit: int = 3) -> None:
+    """``custody verify`` of the store: no error finding, the predicted exit code."""
     code, report = verify(store)
-    result.lost = sealed_lost(report)
-    if errors(report) or code != 3:
+    result.lost += sealed_lost(report)
+    if errors(report) or code != expected_exit:
         result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
-    result.figures["max_loss_s"] = round(max(losses), 3)
+
+
+def _status_runner():
+    """``custody sim``'s runner, asking the recorder its status just before each power cut."""
+    from device.sim import SimRunner
+
+    class WatchedSimRunner(SimRunner):
+        def __init__(self, *args: object):
+            super().__init__(*args)
+            self.status_at_cuts: list[dict] = []
+
+        def power_cut(self) -> None:
+            try:
+                status = self.client.call("status") if self.client is not None else {}
+            except Exception:  # noqa: BLE001 - already off, or busy: judged from the press
+                status = {}
+            self.status_at_cuts.append(status)
+            super().power_cut()
+
+    return WatchedSimRunner
+
+
+def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
+    """The recorder's whole process group SIGKILLed at random instants mid-recording
+    (``power_cut``: nothing gets to seal), power back, the recording resumed.
+
+    Predicted: every cut declared as ``power_loss`` at the next boot, nothing
+    sealed lost, no error finding (the cuts are unexplained: no voice note), and
+    at most one fragment (≤ 1 s) of capture lost per cut."""
+    from device.scenario import load_scenario
+
+    (work / "trial.toml").write_text(scenario_text(cut_steps(trials, seed)))
+    runner = _status_runner()(load_scenario(work / "trial.toml"), work / "out")
+    result = TrialResult("hard_kill", trials)
+    if runner.run() != 0:
+        result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
+        return result
+    judge_cuts(result, work / "out", runner.status_at_cuts)
+    judge_verify(result, work / "out" / "device")
+    return result
+
+
+def power_losses(work: Path, trials: int, seed: int) -> TrialResult:
+    """Real power loss: as :func:`hard_kills`, but the device store sits behind
+    ``tests/fuselayer.py``, so at each cut every write not yet fsynced is
+    forgotten (the page cache goes with the power), then the process group dies.
+
+    Predicted as for a hard kill, and besides: every entry and sealed file that
+    was durable at some cut is still there, unchanged, at the end."""
+    from device.scenario import load_scenario
+    from tests.device.powerloss import LayeredSimRunner
+    from tests.device.powerloss import sealed_lost as durable_lost
+
+    (work / "trial.toml").write_text(scenario_text(cut_steps(trials, seed)))
+    runner = LayeredSimRunner(load_scenario(work / "trial.toml"), work / "out",
+                              work / "backing")
+    result = TrialResult("power_loss", trials)
+    if runner.run() != 0:
+        result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
+        return result
+    out = work / "out"
+    judge_cuts(result, out, runner.status_at_cuts)
+    result.lost = durable_lost(out / "device", runner.at_cuts)
+    judge_verify(result, out / "device")
     return result
 
 
@@ -162,12 +247,12 @@ def storage_full(work: Path) -> TrialResult:
     store = out / "device"
     result = TrialResult("storage_full", 1)
     reasons = [e.body.reason for e in entries(store) if isinstance(e.body, Interruption)]
-    if reasons != ["storage_full"]:
+    # On a loaded machine the simulated camera may be late and the recorder declare a
+    # camera_fault of its own: declared, so no error; counted, so it shows.
+    if reasons.count("storage_full") != 1 or set(reasons) - {"storage_full", "camera_fault"}:
         result.problems.append(f"interruptions {reasons}, expected one storage_full")
-    code, report = verify(store)
-    result.lost = sealed_lost(report)
-    if errors(report) or code != 3:
-        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+    result.figures["camera_faults"] = reasons.count("camera_fault")
+    judge_verify(result, store)
     return result
 
 
@@ -186,10 +271,7 @@ def clock_steps(work: Path, forward_s: float = 3600, back_s: float = -7200) -> T
     steps = [e for e in entries(store) if e.kind == "time_sync"]
     if len(steps) != 2:
         result.problems.append(f"{len(steps)} time_sync entries, expected 2")
-    code, report = verify(store)
-    result.lost = sealed_lost(report)
-    if errors(report) or code != 3:
-        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+    judge_verify(result, store)
     return result
 
 
@@ -206,8 +288,9 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
     Predicted: verify says ``broken`` (exit 1) and names the damaged seq or file."""
     rng = random.Random(seed)
     result = TrialResult("bit_flip", trials)
-    base_code, _ = verify(store)
-    if base_code != 0:
+    base_code, base = verify(store)
+    # Exit 3: a camera_fault a loaded machine made the recorder declare; still no error.
+    if base_code not in (0, 3) or errors(base):
         result.problems.append(f"the clean store does not verify intact (exit {base_code})")
         return result
     media = sorted((store / "media").iterdir())
