@@ -9,8 +9,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from daemon.archive.archive import Archive
 from daemon.archive.audit import verify_audit
 from daemon.archive.index import Query
@@ -28,17 +26,7 @@ from protocol.receipt import open_receipt
 from protocol.store_reader import LEDGER_NAME, read_store, read_trust
 from tests.archive.test_archive import custody
 from tests.archive.test_archive import verify_archive as custody_verify_archive
-from tests.daemon.dockkit import DOCK, DockThread, dock_config, make_unit
-
-
-@pytest.fixture
-def world(tmp_path: Path):
-    keys, devices = make_unit(tmp_path, devices=2)
-    dock = DockThread(dock_config(keys, tmp_path / "archive"))
-    yield keys, devices, dock, tmp_path / "archive"
-    dock.stop()
-    for d in devices:
-        d.host.close()
+from tests.daemon.dockkit import DOCK
 
 
 def held(dev) -> bytes:

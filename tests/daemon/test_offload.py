@@ -30,16 +30,6 @@ from tests.daemon.dockkit import (
 )
 
 
-@pytest.fixture
-def world(tmp_path: Path):
-    keys, devices = make_unit(tmp_path, devices=2)
-    dock = DockThread(dock_config(keys, tmp_path / "archive"))
-    yield keys, devices, dock, tmp_path / "archive"
-    dock.stop()
-    for d in devices:
-        d.host.close()
-
-
 def entries_of(store: Path):
     return [parse_line(line) for line in split_lines((store / LEDGER_NAME).read_bytes())]
 

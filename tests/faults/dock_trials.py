@@ -39,7 +39,7 @@ from tests.faults.invariants import (
     receipted_files,
     wait_until,
 )
-from tests.faults.trials import TrialResult
+from tests.faults.trials import TrialResult, flip_a_bit
 
 CHUNK = 256 * 1024  # small chunks: a kill or a drop lands between or inside many of them
 
@@ -332,17 +332,12 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
         store = copy / "devices" / world.device.name
         target = store / LEDGER_NAME if i % 2 else store / MEDIA_DIR / rng.choice(media)
         target.chmod(0o644)
-        data = bytearray(target.read_bytes())
-        at = rng.randrange(len(data))
-        while data[at] == 0x0A:
-            at = rng.randrange(len(data))
-        data[at] ^= 1 << rng.randrange(8)
-        target.write_bytes(bytes(data))
+        at = flip_a_bit(target, rng)
         code, report = custody_verify(copy)
         findings = [f for s in report.get("stores", []) for f in s["findings"]
                     if f["severity"] == "error"]
         if target.name == LEDGER_NAME:
-            line = data[:at].count(b"\n")  # the altered line, counted from 0 = seq
+            line = target.read_bytes()[:at].count(b"\n")  # the altered line, counted from 0 = seq
             right = any(f["seq"] == line or f.get("line") in (line, line + 1) for f in findings)
             what = f"ledger line {line}"
         else:

@@ -299,15 +299,22 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
         shutil.copytree(store, copy)
         shutil.copytree(store.parent / "keys", copy.parent / "keys")
         target = copy / "ledger.jsonl" if i % 2 else copy / "media" / rng.choice(media).name
-        data = bytearray(target.read_bytes())
-        at = rng.randrange(len(data))
-        while data[at] == 0x0A:
-            at = rng.randrange(len(data))
-        data[at] ^= 1 << rng.randrange(8)
-        target.write_bytes(bytes(data))
+        at = flip_a_bit(target, rng)
         code, report = verify(copy)
         if code != 1 or report["verdict"] != "broken":
             result.problems.append(f"flip in {target.name} at byte {at}: exit {code}, "
                                    f"verdict {report['verdict']}")
         shutil.rmtree(copy.parent)
     return result
+
+
+def flip_a_bit(target: Path, rng: random.Random) -> int:
+    """Flip one random bit of ``target``, never in a line break (a ledger keeps its
+    lines); the byte's offset is returned."""
+    data = bytearray(target.read_bytes())
+    at = rng.randrange(len(data))
+    while data[at] == 0x0A:
+        at = rng.randrange(len(data))
+    data[at] ^= 1 << rng.randrange(8)
+    target.write_bytes(bytes(data))
+    return at
