@@ -19,7 +19,7 @@ from protocol.archive_log import open_device_checkpoint
 from protocol.audit_anchor import audit_anchor, check_audit_anchors
 from protocol.checkpoint import CheckpointError
 from protocol.findings import Finding
-from protocol.store_reader import StoreContents, StoreError, read_small_files
+from protocol.store_reader import StoreContents, read_file_if_present, read_small_files
 from protocol.trust import TrustFile
 from protocol.verify import (
     BROKEN,
@@ -97,14 +97,5 @@ def _audit_findings(archive: Path, trust: TrustFile, device: str,
             anchors.append((name, *anchor))
     if not anchors:
         return []
-    path = archive / AUDIT_NAME
-    try:
-        with open(path, "rb") as f:
-            audit = f.read(MAX_AUDIT_BYTES + 1)
-    except FileNotFoundError:
-        audit = b""
-    except OSError as e:
-        raise StoreError(f"{path}: {e.strerror}") from e
-    if len(audit) > MAX_AUDIT_BYTES:
-        raise StoreError(f"{path}: larger than {MAX_AUDIT_BYTES} bytes")
+    audit = read_file_if_present(archive / AUDIT_NAME, MAX_AUDIT_BYTES) or b""
     return check_audit_anchors(audit, anchors)

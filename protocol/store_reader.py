@@ -291,6 +291,21 @@ def read_trust_source(path: Path) -> TrustSource:
     return TrustSource(trust, path, hashlib.sha256(data).hexdigest())
 
 
+def read_file_if_present(path: Path, limit: int) -> bytes | None:
+    """A file beside a store or archive (e.g. the audit log), by the reader's rules: a
+    regular file, never through a link, at most ``limit`` bytes; None if it is absent.
+    Anything else is a StoreError naming the path (a FIFO is refused, not waited on)."""
+    try:
+        fd = _open_regular(str(path), None, limit, str(path))
+        return _read_bounded(fd, limit, str(path))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"{path}: {e.strerror}") from e
+    except _Refused as e:
+        raise StoreError(str(e)) from e
+
+
 def read_trust(path: Path) -> TrustFile:
     return read_trust_source(path).trust
 

@@ -232,6 +232,21 @@ def test_a_lone_surrogate_in_a_signed_name_is_printed_escaped(unit: Unit):
     assert r.returncode == 0 and "PC-\\udc80" in r.stdout
 
 
+def test_a_file_beside_an_archive_is_read_by_the_same_rules(tmp_path: Path):
+    """The audit log beside an archive: absent is None; a FIFO, a link or an oversized
+    file is a StoreError naming the path, never a hang or a read through the link."""
+    assert store_reader.read_file_if_present(tmp_path / "audit.jsonl", 100) is None
+    (tmp_path / "audit.jsonl").write_bytes(b"x" * 100)
+    assert store_reader.read_file_if_present(tmp_path / "audit.jsonl", 100) == b"x" * 100
+    with pytest.raises(store_reader.StoreError, match="above the bound"):
+        store_reader.read_file_if_present(tmp_path / "audit.jsonl", 99)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    for name, what in (("fifo", "FIFO"), ("link", "symbolic link")):
+        with pytest.raises(store_reader.StoreError, match=f"{name} is a {what}"):
+            store_reader.read_file_if_present(tmp_path / name, 1 << 20)
+
+
 def test_an_archives_checkpoints_and_tombstones_are_read_by_the_same_rules(
         unit: Unit, tmp_path: Path):
     """A link, a FIFO, an oversized file, a folder that is a link, a tombstone that is
