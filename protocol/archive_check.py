@@ -13,6 +13,7 @@ from typing import Any
 
 from protocol.findings import Finding
 from protocol.report import ContinuityReport, verdict_of, worst
+from protocol.verify import LEDGER_FILE
 
 
 @dataclass
@@ -52,7 +53,8 @@ def check_archive(path: str, stores: list[tuple[str, ContinuityReport]],
                 if first._digests[seq] != other._digests[seq]:
                     archive.findings.append(Finding(seq, "diverging_ledgers", f"the ledgers of "
                                                     f"{device!r} in devices/{first_name}/ and "
-                                                    f"devices/{name}/ differ from entry {seq}"))
+                                                    f"devices/{name}/ differ from entry {seq}",
+                                                    file=f"devices/{name}/{LEDGER_FILE}"))
                     break
     archive.verdict = worst([verdict_of(archive.findings), *(r.verdict for _, r in stores)])
     return archive

@@ -14,9 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from protocol.archive_device_check import ArchivedDeviceCheck, check_archived_device
+from protocol.archive_device_check import (
+    CHECKPOINTS_DIR,
+    TOMBSTONES_DIR,
+    ArchivedDeviceCheck,
+    check_archived_device,
+)
 from protocol.archive_log import open_device_checkpoint
-from protocol.audit_anchor import audit_anchor, check_audit_anchors
+from protocol.audit_anchor import AUDIT_NAME, audit_anchor, check_audit_anchors
 from protocol.checkpoint import CheckpointError
 from protocol.findings import Finding
 from protocol.store_reader import StoreContents, read_file_if_present, read_small_files
@@ -30,9 +35,6 @@ from protocol.verify import (
     ContinuityReport,
 )
 
-CHECKPOINTS_DIR = "checkpoints"
-TOMBSTONES_DIR = "tombstones"
-AUDIT_NAME = "audit.jsonl"
 MAX_AUDIT_BYTES = 1 << 30
 
 

@@ -31,9 +31,22 @@ from protocol.checkpoint import CheckpointError
 from protocol.entries import MediaFile
 from protocol.envelope import parse_line, split_lines
 from protocol.errors import ProtocolError
+from protocol.media_check import media_path
 from protocol.tombstone import Tombstone, open_tombstone
 from protocol.trust import TrustFile
-from protocol.verify import INFO, WARNING, Finding, MediaDigest
+from protocol.verify import INFO, LEDGER_FILE, WARNING, Finding, MediaDigest
+
+# An archive's own records, per device, relative to the archive (docs/archive.md).
+CHECKPOINTS_DIR = "checkpoints"
+TOMBSTONES_DIR = "tombstones"
+
+
+def checkpoint_path(device: str, name: str) -> str:
+    return f"{CHECKPOINTS_DIR}/{device}/{name}"
+
+
+def tombstone_path(device: str, name: str) -> str:
+    return f"{TOMBSTONES_DIR}/{device}/{name}"
 
 
 @dataclass
@@ -59,18 +72,21 @@ def check_archived_device(device: str, ledger: bytes, media: Mapping[str, MediaD
         try:
             opened = open_device_checkpoint(data, trust, device)
         except CheckpointError as e:
-            find(Finding(None, "bad_checkpoint", f"{name}: {e}"))
+            find(Finding(None, "bad_checkpoint", f"{name}: {e}",
+                         file=checkpoint_path(device, name)))
             continue
         result.checkpoints += 1
         cp = opened.checkpoint
         if cp.size > tree.size:
             find(Finding(None, "ledger_truncated", f"{name}: the log fixed {cp.size} entries, "
-                         f"the archived ledger has {tree.size}: its tail is gone"))
+                         f"the archived ledger has {tree.size}: its tail is gone",
+                         file=LEDGER_FILE))
             continue
         if tree.root(cp.size) != cp.root_hash:
             who = "the archive and the device" if opened.cosigned_by else "the archive"
             find(Finding(None, "ledger_rewritten", f"{name}: the first {cp.size} entries are "
-                         f"not the ones {who} signed: the ledger was rewritten"))
+                         f"not the ones {who} signed: the ledger was rewritten",
+                         file=LEDGER_FILE))
             continue
         if cp.size >= result.checked_size:
             result.checked_size = cp.size
@@ -95,10 +111,12 @@ def _check_media(result: ArchivedDeviceCheck, ledger: bytes, media: Mapping[str,
         try:
             t = open_tombstone(envelope, trust)
         except ProtocolError as e:
-            find(Finding(None, "bad_tombstone", f"{name}: {e}"))
+            find(Finding(None, "bad_tombstone", f"{name}: {e}",
+                         file=tombstone_path(result.device, name)))
             continue
         if t.device != result.device:
-            find(Finding(t.recording, "bad_tombstone", f"{name}: for device {t.device!r}"))
+            find(Finding(t.recording, "bad_tombstone", f"{name}: for device {t.device!r}",
+                         file=tombstone_path(result.device, name)))
             continue
         for m in t.media:
             deleted[m.file] = (m.sha256, t)
@@ -114,12 +132,12 @@ def _check_media(result: ArchivedDeviceCheck, ledger: bytes, media: Mapping[str,
         if ref.file in media:
             if gone is not None:
                 find(Finding(seq, "tombstone_file_present", f"{ref.file} has a tombstone but "
-                             "is still in the archive", WARNING))
+                             "is still in the archive", WARNING, media_path(ref.file)))
         elif gone is not None and gone[0] == ref.sha256:
             t = gone[1]
             result.deleted_files += 1
             find(Finding(seq, "deleted", f"{ref.file} deleted by {t.deleted_by}: {t.reason}",
-                         INFO))
+                         INFO, media_path(ref.file)))
         else:
             find(Finding(seq, "archive_media_missing", f"{ref.file} is not in the archive and "
-                         "no tombstone accounts for it"))
+                         "no tombstone accounts for it", file=media_path(ref.file)))

@@ -66,6 +66,10 @@ def audit_chain(audit: bytes) -> tuple[list[str], int | None]:
     return heads, broken
 
 
+#: The archive's audit log, at its root: what an ``audit_rewritten`` finding names.
+AUDIT_NAME = "audit.jsonl"
+
+
 def check_audit_anchors(audit: bytes, anchors: Sequence[tuple[str, int, str]]) -> list[Finding]:
     """``anchors``: (checkpoint name, records, head) from checkpoints whose signatures
     verified. An ``audit_rewritten`` finding for each the audit log contradicts."""
@@ -82,5 +86,5 @@ def check_audit_anchors(audit: bytes, anchors: Sequence[tuple[str, int, str]]) -
             problem = f"the audit log's first {records} records are not the ones it anchored"
         if problem:
             findings.append(Finding(None, "audit_rewritten", f"{name}: {problem}: the audit "
-                                    "log was rewritten"))
+                                    "log was rewritten", file=AUDIT_NAME))
     return findings

@@ -19,6 +19,15 @@ from protocol.trust import TrustFile
 
 Find = Callable[..., None]  # find(seq, kind, message, file=None)
 
+#: The folder of a store (and of an archived store) that holds its media files.
+MEDIA_DIR = "media"
+
+
+def media_path(name: str) -> str:
+    """Where a media file the ledger names lies, relative to its store: what a
+    finding about that file's bytes names (not the ledger line sealing it)."""
+    return f"{MEDIA_DIR}/{name}"
+
 
 @dataclass(frozen=True)
 class MediaDigest:
@@ -112,9 +121,10 @@ def check_media(refs: list[tuple[int, MediaFile]], media: Mapping[str, MediaDige
     for seq, ref in refs:
         earlier = by_file.get(ref.file, by_hash.get(ref.sha256, seq))
         replayed = earlier != seq
+        where = media_path(ref.file)
         if replayed:
             find(seq, "replayed_media", f"{ref.file}: the same file or bytes as entry "
-                 f"{earlier} seals")
+                 f"{earlier} seals", file=where)
         by_file.setdefault(ref.file, seq)
         by_hash.setdefault(ref.sha256, seq)
         got = media.get(ref.file)
@@ -122,24 +132,25 @@ def check_media(refs: list[tuple[int, MediaFile]], media: Mapping[str, MediaDige
             covering = [s for h, s in archived.get(ref.file, []) if h == ref.sha256]
             if any(last >= seq for last in covering):
                 find(seq, "offloaded", f"{ref.file} was archived against a receipt and freed "
-                     "on the device")
+                     "on the device", file=where)
             elif ref.file in archived:
                 find(seq, "media_missing", f"{ref.file} is missing; the receipt that names it "
-                     "names other bytes or ends before this entry")
+                     "names other bytes or ends before this entry", file=where)
             else:
-                find(seq, "media_missing", f"{ref.file} is missing")
+                find(seq, "media_missing", f"{ref.file} is missing", file=where)
             continue
         key = _ephemeral_key(got.header)
         if key is not None:
             if key in by_key and by_key[key] != seq and not replayed:
                 find(seq, "replayed_media", f"{ref.file} has the same segment header (ephemeral "
-                     f"key) as the file entry {by_key[key]} seals")
+                     f"key) as the file entry {by_key[key]} seals", file=where)
             by_key.setdefault(key, seq)
         if got.size != ref.size:
             kind = "media_truncated" if got.size < ref.size else "media_size"
-            find(seq, kind, f"{ref.file} is {got.size} bytes, sealed as {ref.size}")
+            find(seq, kind, f"{ref.file} is {got.size} bytes, sealed as {ref.size}", file=where)
         elif got.sha256 != ref.sha256:
             find(seq, "media_hash", f"{ref.file} does not match its sealed SHA-256 (altered or "
-                 "swapped)")
+                 "swapped)", file=where)
     for name in sorted(set(media) - set(by_file)):
-        find(None, "unsealed_media", f"{name} is not sealed by any entry")
+        find(None, "unsealed_media", f"{name} is not sealed by any entry",
+             file=media_path(name))

@@ -32,12 +32,12 @@ from typing import Any
 from protocol.envelope import decode_json
 from protocol.errors import ProtocolError
 from protocol.findings import Finding
+from protocol.media_check import MEDIA_DIR
 from protocol.segment_crypto import HEADER_SIZE
 from protocol.trust import TrustFile
 from protocol.verify import LEDGER_FILE, KeptReceipt, MediaDigest
 
 LEDGER_NAME = LEDGER_FILE
-MEDIA_DIR = "media"
 RECEIPTS_DIR = "receipts"
 DEVICES_DIR = "devices"
 TRUST_NAME = "trust.json"

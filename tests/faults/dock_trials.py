@@ -310,8 +310,9 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
     """One bit flipped at random in an archived media file or ledger line
     (``archive/devices/<id>/``; never a line's newline), on a copy of the
     archive. Predicted: ``custody verify`` of the archive says ``broken`` (exit
-    1), with a ``media_hash`` finding naming the file, or an error finding at
-    the altered entry's seq (or its line, when the line no longer parses)."""
+    1), with a ``media_hash`` finding whose ``file`` is the file flipped, or an
+    error finding in ``ledger.jsonl`` at the altered entry's seq (or its line,
+    when the line no longer parses)."""
     rng = random.Random(seed)
     result = TrialResult("archive_bit_flip", trials)
     work = world.root / "archive-flips"
@@ -338,12 +339,14 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
                     if f["severity"] == "error"]
         if target.name == LEDGER_NAME:
             line = target.read_bytes()[:at].count(b"\n")  # the altered line, counted from 0 = seq
-            right = any(f["seq"] == line or f.get("line") in (line, line + 1) for f in findings)
+            right = any(f.get("file") == LEDGER_NAME
+                        and (f["seq"] == line or f.get("line") in (line, line + 1))
+                        for f in findings)
             what = f"ledger line {line}"
         else:
-            # Found at the entry that seals the file (file/line point at that entry).
+            # Found at the entry that seals the file, naming the file itself.
             right = any(f["kind"] == "media_hash" and f["seq"] == sealed_by[target.name]
-                        and target.name in f["message"] for f in findings)
+                        and f.get("file") == f"{MEDIA_DIR}/{target.name}" for f in findings)
             what = target.name
         if code != 1 or report.get("verdict") != "broken" or not right:
             result.problems.append(f"flip {i} in {what} at byte {at}: exit {code}, verdict "

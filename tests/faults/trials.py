@@ -285,7 +285,8 @@ def clean_store(work: Path) -> Path:
 def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
     """One bit flipped at random in a media file or in a ledger line (never a line's
     newline: a torn last line is its own finding), on a copy of a clean store.
-    Predicted: verify says ``broken`` (exit 1) and names the damaged seq or file."""
+    Predicted: verify says ``broken`` (exit 1) with an error finding whose
+    ``file`` is the file flipped (``media/<name>`` or ``ledger.jsonl``)."""
     rng = random.Random(seed)
     result = TrialResult("bit_flip", trials)
     base_code, base = verify(store)
@@ -301,9 +302,11 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
         target = copy / "ledger.jsonl" if i % 2 else copy / "media" / rng.choice(media).name
         at = flip_a_bit(target, rng)
         code, report = verify(copy)
-        if code != 1 or report["verdict"] != "broken":
-            result.problems.append(f"flip in {target.name} at byte {at}: exit {code}, "
-                                   f"verdict {report['verdict']}")
+        flipped = target.relative_to(copy).as_posix()
+        named = [f.get("file") for f in errors(report)]
+        if code != 1 or report["verdict"] != "broken" or flipped not in named:
+            result.problems.append(f"flip in {flipped} at byte {at}: exit {code}, "
+                                   f"verdict {report['verdict']}, errors name {named}")
         shutil.rmtree(copy.parent)
     return result
 
