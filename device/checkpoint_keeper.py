@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from hardware.host.durable import remove_temporaries, replace_atomically
 from protocol.archive_log import CheckpointRefused, cosign_if_consistent, ledger_leaves
 from protocol.keys import SigningKey
 from protocol.note import Note, NoteError
@@ -42,6 +43,8 @@ class CheckpointKeeper:
     def __init__(self, store: Path, device: str, key: SigningKey, trust: TrustFile):
         self.path = Path(store) / CHECKPOINT_NAME
         self.device, self.key, self.trust = device, key, trust
+        # Its own writes a cut interrupted: the checkpoint held is the one before.
+        remove_temporaries(self.path.parent, targets={CHECKPOINT_NAME})
 
     def held(self) -> bytes | None:
         try:
@@ -78,17 +81,7 @@ class CheckpointKeeper:
         return cosigned.note
 
     def _keep(self, data: bytes) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_atomically(self.path, data)
 
 
 def _size(note: bytes) -> int:

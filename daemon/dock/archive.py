@@ -39,7 +39,13 @@ from typing import Any
 
 from daemon.dock.divergence import find_divergence
 from daemon.events import ARCHIVE_FULL, INTEGRITY_FAILURE, DockEvents, OffloadReport
-from hardware.host.durable import append_durably, fsync_dir, fsync_file, replace_atomically
+from hardware.host.durable import (
+    append_durably,
+    fsync_dir,
+    fsync_file,
+    remove_temporaries,
+    replace_atomically,
+)
 from protocol.envelope import parse_line, split_lines
 from protocol.keys import SigningKey
 from protocol.receipt import ArchivedMedia, OffloadReceipt, sign_receipt
@@ -492,6 +498,36 @@ class DeviceArchive:
         self._sign_receipt(done + 1, last, self.head.digest, media)
         log.warning("%s: receipt for entries %d..%d signed after a restart", self.device,
                     done + 1, last)
+
+
+#: The folders of an archive the dock writes through hardware/host/durable.py's
+#: temporary names ("*" is each device's own folder). Not tombstones/: the dock
+#: never writes there (``custody archive`` does).
+TEMPORARY_FOLDERS = (".", "devices/*", f"devices/*/{RECEIPTS_DIR}", "incoming/*",
+                     "checkpoints/*")
+
+
+def remove_archive_temporaries(root: Path) -> list[Path]:
+    """At the dock's start, before it writes: the temporary files a cut left in the
+    archive (never evidence; ``remove_temporaries``). Folders that are links are
+    not entered; nothing but those exact temporary names is touched."""
+    removed = []
+    for pattern in TEMPORARY_FOLDERS:
+        for folder in sorted(Path(root).glob(pattern)) if "*" in pattern else [Path(root)]:
+            if _real_folder(folder, Path(root)):
+                removed += remove_temporaries(folder)
+    return removed
+
+
+def _real_folder(folder: Path, root: Path) -> bool:
+    """A folder below ``root`` reached through no link (a link to elsewhere is not
+    the archive's to clean)."""
+    path = root
+    for part in folder.relative_to(root).parts:
+        path = path / part
+        if path.is_symlink():
+            return False
+    return path.is_dir()
 
 
 def copy_trust(root: Path, trust_file: Path) -> None:

@@ -40,7 +40,13 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from daemon.dock.archive import Conflict, DeviceArchive, Refused, copy_trust
+from daemon.dock.archive import (
+    Conflict,
+    DeviceArchive,
+    Refused,
+    copy_trust,
+    remove_archive_temporaries,
+)
 from daemon.dock.checkpoints import CheckpointConflict, DockCheckpoints
 from daemon.dock.config import DockConfig
 from daemon.dock.handshake import RefusalLimiter, RefusedHandshake, WatchedTLSSite, watched_context
@@ -104,6 +110,7 @@ class DockServer:
                              "trust file")
         self.root = Path(config.archive)
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_archive_temporaries(self.root)  # what a cut left of unfinished writes
         copy_trust(self.root, config.trust_file)
         self.revocations = _Revocations(config.crl_file)
         self.checkpoints = DockCheckpoints(self.root, config.dock_id, self.key, self.events)

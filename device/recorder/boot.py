@@ -10,13 +10,16 @@ import logging
 from device import recovery
 from device.ledger import boot_id
 from device.recorder.appender import EntryAppender
+from device.sealer import PENDING_DIR
 from hardware.clock import Clock
+from hardware.host.durable import remove_temporaries
 
 log = logging.getLogger("device.recorder")
 
 
 def recover_cut(appender: EntryAppender, clock: Clock) -> None:
-    """Seal the cut files, declare the cut.
+    """Remove what a cut left of unfinished durable writes; seal the cut files,
+    declare the cut.
 
     The segment left in ``pending/`` keeps its complete fragments and is sealed
     ``recovered``; so is a voice note or memo cut short (its entry first). A
@@ -24,6 +27,10 @@ def recover_cut(appender: EntryAppender, clock: Clock) -> None:
     booted since its last entry, else ``crash``), unless an interruption
     already ended it (battery, storage).
     """
+    # A temporary file of a durable write a cut interrupted is never evidence
+    # (hardware/host/durable.py): nothing else writes the store yet, so it goes.
+    for folder in (appender.store, appender.store / PENDING_DIR):
+        remove_temporaries(folder)
     known = appender.known
     reason = recovery.cut_reason(known.last_boot_id, boot_id())
     # Only what the device's journal key authenticates is sealed (docs/recovery.md).

@@ -12,6 +12,8 @@ Every layer writes through these few functions, so each rule is kept once:
   in pairs that take turns, where a torn one is tolerated by design and a
   rename per write would cost a folder fsync each time.
 - :func:`fsync_dir`, :func:`fsync_file` — make a name, or a file's bytes, durable.
+- :func:`remove_temporaries` — at a writer's start, the temporary files a cut
+  left behind (never evidence: see its docstring).
 
 A name is durable only once its folder is fsynced, so every function that
 creates a name fsyncs the folder before it returns.
@@ -31,13 +33,23 @@ refused
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
+import stat
+from collections.abc import Collection
 from pathlib import Path
+
+log = logging.getLogger("custody.durable")
 
 #: Temporary names start with a dot and end with this and a random part, so no
 #: ``*.json`` / ``*.checkpoint`` / ``*.seg`` glob of a store ever takes one.
 TEMP_MARK = ".tmp-"
+_TOKEN_BYTES = 4
+#: Exactly the names :func:`_temp_beside` gives: ``.<final name>.tmp-<8 hex digits>``.
+TEMP_NAME = re.compile(r"\.(?P<target>.+)" + re.escape(TEMP_MARK)
+                       + f"[0-9a-f]{{{2 * _TOKEN_BYTES}}}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,7 +78,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _temp_beside(path: Path, data: bytes, mode: int) -> Path:
     """``data`` in a new, fsynced file in ``path``'s folder; the caller names it."""
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(_TOKEN_BYTES)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)  # not narrowed by the umask: the caller's mode is the file's
@@ -145,3 +157,52 @@ def overwrite_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
     if created:
         fsync_dir(path.parent)
+
+
+def temporary_target(name: str) -> str | None:
+    """The final name a temporary file of these helpers was for, or None if ``name``
+    is not exactly such a temporary name."""
+    m = TEMP_NAME.fullmatch(name)
+    return m.group("target") if m else None
+
+
+def remove_temporaries(folder: Path, targets: Collection[str] | None = None) -> list[Path]:
+    """Remove the temporary files a cut left in ``folder``; returns them, each logged.
+
+    Call it where the folder's only writer starts, before it writes. A
+    temporary file is never evidence: :func:`write_new` and
+    :func:`replace_atomically` write it whole and fsync it *before* giving it
+    its final name, so one still there is either a second link to a file that
+    has its name already (the cut came between the link and the unlink) or
+    bytes no caller was ever told were written, whose caller still holds them
+    where they were (a ledger's torn line, a pending file's tail, the previous
+    checkpoint). Only regular files whose name is exactly ``TEMP_NAME`` go (and
+    with ``targets``, only those for one of those final names); nothing else
+    is touched, links are not followed, subfolders are not entered.
+    """
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for name in sorted(names):
+        target = temporary_target(name)
+        if target is None or (targets is not None and target not in targets):
+            continue
+        path = folder / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("%s: named like a temporary file but not a regular file; left", path)
+            continue
+        path.unlink()
+        removed.append(path)
+        log.warning("removed %s: a temporary file a cut left (%d bytes; %s)", path, st.st_size,
+                    "linked under another name too" if st.st_nlink > 1
+                    else f"never named {target}")
+    if removed:
+        fsync_dir(folder)
+    return removed

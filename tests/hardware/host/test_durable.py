@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from hardware.host import durable
-from hardware.host.durable import append_durably, overwrite_durably, replace_atomically, write_new
+from hardware.host.durable import (
+    append_durably,
+    overwrite_durably,
+    remove_temporaries,
+    replace_atomically,
+    write_new,
+)
 from tests.fuselayer import LazyLayer
 
 OLD, NEW = b"old receipt\n" * 100, b"new receipt\n" * 300
@@ -96,7 +102,7 @@ def _names(folder: Path) -> list[str]:
 
 def test_a_cut_at_any_step_of_write_new_leaves_the_file_whole_or_absent(
         layer: LazyLayer) -> None:
-    finished, step = False, 0
+    finished, step, left = False, 0, 0
     while not finished:
         folder = layer.mount / f"cut{step}"
         folder.mkdir()
@@ -106,8 +112,14 @@ def test_a_cut_at_any_step_of_write_new_leaves_the_file_whole_or_absent(
             assert (folder / "receipt.json").read_bytes() == NEW
         elif _names(folder):
             assert (folder / "receipt.json").read_bytes() == NEW, f"cut at step {step}"
+        # At the writer's next start its leftovers go, and only they: what the cut
+        # left under the final name is as it was.
+        names = _names(folder)
+        left += len(remove_temporaries(folder))
+        assert sorted(os.listdir(folder)) == names
         step += 1
     assert step > 4  # every step was cut once
+    assert left  # some cut did leave a temporary file behind
 
 
 def test_a_cut_at_any_step_of_replace_atomically_leaves_the_old_file_or_the_new(
@@ -130,3 +142,31 @@ def test_an_append_that_returned_survives_the_cut(layer: LazyLayer) -> None:
     path = layer.mount / "audit.jsonl"
     assert _cut_at(layer, 99, lambda: (append_durably(path, OLD), append_durably(path, NEW)))
     assert path.read_bytes() == OLD + NEW
+
+
+def test_only_exact_temporary_names_are_removed_and_each_is_logged(tmp_path: Path,
+                                                                  caplog) -> None:
+    caplog.set_level("WARNING", "custody.durable")
+    write_new(tmp_path / "receipt.json", OLD)
+    left = tmp_path / ".receipt.json.tmp-0a1b2c3d"  # a cut before the link
+    left.write_bytes(NEW)
+    linked = tmp_path / ".receipt.json.tmp-ffffffff"  # a cut after it, before the unlink
+    os.link(tmp_path / "receipt.json", linked)
+    evidence = {name: name.encode() for name in (
+        "r000001-00001.cseg", "receipt.json.tmp-0a1b2c3d", ".receipt.json.tmp-0a1b2c3",
+        ".receipt.json.tmp-0a1b2c3d4", ".receipt.json.tmp-0A1B2C3D", ".tmp-0a1b2c3d",
+        ".receipt.json.tmp-0a1b2c3d.json")}
+    for name, data in evidence.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / ".link.tmp-01234567").symlink_to(tmp_path / "r000001-00001.cseg")
+    (tmp_path / ".dir.tmp-01234567").mkdir()
+    (tmp_path / ".dir.tmp-01234567" / ".x.tmp-01234567").write_bytes(b"not entered")
+    assert remove_temporaries(tmp_path, targets={"other.json"}) == []
+    assert sorted(remove_temporaries(tmp_path)) == sorted([left, linked])
+    assert (tmp_path / "receipt.json").read_bytes() == OLD
+    assert {n: (tmp_path / n).read_bytes() for n in evidence} == evidence
+    assert (tmp_path / ".link.tmp-01234567").is_symlink()
+    assert (tmp_path / ".dir.tmp-01234567" / ".x.tmp-01234567").exists()
+    logged = caplog.text
+    assert str(left) in logged and str(linked) in logged
+    assert remove_temporaries(tmp_path / "absent") == []
