@@ -10,6 +10,13 @@ cosignature the device does not also hold. The file is replaced atomically
 (temporary name, fsync, rename, folder fsync): until the new one is durable
 the previous one is what the device holds.
 
+Beside it the keeper keeps ``checkpoint.frontier``: the frontier of that
+checkpoint's tree (protocol/merkle_frontier.py), so the next docking hashes
+only the entries after it instead of the whole ledger (ADR 0069). It is derived
+data and the card may have been edited: it is used only if it folds to the
+held checkpoint's root and that checkpoint bears this device's cosignature;
+otherwise the tree is recomputed from the ledger and the frontier rewritten.
+
 A checkpoint it will not cosign raises
 :class:`protocol.archive_log.CheckpointRefused`; the offloader reports it to
 the dock (an alert). The held checkpoint is left as it was.
@@ -27,14 +34,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hardware.host.durable import remove_temporaries, replace_atomically
-from protocol.archive_log import CheckpointRefused, cosign_if_consistent, ledger_leaves
+from protocol.archive_log import CheckpointRefused, LineLeaves, cosign_if_consistent
 from protocol.keys import SigningKey
+from protocol.merkle_frontier import (
+    Frontier,
+    FrontierError,
+    frontier_from_bytes,
+    frontier_to_bytes,
+)
 from protocol.note import Note, NoteError
 from protocol.trust import TrustFile
 
 log = logging.getLogger("custody.checkpoint")
 
 CHECKPOINT_NAME = "checkpoint.note"
+FRONTIER_NAME = "checkpoint.frontier"
 
 
 class CheckpointKeeper:
@@ -42,9 +56,10 @@ class CheckpointKeeper:
 
     def __init__(self, store: Path, device: str, key: SigningKey, trust: TrustFile):
         self.path = Path(store) / CHECKPOINT_NAME
+        self.frontier_path = Path(store) / FRONTIER_NAME
         self.device, self.key, self.trust = device, key, trust
         # Its own writes a cut interrupted: the checkpoint held is the one before.
-        remove_temporaries(self.path.parent, targets={CHECKPOINT_NAME})
+        remove_temporaries(self.path.parent, targets={CHECKPOINT_NAME, FRONTIER_NAME})
 
     def held(self) -> bytes | None:
         try:
@@ -70,18 +85,35 @@ class CheckpointKeeper:
         """Check the dock's proposal against what this device holds and its own
         ledger; cosign it, keep it, return it. Raises CheckpointRefused."""
         held = self.held()
+        frontier = self.held_frontier() if held is not None else None
         cosigned = cosign_if_consistent(
             held, note, proof, self.key, trust=self.trust, device=self.device,
-            timestamp=now_s, ledger_payloads=ledger_leaves(b"".join(
-                line + b"\n" for line in ledger_lines)))
+            timestamp=now_s, ledger_payloads=LineLeaves(ledger_lines), frontier=frontier)
         if held is not None and _size(held) > cosigned.checkpoint.size:
             raise CheckpointRefused(f"the dock proposes {cosigned.checkpoint.size} entries; "
                                     f"this device already holds a checkpoint of {_size(held)}")
-        self._keep(cosigned.note)
+        if held is not None and not cosigned.frontier_used:
+            log.warning("%s: %s; the tree was recomputed from the whole ledger", self.frontier_path,
+                        "missing" if frontier is None else "not the tree of the checkpoint held")
+        assert cosigned.frontier is not None  # a ledger was given
+        self._keep(cosigned.note, cosigned.frontier)
         return cosigned.note
 
-    def _keep(self, data: bytes) -> None:
-        replace_atomically(self.path, data)
+    def held_frontier(self) -> Frontier | None:
+        """The frontier kept beside the checkpoint, as read (not yet vouched for)."""
+        try:
+            return frontier_from_bytes(self.frontier_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except FrontierError as e:
+            log.warning("%s: %s", self.frontier_path, e)
+            return None
+
+    def _keep(self, note: bytes, frontier: Frontier) -> None:
+        # The frontier first: a cut between the two leaves the new frontier beside the
+        # old note; they do not match, so the next docking recomputes from the ledger.
+        replace_atomically(self.frontier_path, frontier_to_bytes(frontier))
+        replace_atomically(self.path, note)
 
 
 def _size(note: bytes) -> int:

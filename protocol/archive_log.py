@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 from urllib.parse import quote
 
 from protocol.checkpoint import (
@@ -33,6 +34,7 @@ from protocol.envelope import decode_json, envelope_from_dict, split_lines
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 from protocol.merkle import MerkleTree, leaf_hash
+from protocol.merkle_frontier import Frontier
 from protocol.note import Ed25519NoteSigner, Ed25519Verifier, Note
 from protocol.trust import TrustFile
 
@@ -104,12 +106,17 @@ class CheckpointRefused(CheckpointError):
 class Cosigned:
     note: bytes  # the new checkpoint with the device's cosignature added
     checkpoint: Checkpoint
+    # The frontier of the new checkpoint's tree, as computed from the device's own
+    # ledger (None when no ledger was given): to keep beside the note for next time.
+    frontier: Frontier | None = None
+    frontier_used: bool = False  # the held frontier spared recomputing the first entries
 
 
 def cosign_if_consistent(old_checkpoint: bytes | None, new_checkpoint: bytes,
                          proof: Sequence[bytes], device_key: SigningKey, *, trust: TrustFile,
                          device: str, timestamp: int,
-                         ledger_payloads: Sequence[bytes] | None = None) -> Cosigned:
+                         ledger_payloads: Sequence[bytes] | None = None,
+                         frontier: Frontier | None = None) -> Cosigned:
     """The device's side of docking: cosign the archive's new checkpoint, or refuse.
 
     ``old_checkpoint`` is the last one this device cosigned (None at the first
@@ -117,38 +124,82 @@ def cosign_if_consistent(old_checkpoint: bytes | None, new_checkpoint: bytes,
     With ``ledger_payloads`` (the device's own entries' payloads, in ledger
     order) the device also checks the new root is the root of its own first
     ``size`` entries, so the archive cannot log a history the device never had.
-    Raises :class:`CheckpointRefused`.
+
+    ``frontier`` is the one the device kept beside ``old_checkpoint``. It is
+    derived data from a card anyone may edit, so it is used only when it is
+    the old checkpoint's tree (its size, and its root, which no other frontier
+    can fold to) *and* the old checkpoint carries this device's own
+    cosignature (which no one without the device key can add to a checkpoint a
+    stolen dock key signed over a made-up history). Then only the entries
+    after it are hashed; otherwise all of them are. Raises
+    :class:`CheckpointRefused`.
     """
+    old_verified = None
     try:
         new = open_device_checkpoint(new_checkpoint, trust, device).checkpoint
         if old_checkpoint is not None:
-            old = open_device_checkpoint(old_checkpoint, trust, device).checkpoint
-            check_extends(old, new, list(proof))
+            old_verified = open_device_checkpoint(old_checkpoint, trust, device)
+            check_extends(old_verified.checkpoint, new, list(proof))
     except CheckpointError as e:
         raise CheckpointRefused(str(e)) from e
+    computed, used = None, False
     if ledger_payloads is not None:
         if new.size > len(ledger_payloads):
             raise CheckpointRefused(f"the archive logs {new.size} entries, the device has "
                                     f"{len(ledger_payloads)}")
-        if tree_of(ledger_payloads[:new.size]).root() != new.root_hash:
+        used = frontier_vouched_for(frontier, old_verified, new.size)
+        start = frontier if used and frontier is not None else Frontier()
+        computed = start.extended(leaf_hash(p) for p in ledger_payloads[start.size:new.size])
+        if computed.root() != new.root_hash:
             raise CheckpointRefused(f"the archive's log of {new.size} entries is not this "
                                     "device's ledger")
     note = Note.from_bytes(new_checkpoint)
     cosigner = Cosigner(witness_name(trust.unit, device), device_key.private)
     if any(cosigner.verifier.matches(s) for s in note.signatures):
-        return Cosigned(new_checkpoint, new)
+        return Cosigned(new_checkpoint, new, computed, used)
     note.signatures.append(cosigner.cosign(note.text, timestamp))
-    return Cosigned(note.to_bytes(), new)
+    return Cosigned(note.to_bytes(), new, computed, used)
+
+
+def frontier_vouched_for(frontier: Frontier | None, old: CheckpointVerification | None,
+                         new_size: int) -> bool:
+    """Whether ``frontier`` may stand for the first entries: it is the tree of
+    ``old``, a checkpoint this device cosigned, and no larger than the new one."""
+    return (frontier is not None and old is not None and bool(old.cosigned_by)
+            and frontier.size == old.checkpoint.size <= new_size
+            and frontier.root() == old.checkpoint.root_hash)
+
+
+def ledger_leaf(line: bytes) -> bytes:
+    """The leaf input of one ledger line: its signed payload bytes, or the line's
+    raw bytes when it is not an envelope at all (the log keeps one leaf per line)."""
+    try:
+        return envelope_from_dict(decode_json(line, "ledger line")).payload
+    except ProtocolError:
+        return line
 
 
 def ledger_leaves(ledger: bytes) -> list[bytes]:
-    """The leaf inputs of a device's log: each ledger line's signed payload bytes,
-    in order; a line that is not an envelope at all is logged as its raw bytes,
-    so the log still has one leaf per line."""
-    leaves = []
-    for line in split_lines(ledger):
-        try:
-            leaves.append(envelope_from_dict(decode_json(line, "ledger line")).payload)
-        except ProtocolError:
-            leaves.append(line)
-    return leaves
+    """The leaf inputs of a device's log, one per ledger line, in order."""
+    return [ledger_leaf(line) for line in split_lines(ledger)]
+
+
+class LineLeaves(Sequence[bytes]):
+    """The leaf inputs of ledger lines already split, each parsed only when asked
+    for: the device's cosigning reads only the entries after its frontier."""
+
+    def __init__(self, lines: Sequence[bytes]):
+        self.lines = lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [ledger_leaf(line) for line in self.lines[index]]
+        return ledger_leaf(self.lines[index])
