@@ -15,13 +15,14 @@ from daemon.archive.index import Query
 from daemon.archive.store import FilesystemStore
 from daemon.archive.tlog import DeviceLog
 from daemon.provision import load_signing_key
-from device.checkpoint_keeper import CHECKPOINT_NAME
+from device.checkpoint_keeper import CHECKPOINT_NAME, FRONTIER_NAME
 from device.offload import DockClient
 from protocol.archive_check_cli import read_extras
 from protocol.archive_device_check import check_archived_device
 from protocol.archive_log import ledger_leaves, open_device_checkpoint, tree_of
 from protocol.audit_anchor import audit_anchor
 from protocol.checkpoint import check_extends
+from protocol.merkle_frontier import frontier_from_bytes
 from protocol.receipt import open_receipt
 from protocol.store_reader import LEDGER_NAME, read_store, read_trust
 from tests.archive.test_archive import custody
@@ -63,6 +64,10 @@ def test_two_dockings_each_cosign_a_checkpoint_extending_the_last(world):
     dock_round(dev, dock)
     second = open_device_checkpoint(held(dev), trust, dev.name)
     assert second.checkpoint.size > first.checkpoint.size and second.cosigned_by
+    # Beside it, the frontier of its tree: the next docking hashes only what is new.
+    frontier = frontier_from_bytes((dev.store / FRONTIER_NAME).read_bytes())
+    assert (frontier.size, frontier.root()) == (second.checkpoint.size,
+                                                second.checkpoint.root_hash)
     tree = tree_of(ledger_leaves((archive / "devices" / dev.name / LEDGER_NAME).read_bytes()))
     check_extends(first.checkpoint, second.checkpoint,
                   tree.consistency_proof(first.checkpoint.size, second.checkpoint.size))
