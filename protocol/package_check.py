@@ -29,6 +29,8 @@ from protocol.trust import TrustFile
 from protocol.verify import BROKEN, ERROR, INFO, INTACT, Finding, MediaDigest
 
 PACKAGE_FORMAT = "custody-evidence-package/1"
+#: The package's ledger lines (its findings name it, with the line).
+EXTRACT_NAME = "ledger-extract.jsonl"
 
 
 def plaintext_name(seq: int, kind: str) -> str:
@@ -58,17 +60,20 @@ def check_package(device: str, lines: list[bytes], proofs: Mapping[int, bytes],
         try:
             signed = parse_line(line)
         except ProtocolError as e:
-            find(Finding(None, "malformed_entry", f"ledger extract line {number}: {e}"))
+            find(Finding(None, "malformed_entry", f"ledger extract line {number}: {e}",
+                         file=EXTRACT_NAME, line=number))
             continue
         entry, seq = signed.entry, signed.entry.seq
         report.entries += 1
         if entry.device != device:
-            find(Finding(seq, "foreign_entry", f"entry of device {entry.device!r}"))
+            find(Finding(seq, "foreign_entry", f"entry of device {entry.device!r}",
+                         file=EXTRACT_NAME, line=number))
             continue
         try:
             signed.envelope.verify(keys, 1)
         except VerificationError:
-            find(Finding(seq, "bad_signature", "not signed by a key of the device (altered?)"))
+            find(Finding(seq, "bad_signature", "not signed by a key of the device (altered?)",
+                         file=EXTRACT_NAME, line=number))
             continue
         _check_proof(report, seq, signed.payload, proofs.get(seq), trust, device)
         for ref in entry.media():
@@ -76,17 +81,18 @@ def check_package(device: str, lines: list[bytes], proofs: Mapping[int, bytes],
             got = plaintext.get(name)
             if ref.plaintext_sha256 is not None:
                 if got is None:
-                    find(Finding(seq, "media_missing", f"media/{name} is not in the package"))
+                    find(Finding(seq, "media_missing", f"media/{name} is not in the package",
+                                 file=f"media/{name}"))
                 elif got.sha256 != ref.plaintext_sha256 or got.size != ref.plaintext_size:
                     find(Finding(seq, "media_hash", f"media/{name} is not the plaintext the "
-                                 "device signed"))
+                                 "device signed", file=f"media/{name}"))
                 else:
                     report.media += 1
                 continue
             stored = sealed.get(ref.file)
             if stored is None or stored.sha256 != ref.sha256 or stored.size != ref.size:
                 find(Finding(seq, "media_hash", f"sealed/{ref.file} is missing or not the file "
-                             "the device sealed"))
+                             "the device sealed", file=f"sealed/{ref.file}"))
             else:
                 report.media += 1
                 find(Finding(seq, "recovered_media", f"{ref.file} was recovered after a power "

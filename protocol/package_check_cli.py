@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from protocol.envelope import split_lines
-from protocol.package_check import PackageReport, check_package
+from protocol.package_check import EXTRACT_NAME, PackageReport, check_package
 from protocol.store_reader import StoreError, read_trust, sha256_file
 from protocol.verify import MediaDigest
 
@@ -30,7 +30,7 @@ def read_and_check(path: Path, trust_path: Path | None) -> PackageReport:
     try:
         manifest = json.loads((path / MANIFEST).read_bytes())
         device = manifest["device"]
-        lines = split_lines((path / "ledger-extract.jsonl").read_bytes())
+        lines = split_lines((path / EXTRACT_NAME).read_bytes())
         proofs = {int(p.stem): p.read_bytes() for p in (path / "proofs").glob("*.tlog-proof")}
     except (OSError, ValueError, KeyError) as e:
         raise StoreError(f"{path}: not a readable evidence package ({e})") from e

@@ -98,6 +98,10 @@ def test_a_tampered_package_fails_both_checks(setup: ArchiveSetup, tmp_path: Pat
         (out / "ledger-extract.jsonl").write_text("\n".join(lines) + "\n")
     r = custody("verify", out)
     assert r.returncode == 1, r.stdout
+    if tamper != "proof":  # the finding names the file altered
+        altered = f"media/{f.name}" if tamper == "media" else "ledger-extract.jsonl"
+        report = json.loads(custody("verify", out, "--json").stdout)
+        assert altered in {x["file"] for x in report["findings"] if x["severity"] == "error"}
     r = run_readme(out)
     assert r.returncode != 0 and "FAIL" in r.stderr, r.stdout
 

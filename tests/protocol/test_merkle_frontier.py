@@ -4,12 +4,14 @@ vectors and the full tree, and the device's cosigning with a frontier it holds."
 from __future__ import annotations
 
 import base64
+import doctest
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import merkle_frontier
 from protocol.archive_log import (
     CheckpointRefused,
     LineLeaves,
@@ -33,6 +35,10 @@ from tests.protocol.test_merkle import LEAVES, ROOTS, VECTORS, b64
 
 def frontier_of(entries: list[bytes]) -> Frontier:
     return Frontier.of_leaves(leaf_hash(e) for e in entries)
+
+
+def test_the_modules_example_runs() -> None:
+    assert doctest.testmod(merkle_frontier).failed == 0
 
 
 def test_the_frontier_root_of_every_size_of_the_reference_leaves() -> None:
