@@ -43,12 +43,14 @@ from protocol.merkle_frontier import (
     frontier_to_bytes,
 )
 from protocol.note import Note, NoteError
+from protocol.store_reader import StoreError, read_file_if_present
 from protocol.trust import TrustFile
 
 log = logging.getLogger("custody.checkpoint")
 
 CHECKPOINT_NAME = "checkpoint.note"
 FRONTIER_NAME = "checkpoint.frontier"
+MAX_KEPT_BYTES = 1 << 16  # either file is a few hundred bytes to a few KiB
 
 
 class CheckpointKeeper:
@@ -62,10 +64,7 @@ class CheckpointKeeper:
         remove_temporaries(self.path.parent, targets={CHECKPOINT_NAME, FRONTIER_NAME})
 
     def held(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
+        return self._read(self.path)
 
     def held_size(self) -> int | None:
         held = self.held()
@@ -101,12 +100,21 @@ class CheckpointKeeper:
 
     def held_frontier(self) -> Frontier | None:
         """The frontier kept beside the checkpoint, as read (not yet vouched for)."""
+        data = self._read(self.frontier_path)
         try:
-            return frontier_from_bytes(self.frontier_path.read_bytes())
-        except FileNotFoundError:
-            return None
+            return None if data is None else frontier_from_bytes(data)
         except FrontierError as e:
             log.warning("%s: %s", self.frontier_path, e)
+            return None
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        """By the store reader's rules: someone with the card may have put a FIFO
+        (a read would wait for ever) or a link there. Such a file counts as absent."""
+        try:
+            return read_file_if_present(path, MAX_KEPT_BYTES)
+        except StoreError as e:
+            log.error("%s; taken as absent", e)
             return None
 
     def _keep(self, note: bytes, frontier: Frontier) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 
 import pytest
 
@@ -55,7 +56,8 @@ def test_the_frontier_is_kept_and_used_at_the_next_docking(unit: Unit, docking, 
     assert kept_frontier(unit).root() == tree_of(payloads).root()
 
 
-@pytest.mark.parametrize("damage", ["missing", "torn", "edited", "of_another_size"])
+@pytest.mark.parametrize("damage", ["missing", "torn", "edited", "of_another_size", "fifo",
+                                    "link"])
 def test_a_missing_or_wrong_frontier_is_rebuilt_from_the_ledger(unit: Unit, docking, caplog,
                                                                 damage: str):
     caplog.set_level(logging.WARNING, "custody.checkpoint")
@@ -70,11 +72,19 @@ def test_a_missing_or_wrong_frontier_is_rebuilt_from_the_ledger(unit: Unit, dock
         text = path.read_bytes().split(b"\n")
         text[2] = base64.b64encode(bytes(32))
         path.write_bytes(b"\n".join(text))
+    elif damage == "fifo":  # a read would wait for ever
+        path.unlink()
+        os.mkfifo(path)
+    elif damage == "link":  # the right bytes, but through a link: not followed
+        (unit.store / "elsewhere").write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(unit.store / "elsewhere")
     else:  # a stale one, as a cut between the two writes leaves
         path.write_bytes(frontier_to_bytes(Frontier.of_leaves(
             leaf_hash(p) for p in payloads[:3])))
     keeper.cosign(*propose(payloads), lines, 2)
     assert recomputed(caplog) and FRONTIER_NAME in caplog.text
+    assert path.is_file() and not path.is_symlink()
     assert kept_frontier(unit) == Frontier.of_leaves(leaf_hash(p) for p in payloads)
 
 
@@ -89,3 +99,12 @@ def test_a_forged_checkpoint_is_refused_with_the_frontier_held(unit: Unit, docki
         keeper.cosign(*propose(forged), lines, 2)
     assert (unit.store / CHECKPOINT_NAME).read_bytes() == note_before
     assert (unit.store / FRONTIER_NAME).read_bytes() == frontier_before
+
+
+def test_a_fifo_put_as_the_held_checkpoint_is_not_waited_on(unit: Unit, docking):
+    keeper, lines, payloads, propose = docking
+    os.mkfifo(unit.store / CHECKPOINT_NAME)
+    assert keeper.held_size() is None  # absent: the proposal is checked against the ledger
+    keeper.cosign(*propose(payloads), lines, 1)
+    assert (unit.store / CHECKPOINT_NAME).is_file()
+    assert kept_frontier(unit).root() == tree_of(payloads).root()
