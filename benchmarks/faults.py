@@ -143,9 +143,9 @@ def write_report(results: list[trials.TrialResult], seconds: float, command: str
     (ROOT / "docs" / "reliability.md").write_text(f"""# Reliability: the fault-injection suite
 
 Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, in {seconds:.0f} s:
-**{t["trials"]} trials run, {t["survived"]} survived; {t["faults"]} faults injected,
-{t["faults_survived"]} survived; lost: {t["lost"]} sealed segments, {t["undelivered"]}
-attestations.**
+**{t["trials"]} trials run, {t["survived"]} survived; {t["faults"]} faults injected, \
+{t["faults_survived"]} survived; lost: {t["lost"]} sealed segments, \
+{t["undelivered"]} attestations.**
 
 A trial survived when it broke no invariant; one that broke two is one trial
 failed. A trial injects one fault (`clock_step`: a step forward and one back);
@@ -165,10 +165,10 @@ everything archived so far.
 Checked after every trial, where it applies: no sealed segment lost; no
 duplicate in the archive; every cut declared as an interruption (at most one
 fragment, 1 s, of capture lost); the device never frees media without a valid
-receipt; every attestation delivered exactly once after deduplication, within
-{broker_trials.DELIVERY_BOUND_S:.0f} s of the broker being back, the attested
-ranges back to back; `custody verify` giving the verdict the trial predicts.
-`make test` runs the short form (`tests/faults/`).
+receipt; every attestation delivered exactly once after deduplication,
+within {broker_trials.DELIVERY_BOUND_S:.0f} s of the broker being back, the
+attested ranges back to back; `custody verify` giving the verdict the trial
+predicts. `make test` runs the short form (`tests/faults/`).
 
 {HEADER}
 {rows}""")
