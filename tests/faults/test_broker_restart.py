@@ -5,8 +5,9 @@ restart of 20 as "1 attestations never delivered" although the attestation had
 reached the watcher in time: the trial waited until the id was in the board's
 ``seen`` set, which the watcher's network thread fills before it is done with
 the message, and then judged the board's list of attestations, which that
-thread fills last. On a loaded machine the trial woke in between (7 restarts
-of 100 here, each delivered 0.1-0.8 s after the broker was back). The judge now
+thread fills last. On a loaded machine the trial woke in between (3-7
+restarts of 100 here, with or without the publisher change first guessed at;
+every attestation had come within 1 s of the broker being back). The judge now
 waits for and reads one copy of what was delivered, taken under the board's
 lock (docs/adr/0058-broker-restart-judged-on-what-was-delivered.md).
 """
