@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from daemon.mqtt.watch import Watcher
 from tests.conftest import Unit
 from tests.faults import broker_trials, invariants
@@ -71,3 +73,28 @@ def test_a_trial_with_two_problems_is_one_trial_failed():
     assert (steps.survived, steps.faults_survived) == (1, 2)
     steps.problems.append("a problem that names no trial")
     assert steps.survived == 0
+
+
+@pytest.mark.slow  # a 16 s outage in real time
+def test_after_a_long_outage_the_back_off_delays_delivery_by_at_most_its_cap(
+        unit: Unit, mosquitto: Broker, tmp_path: Path):
+    """paho's own back-off grows to 120 s (16 s into an outage its next attempt is
+    15 s away); ours, ``MqttConnection``'s, to 5 s: dock and watcher are back within
+    that of the broker, and the attestation within the trial's bound after them."""
+    board = invariants.CountingBoard(unit.trust)
+    watcher = Watcher(connection(mosquitto, "WATCH-01"), board)
+    watcher.start()
+    try:
+        assert watcher.subscribed.wait(10)
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            assert pub.connection.reconnect_max_s == 5.0  # as shipped
+            mosquitto.stop()
+            att = attestation(unit)
+            pub.attest(att)
+            time.sleep(16)
+            mosquitto.start()
+            back = time.monotonic()
+            assert invariants.wait_delivered(board, [att.id], 30), mosquitto.log()
+            assert board.delivered()[1][att.id] - back <= 5.0 + broker_trials.DELIVERY_BOUND_S
+    finally:
+        watcher.stop()
