@@ -2,13 +2,16 @@
 whether anything was lost.
 
     .venv/bin/python benchmarks/faults.py [--full] [--seed 1] [--no-write]
+    .venv/bin/python benchmarks/faults.py --only broker_restart --count 100
 
 Runs every trial kind of ``tests/faults/trials.py`` (the recorder's side) and
 ``tests/faults/dock_trials.py`` (the dock's side) — the short counts by
-default, the long ones with ``--full`` — prints one line per kind and a JSON
-summary on the last line (keys ``trials``, ``survived``, ``lost``; goal: every
-trial survived, nothing lost), and with ``--full`` writes the figures to
-docs/reliability.md.
+default, the long ones with ``--full``, or only the kinds named with ``--only``
+(``--count``: how many trials of each) — prints one line per kind and a JSON
+summary on the last line (keys ``trials``, ``survived``, ``faults``,
+``faults_survived``, ``lost`` (sealed segments), ``undelivered``
+(attestations); goal: every trial survived, nothing lost), and with ``--full``
+alone writes the figures to docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -34,45 +37,65 @@ FULL = {"hard_kill": 100, "power_loss": 50, "bit_flip": 100, "dock_kill": 50, "l
         "broker_restart": 20, "archive_bit_flip": 100}
 
 
-def recorder_side(work: Path, counts: dict[str, int], seed: int) -> list[trials.TrialResult]:
+RECORDER_KINDS = ("hard_kill", "power_loss", "storage_full", "clock_step", "bit_flip")
+DOCK_KINDS = ("dock_kill", "link_drop", "broker_restart", "archive_bit_flip", "archive_full")
+
+
+def recorder_side(work: Path, counts: dict[str, int], seed: int,
+                  kinds: tuple[str, ...] = RECORDER_KINDS) -> list[trials.TrialResult]:
     def fresh(name: str) -> Path:
         path = work / name
         path.mkdir()
         return path
 
-    results = [trials.hard_kills(fresh("hard_kill"), counts["hard_kill"], seed),
-               trials.power_losses(fresh("power_loss"), counts["power_loss"], seed),
-               trials.storage_full(fresh("storage_full")),
-               trials.clock_steps(fresh("clock_step"))]
-    clean = trials.clean_store(fresh("clean"))
-    results.append(trials.bit_flips(fresh("bit_flip"), clean, counts["bit_flip"], seed))
+    results = []
+    if "hard_kill" in kinds:
+        results.append(trials.hard_kills(fresh("hard_kill"), counts["hard_kill"], seed))
+    if "power_loss" in kinds:
+        results.append(trials.power_losses(fresh("power_loss"), counts["power_loss"], seed))
+    if "storage_full" in kinds:
+        results.append(trials.storage_full(fresh("storage_full")))
+    if "clock_step" in kinds:
+        results.append(trials.clock_steps(fresh("clock_step")))
+    if "bit_flip" in kinds:
+        clean = trials.clean_store(fresh("clean"))
+        results.append(trials.bit_flips(fresh("bit_flip"), clean, counts["bit_flip"], seed))
     return results
 
 
-def dock_side(work: Path, counts: dict[str, int], seed: int) -> list[trials.TrialResult]:
+def dock_side(work: Path, counts: dict[str, int], seed: int,
+              kinds: tuple[str, ...] = DOCK_KINDS) -> list[trials.TrialResult]:
     # One unit, device and archive for all, the invariants cumulative.
-    (work / "world").mkdir()
-    world = dock_trials.World.create(work / "world")
-    try:
-        results = [dock_trials.dock_kills(world, counts["dock_kill"], seed),
-                   dock_trials.link_drops(world, counts["link_drop"], seed),
-                   broker_trials.broker_restarts(world, counts["broker_restart"], seed),
-                   dock_trials.archive_bit_flips(world, counts["archive_bit_flip"], seed)]
-    finally:
-        world.close()
-    (work / "archive_full").mkdir()
-    results.append(dock_trials.archive_full(work / "archive_full"))
+    results = []
+    shared = [k for k in ("dock_kill", "link_drop", "broker_restart", "archive_bit_flip")
+              if k in kinds]
+    if shared:
+        (work / "world").mkdir()
+        world = dock_trials.World.create(work / "world")
+        run = {"dock_kill": dock_trials.dock_kills, "link_drop": dock_trials.link_drops,
+               "broker_restart": broker_trials.broker_restarts,
+               "archive_bit_flip": dock_trials.archive_bit_flips}
+        try:
+            results += [run[k](world, counts[k], seed) for k in shared]
+        finally:
+            world.close()
+    if "archive_full" in kinds:
+        (work / "archive_full").mkdir()
+        results.append(dock_trials.archive_full(work / "archive_full"))
     return results
 
 
-def run_all(work: Path, counts: dict[str, int], seed: int) -> list[trials.TrialResult]:
+def run_all(work: Path, counts: dict[str, int], seed: int,
+            kinds: tuple[str, ...] = RECORDER_KINDS + DOCK_KINDS) -> list[trials.TrialResult]:
     """The recorder's trials here, the dock's beside them on a thread (they share
     nothing but the machine: the recorder's run in real time, the dock's mostly wait)."""
     (work / "recorder").mkdir()
     (work / "dock").mkdir()
     with ThreadPoolExecutor(1) as pool:
-        dock = pool.submit(dock_side, work / "dock", counts, seed)
-        return recorder_side(work / "recorder", counts, seed) + dock.result()
+        dock = pool.submit(dock_side, work / "dock", counts, seed,
+                           tuple(k for k in DOCK_KINDS if k in kinds))
+        return recorder_side(work / "recorder", counts, seed,
+                             tuple(k for k in RECORDER_KINDS if k in kinds)) + dock.result()
 
 
 WHAT = {
@@ -89,36 +112,65 @@ WHAT = {
 }
 
 
+HEADER = ("| fault | what is done | trials | survived | faults survived | sealed segments lost "
+          "| attestations lost | figures | problems |\n" + "|---" * 9 + "|")
+
+
+def totals(results: list[trials.TrialResult]) -> dict[str, int]:
+    """Trials run and survived (a trial that broke two invariants is one trial
+    failed), faults injected and survived, and what was lost."""
+    return {"trials": sum(r.trials for r in results),
+            "survived": sum(r.survived for r in results),
+            "faults": sum(r.faults for r in results),
+            "faults_survived": sum(r.faults_survived for r in results),
+            "lost": sum(r.lost for r in results),
+            "undelivered": sum(r.undelivered for r in results)}
+
+
 def write_report(results: list[trials.TrialResult], seconds: float, command: str) -> None:
     def figures(r: trials.TrialResult) -> str:
         return ", ".join(f"{k} {v}" for k, v in r.figures.items()) or "—"
 
+    def problems(r: trials.TrialResult) -> str:
+        more = len(r.problems) - 3
+        return "; ".join(r.problems[:3]) + (f"; and {more} more" if more > 0 else "") or "—"
+
     rows = "".join(
-        f"| {r.kind} | {WHAT.get(r.kind, '')} | {r.trials} | {r.survived} | {r.lost} | "
-        f"{figures(r)} | {'; '.join(r.problems[:3]) or '—'} |\n" for r in results)
-    total = sum(r.trials for r in results)
-    survived = sum(r.survived for r in results)
-    lost = sum(r.lost for r in results)
+        f"| {r.kind} | {WHAT.get(r.kind, '')} | {r.trials} | {r.survived} | "
+        f"{r.faults_survived} of {r.faults} | {r.lost} | {r.undelivered} | {figures(r)} | "
+        f"{problems(r)} |\n" for r in results)
+    t = totals(results)
     (ROOT / "docs" / "reliability.md").write_text(f"""# Reliability: the fault-injection suite
 
 Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, in {seconds:.0f} s:
-**{total} trials, {survived} survived, {lost} sealed segments lost.**
+**{t["trials"]} trials run, {t["survived"]} survived; {t["faults"]} faults injected, \
+{t["faults_survived"]} survived; lost: {t["lost"]} sealed segments, \
+{t["undelivered"]} attestations.**
+
+A trial survived when it broke no invariant; one that broke two is one trial
+failed. A trial injects one fault (`clock_step`: a step forward and one back);
+the faults survived are those of the trials survived. A problem of a whole run
+(the sim did not run, a check over all its trials at once) counts every trial
+of that run as failed. Lost is what no later step brought back: sealed segments
+neither on the device nor intact in the archive, attestations the dock made
+that never reached the subscriber.
 
 The recorder's trials (`tests/faults/trials.py`) inject their fault into the
 real recorder agent (`custody sim`, simulated camera and microphone); the
-dock's trials (`tests/faults/dock_trials.py`) into a real dock (HTTPS with
-client certificates; a real `custody dock` process where the process is what
-is hit), a real Mosquitto (TLS, ACLs) and a watcher, one unit, device and
-archive shared by all, so each check covers everything archived so far.
+dock's trials (`tests/faults/dock_trials.py`, `tests/faults/broker_trials.py`)
+into a real dock (HTTPS with client certificates; a real `custody dock`
+process where the process is what is hit), a real Mosquitto (TLS, ACLs) and a
+watcher, one unit, device and archive shared by all, so each check covers
+everything archived so far.
 Checked after every trial, where it applies: no sealed segment lost; no
 duplicate in the archive; every cut declared as an interruption (at most one
 fragment, 1 s, of capture lost); the device never frees media without a valid
-receipt; every attestation delivered exactly once after deduplication, the
+receipt; every attestation delivered exactly once after deduplication,
+within {broker_trials.DELIVERY_BOUND_S:.0f} s of the broker being back, the
 attested ranges back to back; `custody verify` giving the verdict the trial
 predicts. `make test` runs the short form (`tests/faults/`).
 
-| fault | what is done | trials | survived | sealed segments lost | figures | problems |
-|---|---|---|---|---|---|---|
+{HEADER}
 {rows}""")
 
 
@@ -128,21 +180,30 @@ def main() -> int:
                         help="the long form; writes docs/reliability.md")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not write docs/reliability.md")
+    parser.add_argument("--only", action="append", choices=RECORDER_KINDS + DOCK_KINDS,
+                        metavar="KIND", help="run only this kind (may be repeated; "
+                        "docs/reliability.md is then not written)")
+    parser.add_argument("--count", type=int, help="trials of each kind run (instead of the "
+                        "short or full count; kinds of fixed cases keep theirs)")
     args = parser.parse_args()
+    counts = dict(FULL if args.full else SHORT)
+    if args.count is not None:
+        if args.count < 1:
+            parser.error("--count: at least 1")
+        counts = dict.fromkeys(counts, args.count)
+    kinds = tuple(args.only) if args.only else RECORDER_KINDS + DOCK_KINDS
     work = Path(tempfile.mkdtemp(prefix="custody-faults-"))
     started = time.monotonic()
     try:
-        results = run_all(work, FULL if args.full else SHORT, args.seed)
+        results = run_all(work, counts, args.seed, kinds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - started
     for r in results:
         print(json.dumps(r.as_json()))
-    if args.full and not args.no_write:
+    if args.full and not args.no_write and not args.only and args.count is None:
         write_report(results, seconds, "benchmarks/faults.py --full")
-    print(json.dumps({"trials": sum(r.trials for r in results),
-                      "survived": sum(r.survived for r in results),
-                      "lost": sum(r.lost for r in results), "seconds": round(seconds, 1),
+    print(json.dumps({**totals(results), "seconds": round(seconds, 1),
                       "kinds": {r.kind: r.survived == r.trials for r in results}}))
     return 0
 

@@ -147,12 +147,9 @@ class DockPublisher(StatusLink):
     def on_connected(self, client: mqtt.Client, flags: Any) -> None:
         with self._lock:
             # Everything pending is sent again on this connection; acks of what
-            # paho itself re-sends under old ids are then only duplicates. A refusal
-            # is judged again too: one from a broker going down must not hold a
-            # message back for retry_refused_s after it is up again.
+            # paho itself re-sends under old ids are then only duplicates.
             self._in_flight.clear()
             self._early.clear()
-            self._refused.clear()
 
     @guarded
     def _on_connect(self, *args: Any) -> None:

@@ -100,7 +100,7 @@ def dock_kills(world: World, trials: int, seed: int,
         started = time.monotonic()
         dev.record(list(sizes))
         if not wait_until(lambda: not dev.media_left(), 60):
-            result.problems.append(f"the undisturbed offload did not end: {offloader.status()}")
+            result.fail(None, f"the undisturbed offload did not end: {offloader.status()}")
             return result
         span = time.monotonic() - started
         for i in range(trials):
@@ -111,18 +111,18 @@ def dock_kills(world: World, trials: int, seed: int,
             phases["during_upload" if status["state"] == "offloading" and
                    status["bytes_done"] < status["bytes_total"] else "outside_upload"] += 1
             time.sleep(0.2)  # the device meets a dead dock
-            check_freed(result, world, f"kill {i}, dock down")
+            check_freed(result, world, f"kill {i}, dock down", i)
             dock.start()
             if not wait_until(lambda: not dev.media_left(), 60):
-                result.problems.append(f"kill {i}: not offloaded after the restart: "
-                                       f"{offloader.status()}")
+                result.fail(i, f"kill {i}: not offloaded after the restart: "
+                               f"{offloader.status()}")
                 continue
-            check_offloaded(result, world, f"kill {i}")
+            check_offloaded(result, world, f"kill {i}", trial=i)
     finally:
         offloader.close()
         code = dock.stop()
     if code not in (0, None):
-        result.problems.append(f"the dock exited {code} at SIGTERM")
+        result.fail(None, f"the dock exited {code} at SIGTERM")
     result.figures.update(kills_during_upload=phases["during_upload"],
                           offload_s=round(span, 3))
     return result
@@ -153,13 +153,13 @@ def link_drops(world: World, trials: int, seed: int) -> TrialResult:
             except DockError:  # cut outside a chunk: the round ends; the next one resumes
                 offloader.offload_round()
             if proxy.drops != drops + 1:
-                result.problems.append(f"drop {i}: the link was dropped {proxy.drops - drops} "
-                                       "times")
+                result.fail(i, f"drop {i}: the link was dropped {proxy.drops - drops} "
+                               "times")
             resent = offloader.status()["bytes_sent"] - sum(sizes)
             most = max(most, resent)
             if resent > CHUNK:
-                result.problems.append(f"drop {i}: {resent} bytes sent twice (chunk {CHUNK})")
-            check_offloaded(result, world, f"drop {i}")
+                result.fail(i, f"drop {i}: {resent} bytes sent twice (chunk {CHUNK})")
+            check_offloaded(result, world, f"drop {i}", trial=i)
     finally:
         proxy.close()
         dock.stop()
@@ -267,16 +267,16 @@ def archive_full(root: Path) -> TrialResult:
                             _offload_filling(world, dock, disk, size)
                         else:
                             dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
-                        result.problems.append(f"{label}: the offload went through")
+                        result.fail(n, f"{label}: the offload went through")
                     except DockError as e:
                         if e.status != 507:
-                            result.problems.append(f"{label}: status {e.status}, not 507")
+                            result.fail(n, f"{label}: status {e.status}, not 507")
                     if not dock.alerts("archive_full"):
-                        result.problems.append(f"{label}: no archive_full alert")
+                        result.fail(n, f"{label}: no archive_full alert")
                     after = dev.media_left(), lines(world.archived / LEDGER_NAME)
                     if after != before or len(receipted_files(world)[0]) != receipts:
-                        result.problems.append(f"{label}: something was released")
-                    check_freed(result, world, label)
+                        result.fail(n, f"{label}: something was released")
+                    check_freed(result, world, label, n)
                 finally:
                     dock.stop()
                 grow(disk, 64 * MIB)
@@ -284,8 +284,8 @@ def archive_full(root: Path) -> TrialResult:
                 try:
                     dev.offloader(dock.url, chunk_bytes=CHUNK).offload_round()
                     if dev.media_left():
-                        result.problems.append(f"{label}: with room again, not offloaded")
-                    check_offloaded(result, world, f"{label}, room again")
+                        result.fail(n, f"{label}: with room again, not offloaded")
+                    check_offloaded(result, world, f"{label}, room again", trial=n)
                 finally:
                     dock.stop()
             finally:
@@ -320,7 +320,7 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
     ensure_archived(world)
     code, _ = custody_verify(world.archive)
     if code != 0:
-        result.problems.append(f"the archive does not verify intact before (exit {code})")
+        result.fail(None, f"the archive does not verify intact before (exit {code})")
         return result
     media = sorted(p.name for p in (world.archived / MEDIA_DIR).iterdir())
     sealed_by = {m.file: parse_line(line).entry.seq
@@ -349,8 +349,8 @@ def archive_bit_flips(world: World, trials: int, seed: int) -> TrialResult:
                         and f.get("file") == f"{MEDIA_DIR}/{target.name}" for f in findings)
             what = target.name
         if code != 1 or report.get("verdict") != "broken" or not right:
-            result.problems.append(f"flip {i} in {what} at byte {at}: exit {code}, verdict "
-                                   f"{report.get('verdict')}, findings "
-                                   f"{[(f['kind'], f['seq'], f.get('file')) for f in findings]}")
+            result.fail(i, f"flip {i} in {what} at byte {at}: exit {code}, verdict "
+                           f"{report.get('verdict')}, findings "
+                           f"{[(f['kind'], f['seq'], f.get('file')) for f in findings]}")
         shutil.rmtree(copy)
     return result

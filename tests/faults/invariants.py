@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import sqlite3
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -108,38 +109,42 @@ def receipted_files(world: World) -> tuple[dict[str, str], list[str]]:
     return files, bad
 
 
-def check_freed(result: TrialResult, world: World, label: str) -> None:
-    """Nothing gone from the device that a valid receipt in its ledger does not name."""
+def check_freed(result: TrialResult, world: World, label: str,
+                trial: int | None = None) -> None:
+    """Nothing gone from the device that a valid receipt in its ledger does not name;
+    a problem counts against ``trial`` (None: the whole run)."""
     sealed = {m.file: m.sha256 for line in lines(world.device.store / LEDGER_NAME)
               for m in parse_line(line).entry.media()}
     receipted, bad = receipted_files(world)
-    result.problems += [f"{label}: {b}" for b in bad]
+    for b in bad:
+        result.fail(trial, f"{label}: {b}")
     on_device = set(world.device.media_left())
     for file, sha256 in sorted(sealed.items()):
         if file not in on_device and receipted.get(file) != sha256:
-            result.problems.append(f"{label}: {file} freed without a receipt naming it")
+            result.fail(trial, f"{label}: {file} freed without a receipt naming it")
 
 
-def check_offloaded(result: TrialResult, world: World, label: str,
-                    verdict: str = "intact") -> None:
-    """The invariants of the module doc, against everything archived so far."""
+def check_offloaded(result: TrialResult, world: World, label: str, verdict: str = "intact",
+                    trial: int | None = None) -> None:
+    """The invariants of the module doc, against everything archived so far; a
+    problem counts against ``trial`` (None: the whole run)."""
     device_lines = lines(world.device.store / LEDGER_NAME)
     archived_lines = lines(world.archived / LEDGER_NAME)
     if archived_lines != device_lines[:len(archived_lines)]:
-        result.problems.append(f"{label}: the archived ledger is not the device's")
+        result.fail(trial, f"{label}: the archived ledger is not the device's")
     seqs = [parse_line(line).entry.seq for line in archived_lines]
     if seqs != list(range(len(seqs))):
         twice = sorted(s for s, n in Counter(seqs).items() if n > 1)
-        result.problems.append(f"{label}: archived seqs not 0..{len(seqs) - 1} "
-                               f"(twice: {twice[:5]})")
+        result.fail(trial, f"{label}: archived seqs not 0..{len(seqs) - 1} "
+                           f"(twice: {twice[:5]})")
     named = {m.file for line in archived_lines for m in parse_line(line).entry.media()}
     media = world.archived / MEDIA_DIR
     held = {p.name for p in media.iterdir()} if media.is_dir() else set()
     if held != named:
-        result.problems.append(f"{label}: archive media not the files its ledger seals "
-                               f"(extra {sorted(held - named)[:3]}, missing "
-                               f"{sorted(named - held)[:3]})")
-    check_freed(result, world, label)
+        result.fail(trial, f"{label}: archive media not the files its ledger seals "
+                           f"(extra {sorted(held - named)[:3]}, missing "
+                           f"{sorted(named - held)[:3]})")
+    check_freed(result, world, label, trial)
     on_device = set(world.device.media_left())
     for line in device_lines:
         for ref in parse_line(line).entry.media():
@@ -148,52 +153,85 @@ def check_offloaded(result: TrialResult, world: World, label: str,
                 continue
             if not path.is_file() or sha256_file(path).sha256 != ref.sha256:
                 result.lost += 1
-                result.problems.append(f"{label}: {ref.file} is neither on the device nor "
-                                       "intact in the archive")
+                result.fail(trial, f"{label}: {ref.file} is neither on the device nor "
+                                   "intact in the archive")
     if archived_lines:
         code, report = custody_verify(world.archive)
         if report.get("verdict") != verdict:
             kinds = [f["kind"] for s in report.get("stores", []) for f in s["findings"]
                      if f["severity"] == "error"]
-            result.problems.append(f"{label}: custody verify of the archive: exit {code}, "
-                                   f"verdict {report.get('verdict')} (errors {kinds[:5]})")
+            result.fail(trial, f"{label}: custody verify of the archive: exit {code}, "
+                               f"verdict {report.get('verdict')} (errors {kinds[:5]})")
 
 
 class CountingBoard(UnitBoard):
-    """A watcher's board that also keeps every attestation it accepted, in order."""
+    """A watcher's board that also keeps every attestation it accepted, in order, and
+    when it accepted it.
+
+    The watcher's network thread feeds it while a trial waits and judges on its
+    own thread, so a message is taken in whole under ``lock`` and a trial reads
+    only :meth:`delivered`, a copy made under it. Never wait on ``seen``: the
+    board fills it before it is done with the message, and a trial that woke in
+    between judged an attestation it had just seen "never delivered"
+    (docs/adr/0058-broker-restart-judged-on-what-was-delivered.md)."""
 
     def __init__(self, trust):
         super().__init__(trust)
         self.attested: list[Attestation] = []
+        self.arrived: dict[str, float] = {}  # attestation id -> time.monotonic() accepted
+        self.lock = threading.Lock()
+
+    def receive(self, topic: str, payload: bytes) -> str:
+        with self.lock:
+            return super().receive(topic, payload)
 
     def _attestation(self, topic: str, device: str, data) -> str:
         outcome = super()._attestation(topic, device, data)
         if outcome == ACCEPTED:
-            self.attested.append(check_attestation(data, self.trust).attestation)
+            attestation = check_attestation(data, self.trust).attestation
+            self.attested.append(attestation)
+            self.arrived[attestation.id] = time.monotonic()
         return outcome
+
+    def delivered(self) -> tuple[list[Attestation], dict[str, float]]:
+        """The attestations accepted so far, in order, and when each was accepted."""
+        with self.lock:
+            return list(self.attested), dict(self.arrived)
+
+
+def wait_delivered(board: CountingBoard, made: list[str], timeout: float) -> bool:
+    """True once every attestation in ``made`` is in what the board delivered."""
+    return wait_until(lambda: all(k in board.delivered()[1] for k in made), timeout)
 
 
 def outbox_attestations(path: Path) -> list[str]:
+    return list(outbox_attestation_times(path))
+
+
+def outbox_attestation_times(path: Path) -> dict[str, int]:
+    """Attestation id -> when the dock committed it to its outbox (UTC ns), in order."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return [r[0] for r in db.execute(
-            "SELECT key FROM outbox WHERE topic LIKE '%/attestation/%' ORDER BY row")]
+        return dict(db.execute("SELECT key, created_ns FROM outbox "
+                               "WHERE topic LIKE '%/attestation/%' ORDER BY row"))
 
 
 def check_attested(result: TrialResult, board: CountingBoard, made: list[str],
-                   last_seq: int, label: str) -> None:
-    """Every attestation made delivered once after dedup; ranges back to back to the end."""
-    got = Counter(a.id for a in board.attested)
+                   last_seq: int, label: str, trial: int | None = None) -> None:
+    """Every attestation made delivered once after dedup; ranges back to back to the end.
+    Judged on one copy of what the board delivered; a problem counts against ``trial``."""
+    attested, _ = board.delivered()
+    got = Counter(a.id for a in attested)
     missing = [k for k in made if k not in got]
     if missing:
-        result.problems.append(f"{label}: {len(missing)} attestations never delivered")
+        result.fail(trial, f"{label}: {len(missing)} attestations never delivered")
     if any(n > 1 for n in got.values()) or set(got) - set(made):
-        result.problems.append(f"{label}: attestations accepted twice or not made: {got}")
-    ranges = sorted((a.first_seq, a.last_seq) for a in board.attested)
+        result.fail(trial, f"{label}: attestations accepted twice or not made: {got}")
+    ranges = sorted((a.first_seq, a.last_seq) for a in attested)
     expected = 0
     for first, last in ranges:
         if first != expected:
-            result.problems.append(f"{label}: attested ranges {ranges} do not follow on")
+            result.fail(trial, f"{label}: attested ranges {ranges} do not follow on")
             break
         expected = last + 1
     if expected != last_seq + 1:
-        result.problems.append(f"{label}: attested up to {expected - 1}, archived to {last_seq}")
+        result.fail(trial, f"{label}: attested up to {expected - 1}, archived to {last_seq}")

@@ -22,7 +22,10 @@ from tests.faults import broker_trials, dock_trials, invariants, trials
 
 
 def survived(result: trials.TrialResult) -> None:
-    assert result.problems == [] and result.lost == 0, result.as_json()
+    """Every trial survived (counted by trial, faults_survived too) and nothing lost."""
+    assert result.problems == [] and result.survived == result.trials, result.as_json()
+    assert result.faults_survived == result.faults, result.as_json()
+    assert result.lost == 0 and result.undelivered == 0, result.as_json()
 
 
 def test_the_recorder_hard_killed_at_10_random_instants_loses_nothing_sealed(tmp_path):

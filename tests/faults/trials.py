@@ -40,21 +40,55 @@ LOSS_KINDS = {"missing_media", "media_hash_mismatch", "media_size_mismatch", "tr
 
 @dataclass
 class TrialResult:
-    """One fault trial: what was done, and every invariant it broke (none: survived)."""
+    """One kind of fault trial, run ``trials`` times, and every invariant a trial broke.
+
+    What is counted is trials: a problem is recorded with :meth:`fail` against
+    the trial it belongs to, so a trial that broke two invariants is one trial
+    failed. A problem of the whole run (``fail(None, ...)``: the sim did not
+    run, the store did not verify before the first fault, a check over every
+    trial at once) leaves no trial of the run counted as survived; so does a
+    problem appended to ``problems`` directly, which names no trial.
+    """
 
     kind: str
     trials: int
     problems: list[str] = field(default_factory=list)
     lost: int = 0  # sealed segments lost
+    undelivered: int = 0  # attestations made and never delivered to a subscriber
     figures: dict[str, float | int] = field(default_factory=dict)
+    faults_per_trial: int = 1  # clock_step: a step forward and one back
+    failed: set[int] = field(default_factory=set)  # trials (0-based) that broke an invariant
+    run_failed: bool = False
+    _attributed: int = field(default=0, repr=False)
+
+    def fail(self, trial: int | None, problem: str) -> None:
+        """Trial ``trial`` (0-based; None: the whole run) broke an invariant."""
+        self.problems.append(problem)
+        self._attributed += 1
+        if trial is None or not 0 <= trial < self.trials:
+            self.run_failed = True
+        else:
+            self.failed.add(trial)
 
     @property
     def survived(self) -> int:
-        return self.trials - min(self.trials, len(self.problems))
+        if self.run_failed or len(self.problems) > self._attributed:
+            return 0
+        return self.trials - len(self.failed)
+
+    @property
+    def faults(self) -> int:
+        return self.trials * self.faults_per_trial
+
+    @property
+    def faults_survived(self) -> int:
+        return self.survived * self.faults_per_trial
 
     def as_json(self) -> dict:
         return {"kind": self.kind, "trials": self.trials, "survived": self.survived,
-                "lost": self.lost, "problems": self.problems, **self.figures}
+                "faults": self.faults, "faults_survived": self.faults_survived,
+                "lost": self.lost, "undelivered": self.undelivered,
+                "problems": self.problems, **self.figures}
 
 
 # --- running the device -------------------------------------------------------------
@@ -143,7 +177,7 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
         boot = f"sim-boot-{n + 2}"  # the boot after cut n
         if not any(isinstance(e.body, Interruption) and e.time.boot_id == boot
                    and e.body.reason == "power_loss" for e in ledger):
-            result.problems.append(f"cut {n}: no power_loss interruption at {boot}")
+            result.fail(n, f"cut {n}: no power_loss interruption at {boot}")
         kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
         loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
         to_frame = (statuses[n] if n < len(statuses) else {}).get("press_to_frame_ms")
@@ -153,11 +187,11 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
             from_frame += 1
             since_frame = min(loss, (kill_ns - press_ns) / 1e9 - to_frame / 1000)
         if since_frame > 1.0:
-            result.problems.append(f"cut {n}: lost {since_frame:.3f} s of capture")
+            result.fail(n, f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
         captured.append(since_frame)
     if len(cuts) != result.trials:
-        result.problems.append(f"{len(cuts)} cuts ran of {result.trials}")
+        result.fail(None, f"{len(cuts)} cuts ran of {result.trials}")
     result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
                           max_loss_s=round(max(captured, default=0), 3),
                           cuts_judged_from_first_frame=from_frame)
@@ -169,7 +203,7 @@ def judge_verify(result: TrialResult, store: Path, expected_exit: int = 3) -> No
     code, report = verify(store)
     result.lost += sealed_lost(report)
     if errors(report) or code != expected_exit:
-        result.problems.append(f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
+        result.fail(None, f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
 
 
 def _status_runner():
@@ -205,7 +239,7 @@ def hard_kills(work: Path, trials: int, seed: int) -> TrialResult:
     runner = _status_runner()(load_scenario(work / "trial.toml"), work / "out")
     result = TrialResult("hard_kill", trials)
     if runner.run() != 0:
-        result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
+        result.fail(None, "the sim failed: " + runner.log_path.read_text()[-2000:])
         return result
     judge_cuts(result, work / "out", runner.status_at_cuts)
     judge_verify(result, work / "out" / "device")
@@ -228,7 +262,7 @@ def power_losses(work: Path, trials: int, seed: int) -> TrialResult:
                               work / "backing")
     result = TrialResult("power_loss", trials)
     if runner.run() != 0:
-        result.problems.append("the sim failed: " + runner.log_path.read_text()[-2000:])
+        result.fail(None, "the sim failed: " + runner.log_path.read_text()[-2000:])
         return result
     out = work / "out"
     judge_cuts(result, out, runner.status_at_cuts)
@@ -250,7 +284,7 @@ def storage_full(work: Path) -> TrialResult:
     # On a loaded machine the simulated camera may be late and the recorder declare a
     # camera_fault of its own: declared, so no error; counted, so it shows.
     if reasons.count("storage_full") != 1 or set(reasons) - {"storage_full", "camera_fault"}:
-        result.problems.append(f"interruptions {reasons}, expected one storage_full")
+        result.fail(0, f"interruptions {reasons}, expected one storage_full")
     result.figures["camera_faults"] = reasons.count("camera_fault")
     judge_verify(result, store)
     return result
@@ -267,10 +301,10 @@ def clock_steps(work: Path, forward_s: float = 3600, back_s: float = -7200) -> T
                          (5.0, "storage_left", {"bytes": 10**11}), (6.0, "press_record", {}),
                          (7.5, "press_record", {}), (8.0, "end", {})])
     store = out / "device"
-    result = TrialResult("clock_step", 1)
+    result = TrialResult("clock_step", 1, faults_per_trial=2)
     steps = [e for e in entries(store) if e.kind == "time_sync"]
     if len(steps) != 2:
-        result.problems.append(f"{len(steps)} time_sync entries, expected 2")
+        result.fail(0, f"{len(steps)} time_sync entries, expected 2")
     judge_verify(result, store)
     return result
 
@@ -292,7 +326,7 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
     base_code, base = verify(store)
     # Exit 3: a camera_fault a loaded machine made the recorder declare; still no error.
     if base_code not in (0, 3) or errors(base):
-        result.problems.append(f"the clean store does not verify intact (exit {base_code})")
+        result.fail(None, f"the clean store does not verify intact (exit {base_code})")
         return result
     media = sorted((store / "media").iterdir())
     for i in range(trials):
@@ -305,8 +339,8 @@ def bit_flips(work: Path, store: Path, trials: int, seed: int) -> TrialResult:
         flipped = target.relative_to(copy).as_posix()
         named = [f.get("file") for f in errors(report)]
         if code != 1 or report["verdict"] != "broken" or flipped not in named:
-            result.problems.append(f"flip in {flipped} at byte {at}: exit {code}, "
-                                   f"verdict {report['verdict']}, errors name {named}")
+            result.fail(i, f"flip in {flipped} at byte {at}: exit {code}, "
+                           f"verdict {report['verdict']}, errors name {named}")
         shutil.rmtree(copy.parent)
     return result
 
