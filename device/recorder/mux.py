@@ -75,9 +75,13 @@ class _Recording:
     first_frame_seen: bool = False
 
     def next_span(self) -> _Recording:
-        """The same recording, going on in a new span (after a fault or an overflow)."""
+        """The same recording, going on in a new span (after a fault or an overflow).
+
+        Its press is the same: if no frame came yet (a camera late after a boot,
+        declared a fault, back now), the first frame of the new span is the
+        press's first frame."""
         return _Recording(self.seq, self.span + 1, self.next_index, self.utc_offset_ns,
-                          self.press_us, True)
+                          self.press_us, self.first_frame_seen)
 
     @property
     def ref(self) -> Span:
@@ -197,8 +201,7 @@ class MuxStage:
                             continue
                         if not rec.first_frame_seen and item.timestamp_us >= rec.press_us:
                             rec.first_frame_seen = True
-                            self.stats.press_to_frame_ms.append(
-                                (monotonic_us() - rec.press_us) / 1000)
+                            self.stats.first_frame(rec.press_us, monotonic_us())
                         segmenter.add_video(item)
                 elif isinstance(item, AudioBlock):
                     if audio_only is not None:

@@ -129,13 +129,19 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
     The loss is the kill instant minus the last capture kept between the press
     before it and the kill; with nothing kept, minus the press — or minus the
     span's first frame, when the recorder's status just before the cut
-    (``statuses``, ``press_to_frame_ms``) says when that came: what came before
-    the first frame was never captured, so it cannot be lost."""
+    (``statuses``) says when that came: what came before the first frame was
+    never captured, so it cannot be lost. The status says it of its latest
+    press: ``press_to_frame_ms`` once the first frame came, else None and
+    ``since_press_ms``: no frame yet that long after the press, so the first
+    came (if at all) between the status and the kill. After a restart the
+    camera (its own process) delivers its first frame a while after the
+    recorder is in standby, and on a loaded machine the cut often comes before
+    it: such a cut is judged from that bound, not from the press."""
     sim = json.loads((out / "sim.json").read_text())
     epoch, steps = sim["epoch_unix_ns"], sim["steps"]
     ledger = entries(out / "device")
     kept_ns = [e.body.last_capture_utc_ns for e in ledger if isinstance(e.body, Segment)]
-    losses, captured, from_frame = [], [], 0
+    losses, captured, from_frame, before_frame = [], [], 0, 0
     cuts = [i for i, s in enumerate(steps) if s["do"] == "power_cut"]
     for n, i in enumerate(cuts):
         press = next(s for s in reversed(steps[:i]) if s["do"] == "press_record")
@@ -146,12 +152,21 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
             result.problems.append(f"cut {n}: no power_loss interruption at {boot}")
         kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
         loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
-        to_frame = (statuses[n] if n < len(statuses) else {}).get("press_to_frame_ms")
-        if to_frame is None:  # the recorder did not say: counted from the press
-            since_frame = loss
-        else:
+        status = statuses[n] if n < len(statuses) else {}
+        to_frame, since_press = status.get("press_to_frame_ms"), status.get("since_press_ms")
+        pressed_s = (kill_ns - press_ns) / 1e9  # the press step ran before the recorder's press
+        if since_press is None or since_press / 1000 > pressed_s:
+            since_frame = loss  # no status of this press: counted from the press
+            if not press.get("ignored"):  # it was pressed: the recorder must say
+                result.problems.append(f"cut {n}: the recorder's status just before it "
+                                       f"does not say when the press's first frame came")
+        elif to_frame is not None:
             from_frame += 1
-            since_frame = min(loss, (kill_ns - press_ns) / 1e9 - to_frame / 1000)
+            since_frame = min(loss, pressed_s - to_frame / 1000)
+        else:  # no frame yet when asked: whatever came, came after
+            from_frame += 1
+            before_frame += 1
+            since_frame = min(loss, max(0.0, pressed_s - since_press / 1000))
         if since_frame > 1.0:
             result.problems.append(f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
@@ -160,7 +175,8 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
         result.problems.append(f"{len(cuts)} cuts ran of {result.trials}")
     result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
                           max_loss_s=round(max(captured, default=0), 3),
-                          cuts_judged_from_first_frame=from_frame)
+                          cuts_judged_from_first_frame=from_frame,
+                          cuts_before_first_frame=before_frame)
     return losses
 
 
