@@ -75,8 +75,9 @@ def test_the_live_frame_reaches_the_muxer_before_the_buffer_is_sealed(
             live = sorted(frames[53:] + [b for b in blocks if b.end_us > press_us],
                           key=lambda x: x.timestamp_us)
             # As the capture threads would: they wait if the capture queue is full.
-            threading.Thread(target=lambda: [router.queue.put(x) for x in live],
-                             daemon=True).start()
+            feeder = threading.Thread(target=lambda: [router.queue.put(x) for x in live],
+                                      daemon=True)
+            feeder.start()
             # The seal stage has not written a byte, the queue is full of the buffer's
             # part: the first live frame is muxed all the same (before: never, the mux
             # thread waited for the seal queue behind the buffer).
@@ -88,6 +89,8 @@ def test_the_live_frame_reaches_the_muxer_before_the_buffer_is_sealed(
                         and e.entry.body.recording == session.seq.result(0)]
             assert rec._seal_q.qsize() > 0 and rec.mux.seal.holding
             GatedSealer.gate.set()
+            feeder.join(30)  # all live capture queued: the stop comes after it
+            assert not feeder.is_alive()
             router.queue.put(Stop("button"))
             barrier = Barrier()
             router.queue.put(barrier)
