@@ -43,8 +43,8 @@ class OrderedSeal:
     (back-pressure, as a full seal queue gives).
 
     >>> seal = OrderedSeal(SealQueue(1 << 20))
-    >>> seal.hold(); seal.put("live bytes", 10); seal.queue.qsize()
-    0
+    >>> seal.hold(); seal.put("live bytes", 10); seal.queue.qsize(), seal.qsize()
+    (0, 1)
     >>> seal.release(); seal.queue.qsize()
     1
     """
@@ -59,6 +59,11 @@ class OrderedSeal:
     @property
     def holding(self) -> bool:
         return self._held is not None
+
+    def qsize(self) -> int:
+        """Messages on their way to the seal stage: in the queue, and held."""
+        held = self._held
+        return self.queue.qsize() + (len(held) if held is not None else 0)
 
     def put(self, message: SealMessage, nbytes: int = 0) -> None:
         with self._cv:
