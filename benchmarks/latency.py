@@ -19,14 +19,24 @@ camera encodes in its own process, as the agent always does on "sim".
     simulator drives the record button's GPIO pin; gpiozero calls the
     recorder), read ``status()["press_to_frame_ms"]`` — the recorder's own
     measure from the button event to the first frame captured after it
-    reaching the segment writer — record ``--record`` s, press again to stop
-    and wait until everything is sealed. Median (and max) over all presses.
-    A press hands the pre-record buffer to the mux thread first, so the
-    latency grows with what is buffered (``prerecord_s_at_press``). The short
-    presses have ~1 s buffered; then, unless ``--no-full-prerecord``, the last
+    reaching the segment writer (the live segment's muxer) — record
+    ``--record`` s, press again to stop and wait until everything is sealed.
+    Median (and max) over all presses. The short presses have ~1 s buffered
+    (``prerecord_s_at_press``); then, unless ``--no-full-prerecord``, the last
     agent waits in standby until its buffer is full (30 s, the default, as on
     a device left in standby) and is pressed once more:
-    ``press_to_frame_ms_full_prerecord``. ``ok`` requires both to meet the goal.
+    ``press_to_frame_ms_full_prerecord``. The buffer's part before its last
+    keyframe is muxed and sealed on a thread of its own, the live segment
+    starting with the buffer's last group of pictures (ADR 0061), so this no
+    longer grows with the buffer. ``ok`` requires both to meet the goal; each
+    figure's ``*_ratio`` is figure / goal.
+(c) ``press_to_durable_ms``, the same presses measured the other way: from
+    the benchmark's own press call (before the recorder sees it) until a
+    fragment of the store's ``pending/`` files holding a frame captured after
+    it is marked (the mark goes with the fsync that makes it durable,
+    device/sealer.py). It holds a whole fragment (≤ 0.4 s, ADR 0015) and,
+    after a full buffer, the pre-record part sealed first; no goal of its own
+    (the goal is the frame in the recording: a cut may lose one fragment).
 
 The recorder settings are the device defaults (``--video`` 1280x720@30,
 4 Mbit/s, 30 s pre-record, 60 s segments) except the ones above. The last line
@@ -51,6 +61,7 @@ from daemon.provision import create_unit, enrol_device
 from device.config import RecorderConfig
 from device.control import ControlClient, ControlError
 from device.ledger import system_clock
+from device.sealer import read_fragment_marks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own helpers
 from simboard import simulated_board  # noqa: E402
@@ -77,6 +88,7 @@ class Agent:
         path = root / f"recorder-{n}.toml"
         path.write_text(config.to_toml())
         self.log = root / f"recorder-{n}.log"
+        self.pending = Path(config.store) / "pending"
         with open(self.log, "wb") as log:
             self.started = time.perf_counter()
             self.proc = subprocess.Popen(
@@ -123,18 +135,41 @@ def idle(status: dict[str, Any]) -> bool:
             and status["seal_queue"] == 0)
 
 
-def press_once(agent: Agent, dwell: float, record: float, prerecord: list, errors: list) -> float:
-    """Wait ``dwell`` in standby, press record, read press_to_frame_ms, stop, wait sealed."""
-    before = agent.wait(idle)["press_to_frame_ms"]
+def durable_after(pending: Path, press_us: int) -> bool:
+    """Whether a fragment mark in ``pending/`` names a frame captured at or after ``press_us``."""
+    for path in pending.glob("*.cseg"):
+        for mark in read_fragment_marks(path):
+            last = (mark.get("content") or {}).get("last_frame_us")
+            if isinstance(last, int) and last >= press_us:
+                return True
+    return False
+
+
+def press_once(agent: Agent, dwell: float, record: float, prerecord: list,
+               errors: list) -> tuple[float, float | None]:
+    """Wait ``dwell`` in standby, press record, read press_to_frame_ms and see the first
+    live fragment durable, stop, wait sealed."""
+    agent.wait(idle)
     time.sleep(dwell)
     prerecord.append(agent.wait(lambda s: True)["prerecord_seconds"])
+    pressed_us = time.monotonic_ns() // 1000  # the capture clock (CLOCK_MONOTONIC)
     agent.client.call("press", button="record")
-    status = agent.wait(lambda s: s["press_to_frame_ms"] not in (None, before), timeout=15)
+    to_frame: float | None = None
+    to_durable: float | None = None
+    deadline = time.monotonic() + 15
+    while (to_frame is None or to_durable is None) and time.monotonic() < deadline:
+        if to_durable is None and durable_after(agent.pending, pressed_us):
+            to_durable = (time.monotonic_ns() // 1000 - pressed_us) / 1000
+        if to_frame is None:
+            to_frame = agent.wait(lambda s: True)["press_to_frame_ms"]
+        time.sleep(0.005)
+    if to_frame is None:
+        raise RuntimeError(f"no first frame within 15 s of the press; see {agent.log}")
     time.sleep(record)
     agent.client.call("press", button="record")
     if last_error := agent.wait(idle, timeout=30)["last_error"]:
         errors.append(last_error)
-    return status["press_to_frame_ms"]
+    return to_frame, to_durable
 
 
 def main() -> None:
@@ -149,7 +184,9 @@ def main() -> None:
                         help="skip the press after a full pre-record buffer (saves ~31 s)")
     args = parser.parse_args()
     ready, capturing, press_ms, prerecord, errors = [], [], [], [], []
+    durable: list[float | None] = []
     full: list[float] = []
+    full_durable: list[float | None] = []
     full_prerecord: list[float] = []
     with tempfile.TemporaryDirectory(prefix="custody-latency-") as tmp:
         root = Path(tmp)
@@ -162,12 +199,18 @@ def main() -> None:
                 agent.wait(lambda s: s["prerecord_seconds"] > 0)
                 capturing.append(time.perf_counter() - agent.started)
                 for _ in range(args.presses):
-                    press_ms.append(press_once(agent, args.dwell, args.record, prerecord, errors))
+                    to_frame, to_durable = press_once(agent, args.dwell, args.record,
+                                                      prerecord, errors)
+                    press_ms.append(to_frame)
+                    durable.append(to_durable)
                 if args.full_prerecord and n == args.starts - 1:
                     # A device waits in standby long enough to fill its pre-record buffer.
                     agent.wait(lambda s: s["prerecord_seconds"] >= config.pre_record_seconds,
                                timeout=config.pre_record_seconds + 10, poll=0.1)
-                    full.append(press_once(agent, 0, args.record, full_prerecord, errors))
+                    to_frame, to_durable = press_once(agent, 0, args.record, full_prerecord,
+                                                      errors)
+                    full.append(to_frame)
+                    full_durable.append(to_durable)
             finally:
                 code = agent.stop()
                 if code != 0:
@@ -183,6 +226,13 @@ def main() -> None:
         "prerecord_s_at_press": prerecord,
         "press_to_frame_ms_full_prerecord": round(full[0], 1) if full else None,
         "prerecord_s_at_full_press": full_prerecord[0] if full_prerecord else None,
+        "press_to_frame_ms_median_ratio": round(statistics.median(press_ms) / GOAL_PRESS_MS, 3),
+        "press_to_frame_ms_full_prerecord_ratio":
+            round(full[0] / GOAL_PRESS_MS, 3) if full else None,
+        "start_to_ready_s_ratio": round(statistics.median(ready) / GOAL_READY_S, 3),
+        "press_to_durable_ms": [None if x is None else round(x, 1) for x in durable],
+        "press_to_durable_ms_full_prerecord":
+            round(full_durable[0], 1) if full_durable and full_durable[0] is not None else None,
         "video": args.video, "starts": args.starts, "presses": len(press_ms),
         "goals": {"press_to_frame_ms": GOAL_PRESS_MS, "start_to_ready_s": GOAL_READY_S},
         "errors": errors,

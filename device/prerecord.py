@@ -5,6 +5,13 @@ holds the last ``seconds`` of capture, always starting at a keyframe (so it
 can begin a segment). At the press, :meth:`PreRecordBuffer.drain` hands the
 whole buffer to the recording and the live capture continues right after it:
 no frame or sample between the two is lost or repeated.
+
+At the press the buffer is cut at its last keyframe (:func:`split_at_last_keyframe`):
+what comes before it is the span's *pre-record part*, its own segment(s),
+muxed on a thread of its own (``device/recorder/prerecord_mux.py``); the
+last group of pictures begins the live segment, so the first frame after the
+press reaches the muxer after at most one group of pictures, however full
+the buffer was (ADR 0061).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from hardware.frames import AudioBlock, VideoFrame
 def coalesce(blocks: list[AudioBlock], max_samples: int = 48_000) -> list[AudioBlock]:
     """Join contiguous blocks into larger ones (up to ``max_samples``).
 
-    At a press the whole buffer is muxed before the first live frame; a few
-    large blocks encode far faster than thousands of 20 ms ones.
+    At a press the whole buffer is muxed at once; a few large blocks encode
+    far faster than thousands of 20 ms ones.
     """
     out: list[AudioBlock] = []
     run: list[AudioBlock] = []
@@ -39,6 +46,48 @@ def coalesce(blocks: list[AudioBlock], max_samples: int = 48_000) -> list[AudioB
         run.append(block)
     flush()
     return out
+
+
+def split_at_last_keyframe(
+    frames: list[VideoFrame], blocks: list[AudioBlock],
+) -> tuple[tuple[list[VideoFrame], list[AudioBlock]], tuple[list[VideoFrame], list[AudioBlock]]]:
+    """A drained buffer cut at its last keyframe: (the pre-record part, the live head).
+
+    The part holds every frame before that keyframe and every sample captured
+    before it (the block across the cut split at the exact sample); the head,
+    the rest. Empty part: the buffer held one group of pictures or none.
+
+    >>> key = VideoFrame(b"", 0, True, 0)
+    >>> (part, _), (head, _) = split_at_last_keyframe([key, VideoFrame(b"", 1, False, 1)], [])
+    >>> len(part), len(head)
+    (0, 2)
+    """
+    last = max((i for i, f in enumerate(frames) if f.keyframe), default=0)
+    if last == 0:
+        return ([], []), (frames, blocks)
+    cut_us = frames[last].timestamp_us
+    before, after = [], []
+    for block in blocks:
+        head, rest = split_audio_block(block, cut_us)
+        if head is not None:
+            before.append(head)
+        if rest is not None:
+            after.append(rest)
+    return (frames[:last], before), (frames[last:], after)
+
+
+def segments_in(frames: list[VideoFrame], segment_us: int) -> int:
+    """How many segments :class:`~device.segmenter.Segmenter` cuts ``frames`` into
+    (they begin at a keyframe): a new one at the first keyframe at or after
+    ``segment_us`` from the current one's first keyframe. Known before muxing,
+    so the live segment's file can be named while the part is still muxed."""
+    if not frames:
+        return 0
+    count, start_us = 1, frames[0].timestamp_us
+    for frame in frames[1:]:
+        if frame.keyframe and frame.timestamp_us - start_us >= segment_us:
+            count, start_us = count + 1, frame.timestamp_us
+    return count
 
 
 class PreRecordBuffer:

@@ -472,6 +472,6 @@ class Recorder:
     def status(self) -> dict[str, Any]:
         return status_report(
             state=str(self.state), device=self.config.device_id, recording=self.recording,
-            stats=self.stats, router=self.router, seal_queue=self._seal_q.qsize(),
+            stats=self.stats, router=self.router, seal_queue=self.mux.seal.qsize(),
             next_seq=self.ledger.next_seq, known=self.known, voice_notes=self.voice_notes,
             checks=self.checks, docked=self.docked)

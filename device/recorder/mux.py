@@ -5,7 +5,10 @@ through a :class:`~device.segmenter.Segmenter` (H.264 + FLAC, cut at keyframes);
 while the camera is down, audio alone goes into audio-only segments, and a
 voice note's audio into its own file, written by the same muxer. Every
 byte, fragment end, segment end and declaration becomes a message on the
-seal queue, so the seal stage appends in the order things happened.
+seal queue, so the seal stage appends in the order things happened. A
+press's pre-record buffer, all but its last group of pictures, is muxed on a
+thread of its own (``prerecord_mux.py``) while live capture goes on here; what
+this thread sends meanwhile waits behind it, in order.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from device.config import RecorderConfig
 from device.ledger_state import LedgerState
 from device.muxer import FragmentInfo, SegmentMuxer, SegmentSummary, split_audio
+from device.prerecord import segments_in, split_at_last_keyframe
 from device.recorder.messages import (
     AppendMarker,
     Barrier,
@@ -49,6 +53,7 @@ from device.recorder.messages import (
     Stop,
     WriteBytes,
 )
+from device.recorder.prerecord_mux import OrderedSeal, PreRecordPart
 from device.recorder.seal import SealQueue
 from device.recorder.stats import RecorderStats
 from device.segmenter import Segmenter
@@ -70,9 +75,13 @@ class _Recording:
     first_frame_seen: bool = False
 
     def next_span(self) -> _Recording:
-        """The same recording, going on in a new span (after a fault or an overflow)."""
+        """The same recording, going on in a new span (after a fault or an overflow).
+
+        Its press is the same: if no frame came yet (a camera late after a boot,
+        declared a fault, back now), the first frame of the new span is the
+        press's first frame."""
         return _Recording(self.seq, self.span + 1, self.next_index, self.utc_offset_ns,
-                          self.press_us, True)
+                          self.press_us, self.first_frame_seen)
 
     @property
     def ref(self) -> Span:
@@ -83,7 +92,7 @@ class SegmentFile:
     """The muxer's write-only sink for one segment: what it writes goes, as messages, to
     the seal stage."""
 
-    def __init__(self, seal: SealQueue, ref: FileRef):
+    def __init__(self, seal: SealQueue | OrderedSeal, ref: FileRef):
         self.seal, self.ref = seal, ref
         seal.put(OpenFile(ref))
 
@@ -159,7 +168,8 @@ class MuxStage:
                  known: LedgerState, capture: queue.Queue[CaptureMessage], seal: SealQueue,
                  signal: Callable[[str], None]):
         self.config, self.stats, self.store, self.known = config, stats, store, known
-        self.capture, self.seal, self._signal = capture, seal, signal
+        self.capture, self._signal = capture, signal
+        self.seal = OrderedSeal(seal)  # behind a pre-record part still being written
 
     def run(self) -> None:
         rec: _Recording | None = None
@@ -191,8 +201,7 @@ class MuxStage:
                             continue
                         if not rec.first_frame_seen and item.timestamp_us >= rec.press_us:
                             rec.first_frame_seen = True
-                            self.stats.press_to_frame_ms.append(
-                                (monotonic_us() - rec.press_us) / 1000)
+                            self.stats.first_frame(rec.press_us, monotonic_us())
                         segmenter.add_video(item)
                 elif isinstance(item, AudioBlock):
                     if audio_only is not None:
@@ -202,11 +211,14 @@ class MuxStage:
                 elif isinstance(item, StartSpan):
                     rec = self._begin_span(item, interrupted)
                     interrupted = None
+                    # All but the buffer's last group of pictures: on its own thread.
+                    part, (frames, blocks) = split_at_last_keyframe(item.frames, item.blocks)
+                    if part[0]:
+                        self._start_prerecord_part(rec, *part)
                     segmenter, audio_only, video_from_us = self._new_span(rec), None, 0
                     # In capture order, as live capture comes: fed one stream after
                     # the other, the segmenter would take the audio for stalled.
-                    for buffered in heapq.merge(item.frames, item.blocks,
-                                                key=lambda x: x.timestamp_us):
+                    for buffered in heapq.merge(frames, blocks, key=lambda x: x.timestamp_us):
                         if isinstance(buffered, VideoFrame):
                             segmenter.add_video(buffered)
                         else:
@@ -313,21 +325,38 @@ class MuxStage:
 
     def open_file(self, rec: _Recording, codecs: dict[str, str] | None = None) -> SegmentFile:
         """The next segment's file; never one a cut left behind."""
+        return SegmentFile(self.seal, self._next_ref(rec, codecs))
+
+    def _next_ref(self, rec: _Recording, codecs: dict[str, str] | None = None) -> FileRef:
         while True:
             index = rec.next_index
             rec.next_index += 1
             name = f"r{rec.seq:06d}-{index:05d}.cseg"
             taken = any((self.store / d / name).exists() for d in ("media", "pending"))
             if not taken and name not in self.known.sealed:
-                return SegmentFile(self.seal, FileRef(name, index, rec.ref, codecs))
+                return FileRef(name, index, rec.ref, codecs)
 
-    def _new_span(self, rec: _Recording) -> Segmenter:
+    def _start_prerecord_part(self, rec: _Recording, frames: list[VideoFrame],
+                              blocks: list[AudioBlock]) -> None:
+        """Mux the pre-record part on its own thread, straight to the seal queue; its
+        files are named now, so the live segment's comes after them."""
+        refs = [self._next_ref(rec) for _ in
+                range(segments_in(frames, int(self.config.segment_seconds * 1e6)))]
+        queue = self.seal.queue
+        segmenter = self._new_span(rec, lambda n: SegmentFile(queue, refs[n]), queue)
+        PreRecordPart(segmenter, frames, blocks, self.seal, self.stats, len(refs),
+                      self._signal).start()
+
+    def _new_span(self, rec: _Recording,
+                  file_for: Callable[[int], SegmentFile] | None = None,
+                  seal: SealQueue | OrderedSeal | None = None) -> Segmenter:
         c = self.config
         files: dict[int, SegmentFile] = {}  # the segmenter's segment number -> its file
         period_ns = 1_000_000_000 // c.fps
+        to_seal = seal or self.seal
 
         def open_sink(n: int) -> SegmentFile:
-            files[n] = self.open_file(rec)
+            files[n] = file_for(n) if file_for is not None else self.open_file(rec)
             return files[n]
 
         def fragment_end(n: int, info: FragmentInfo) -> None:
@@ -339,8 +368,8 @@ class MuxStage:
             # before it that the segment holds (after an audio-only span).
             first = summary.origin_us or summary.first_frame_timestamp_us or 0
             last = summary.last_frame_timestamp_us or summary.last_sample_timestamp_us or first
-            self.seal.put(SealFile(sink.ref, first, last, summary.frames,
-                                   summary.audio_samples, period_ns))
+            to_seal.put(SealFile(sink.ref, first, last, summary.frames,
+                                 summary.audio_samples, period_ns))
 
         return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
                          audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),

@@ -134,6 +134,7 @@ class CaptureRouter:
         """A span starts: the pre-record buffer and all live capture go to it."""
         with self.lock:
             self.finish_ending()  # a stop pressed a moment ago goes first
+            self.stats.pressed(press_us)
             for watch in (self.camera_watch, self.mic_watch):
                 watch.rearm(press_us)
             frames, blocks = self.prerecord.drain()

@@ -14,6 +14,7 @@ from device.recorder.memo import VoiceNotes
 from device.recorder.router import CaptureRouter
 from device.recorder.selfcheck import SelfChecks
 from device.recorder.stats import RecorderStats
+from hardware.camera import monotonic_us
 
 
 def status_report(*, state: str, device: str, recording: int | None, stats: RecorderStats,
@@ -27,7 +28,7 @@ def status_report(*, state: str, device: str, recording: int | None, stats: Reco
         "dropped_samples": s.dropped_samples, "overflows": s.overflows,
         "source_losses": s.source_losses, "seal_failures": s.seal_failures,
         "refused_transitions": s.refused_transitions, "refused_presses": s.refused_presses,
-        "press_to_frame_ms": s.press_to_frame_ms[-1] if s.press_to_frame_ms else None,
+        **s.latest_press(monotonic_us()),
         "capture_queue": router.queue.qsize(), "seal_queue": seal_queue,
         "prerecord_seconds": round(router.prerecord.seconds, 3),
         "next_seq": next_seq, "last_error": s.last_error,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,13 @@ class LayeredSimRunner(SimRunner):
         self.status_at_cuts: list[dict] = []  # the recorder's status just before each cut
 
     def power_cut(self) -> None:
+        asked = time.monotonic()
         try:  # what the recorder had seen of this span, just before its power goes
             status = self.client.call("status") if self.client is not None else {}
         except Exception:  # noqa: BLE001 - already off (a battery shutdown), or busy
             status = {}
-        self.status_at_cuts.append(status)
+        # how long the asking took: the cut comes that much after its step's time
+        self.status_at_cuts.append({**status, "status_call_s": time.monotonic() - asked})
         self.layer.cut()  # the instant of the cut: the page cache is gone
         super().power_cut()  # and the recorder with it
         self.at_cuts.append(durable_state(self.backing))

@@ -25,6 +25,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,29 +164,46 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
     The loss is the kill instant minus the last capture kept between the press
     before it and the kill; with nothing kept, minus the press — or minus the
     span's first frame, when the recorder's status just before the cut
-    (``statuses``, ``press_to_frame_ms``) says when that came: what came before
-    the first frame was never captured, so it cannot be lost."""
+    (``statuses``) says when that came: what came before the first frame was
+    never captured, so it cannot be lost. The status says it of its latest
+    press: ``press_to_frame_ms`` once the first frame came, else None and
+    ``since_press_ms``: no frame yet that long after the press, so the first
+    came (if at all) between the status and the kill. After a restart the
+    camera (its own process) delivers its first frame a while after the
+    recorder is in standby, and on a loaded machine the cut often comes before
+    it: such a cut is judged from that bound, not from the press."""
     sim = json.loads((out / "sim.json").read_text())
     epoch, steps = sim["epoch_unix_ns"], sim["steps"]
     ledger = entries(out / "device")
     kept_ns = [e.body.last_capture_utc_ns for e in ledger if isinstance(e.body, Segment)]
-    losses, captured, from_frame = [], [], 0
+    losses, captured, from_frame, before_frame = [], [], 0, 0
     cuts = [i for i, s in enumerate(steps) if s["do"] == "power_cut"]
     for n, i in enumerate(cuts):
         press = next(s for s in reversed(steps[:i]) if s["do"] == "press_record")
-        press_ns, kill_ns = (epoch + int(s["ran_at"] * 1e9) for s in (press, steps[i]))
+        status = statuses[n] if n < len(statuses) else {}
+        # The kill comes once the status is answered, that long after the step ran.
+        press_ns = epoch + int(press["ran_at"] * 1e9)
+        kill_ns = epoch + int((steps[i]["ran_at"] + status.get("status_call_s", 0)) * 1e9)
         boot = f"sim-boot-{n + 2}"  # the boot after cut n
         if not any(isinstance(e.body, Interruption) and e.time.boot_id == boot
                    and e.body.reason == "power_loss" for e in ledger):
             result.fail(n, f"cut {n}: no power_loss interruption at {boot}")
         kept = [k for k in kept_ns if press_ns <= k <= kill_ns]
         loss = (kill_ns - (max(kept) if kept else press_ns)) / 1e9
-        to_frame = (statuses[n] if n < len(statuses) else {}).get("press_to_frame_ms")
-        if to_frame is None:  # the recorder did not say: counted from the press
-            since_frame = loss
-        else:
+        to_frame, since_press = status.get("press_to_frame_ms"), status.get("since_press_ms")
+        pressed_s = (kill_ns - press_ns) / 1e9  # the press step ran before the recorder's press
+        if since_press is None:  # (each cut kills the process: a status is of its one press)
+            since_frame = loss  # no status of this press: counted from the press
+            if not press.get("ignored"):  # it was pressed: the recorder must say
+                result.problems.append(f"cut {n}: the recorder's status just before it "
+                                       f"does not say when the press's first frame came")
+        elif to_frame is not None:
             from_frame += 1
-            since_frame = min(loss, (kill_ns - press_ns) / 1e9 - to_frame / 1000)
+            since_frame = min(loss, pressed_s - to_frame / 1000)
+        else:  # no frame yet when asked: whatever came, came after
+            from_frame += 1
+            before_frame += 1
+            since_frame = min(loss, max(0.0, pressed_s - since_press / 1000))
         if since_frame > 1.0:
             result.fail(n, f"cut {n}: lost {since_frame:.3f} s of capture")
         losses.append(loss)
@@ -194,7 +212,8 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
         result.fail(None, f"{len(cuts)} cuts ran of {result.trials}")
     result.figures.update(max_loss_since_press_s=round(max(losses, default=0), 3),
                           max_loss_s=round(max(captured, default=0), 3),
-                          cuts_judged_from_first_frame=from_frame)
+                          cuts_judged_from_first_frame=from_frame,
+                          cuts_before_first_frame=before_frame)
     return losses
 
 
@@ -206,21 +225,48 @@ def judge_verify(result: TrialResult, store: Path, expected_exit: int = 3) -> No
         result.fail(None, f"verify exit {code}, errors {[f['kind'] for f in errors(report)]}")
 
 
+class PacedSteps:
+    """For a runner of ``custody sim``: each step keeps its gap to the one before.
+
+    The sim runs its steps at their times from t = 0; a restart slower than
+    its 1 s (a loaded machine: 3-4 s) makes every later step late, and the
+    press and the cut after it then run back to back, ~0.1 s apart, always
+    before the camera's first frame: not the cut "0.6-2.2 s after the press"
+    the trial means. Here a late step shifts the ones after it. The cuts are
+    judged from the times the steps ran (``sim.json``), as before."""
+
+    def run_steps(self, start: float) -> int:
+        exit_code, late = 0, 0.0
+        for step in self.steps:
+            delay = start + late + step.t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                late -= delay
+            entry = {"step": step.number, "t": step.t, "do": step.action,
+                     "ran_at": round(time.monotonic() - start, 3), **dict(step.params)}
+            exit_code = self.do(step, entry)
+            self.log.append(entry)
+        return exit_code
+
+
 def _status_runner():
-    """``custody sim``'s runner, asking the recorder its status just before each power cut."""
+    """``custody sim``'s runner, paced, asking the recorder its status just before each
+    power cut."""
     from device.sim import SimRunner
 
-    class WatchedSimRunner(SimRunner):
+    class WatchedSimRunner(PacedSteps, SimRunner):
         def __init__(self, *args: object):
             super().__init__(*args)
             self.status_at_cuts: list[dict] = []
 
         def power_cut(self) -> None:
+            asked = time.monotonic()
             try:
                 status = self.client.call("status") if self.client is not None else {}
             except Exception:  # noqa: BLE001 - already off, or busy: judged from the press
                 status = {}
-            self.status_at_cuts.append(status)
+            self.status_at_cuts.append({**status, "status_call_s": time.monotonic() - asked})
             super().power_cut()
 
     return WatchedSimRunner
@@ -258,8 +304,8 @@ def power_losses(work: Path, trials: int, seed: int) -> TrialResult:
     from tests.device.powerloss import sealed_lost as durable_lost
 
     (work / "trial.toml").write_text(scenario_text(cut_steps(trials, seed)))
-    runner = LayeredSimRunner(load_scenario(work / "trial.toml"), work / "out",
-                              work / "backing")
+    runner = type("PacedLayeredSimRunner", (PacedSteps, LayeredSimRunner), {})(
+        load_scenario(work / "trial.toml"), work / "out", work / "backing")
     result = TrialResult("power_loss", trials)
     if runner.run() != 0:
         result.fail(None, "the sim failed: " + runner.log_path.read_text()[-2000:])
