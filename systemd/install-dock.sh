@@ -44,15 +44,14 @@ else
   note "no --archive-device: the archive is on the root filesystem"
 fi
 run install -d -m 0750 "$(at "$ARCHIVE")"
-if live; then
-  run chown custody-dock:custody-dock "$ARCHIVE"
-else
-  note "skipped under --root: chown custody-dock $ARCHIVE"
-fi
+own_by custody-dock custody-dock "$(at "$ARCHIVE")"
 
 say "Settings: /etc/custody/dock.toml (kept if it is there)"
 run install -d -m 0750 "$(at /etc/custody)"
 install_config "$SRC/docs/examples/dock.toml" /etc/custody/dock.toml 0640
+# Readable by the dock's group, writable by root only: the daemon cannot change its
+# own settings (nor the keys provisioning puts here).
+own_by root custody-dock "$(at /etc/custody)" "$(at /etc/custody/dock.toml)"
 
 say "Mosquitto: the unit's broker (TLS with client certificates, ACLs)"
 install_file "$SRC/systemd/mosquitto-custody.conf" /etc/systemd/system/mosquitto.service.d/custody.conf 0644

@@ -65,6 +65,9 @@ else
   fi
   [ -n "$DEVICE_ID" ] || note "set device_id in /etc/custody/recorder.toml before starting"
 fi
+# Readable by the recorder's group, writable by root only: the service cannot change
+# its own settings (nor, later, the key and trust file provisioning puts here).
+own_by root custody "$(at /etc/custody)" "$(at /etc/custody/recorder.toml)"
 
 say "Serial maintenance console: $SERIAL${TTY:+ on $TTY}"
 case "$SERIAL" in
