@@ -103,7 +103,7 @@ make_venv() {
 # id_of passwd|group NAME: NAME's numeric id in the target system (under --root too,
 # where the name means nothing to the running system's chown).
 id_of() {
-  if [ "$2" = root ]; then echo 0; else awk -F: -v n="$2" '$1 == n { print $3 }' "$(at "/etc/$1")" 2>/dev/null; fi
+  if [ "$2" = root ]; then echo 0; else awk -F: -v n="$2" '$1 == n { print $3 }' "$(at "/etc/$1")" 2>/dev/null || true; fi
 }
 
 # own_by USER GROUP PATH...: chown, by the ids USER and GROUP have in the target system
