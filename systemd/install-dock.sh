@@ -47,11 +47,11 @@ run install -d -m 0750 "$(at "$ARCHIVE")"
 own_by custody-dock custody-dock "$(at "$ARCHIVE")"
 
 say "Settings: /etc/custody/dock.toml (kept if it is there)"
-run install -d -m 0750 "$(at /etc/custody)"
+run install -d -m 0755 "$(at /etc/custody)"   # a device's settings may live here too
 install_config "$SRC/docs/examples/dock.toml" /etc/custody/dock.toml 0640
 # Readable by the dock's group, writable by root only: the daemon cannot change its
-# own settings (nor the keys provisioning puts here).
-own_by root custody-dock "$(at /etc/custody)" "$(at /etc/custody/dock.toml)"
+# own settings (the keys provisioning puts in /etc/custody/dock are kept alike).
+own_by root custody-dock "$(at /etc/custody/dock.toml)"
 
 say "Mosquitto: the unit's broker (TLS with client certificates, ACLs)"
 install_file "$SRC/systemd/mosquitto-custody.conf" /etc/systemd/system/mosquitto.service.d/custody.conf 0644

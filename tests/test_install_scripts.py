@@ -90,8 +90,7 @@ def test_the_pi_install_places_units_users_settings_and_boot_config(pi_root):
     assert settings.stat().st_mode & 0o777 == 0o640
     # root's, readable by the recorder's group: the service reads but cannot change them
     gid = int(next(row[2] for row in rows if row[0] == "custody"))
-    for path in (settings, etc / "custody"):
-        assert (path.stat().st_uid, path.stat().st_gid) == (0, gid), path
+    assert (settings.stat().st_uid, settings.stat().st_gid) == (0, gid)
     boot = pi_root / "boot/firmware"
     assert (boot / "cmdline.txt").read_text() == CMDLINE.replace("console=serial0,115200 ", "")
     assert (boot / "config.txt").read_text().splitlines() == [
@@ -152,8 +151,8 @@ def test_the_dock_install_places_the_broker_drop_in_archive_and_units(tmp_path):
     uid, gid = int(dock[2]), int(dock[3])
     archive = (root / "srv/custody/archive").stat()
     assert (archive.st_uid, archive.st_gid, archive.st_mode & 0o777) == (uid, gid, 0o750)
-    for path in (etc / "custody/dock.toml", etc / "custody"):
-        assert (path.stat().st_uid, path.stat().st_gid) == (0, gid), path
+    settings = (etc / "custody/dock.toml").stat()
+    assert (settings.st_uid, settings.st_gid, settings.st_mode & 0o777) == (0, gid, 0o640)
 
 
 def test_the_installed_dock_settings_are_ones_the_dock_accepts():

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from device.config import RecorderConfig
 from protocol.envelope import parse_line, split_lines
-from tests.systemd.container import NSPAWN, ROOT, BootedSystem, install_venv, make_tree
+from tests.systemd.container import NSPAWN, BootedSystem
+from tests.systemd.installed import (
+    custody,
+    install_device,
+    journal_of,
+    new_tree,
+    provision,
+    user_id,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,57 +34,9 @@ pytestmark = [
 ]
 
 UNIT = "custody-recorder.service"
-SCENARIO = '[device]\nvideo = "320x180@10"\npre_record_seconds = 0\n\n[[at]]\nt = 0.5\ndo = "end"\n'
 #: What a confined service says when the confinement stops it.
 DENIALS = re.compile(r"denied|not permitted|read-only file system|seccomp|SIGSYS|"
                      r"Traceback|ERROR|unavailable", re.IGNORECASE)
-
-
-def custody(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "custody_cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def install_device(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A device installed by install-pi.sh into a tree, provisioned by ``custody sim``
-    (its store enrolled, its keys wrapped by the simulated board's OTP), set to run
-    on simulated hardware. Returns (tree, the store's mount on the host, trust.json)."""
-    (tmp_path / "scenario.toml").write_text(SCENARIO)
-    out = tmp_path / "sim"
-    r = custody("sim", tmp_path / "scenario.toml", "--out", out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    device_id = RecorderConfig.from_file(out / "recorder.toml").device_id
-
-    tree = make_tree(tmp_path / "tree")
-    r = subprocess.run([ROOT / "systemd/install-pi.sh", "--root", tree, "--device-id",
-                        device_id, "--serial", "none"], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    install_venv(tree)
-    (tree / "var/log/journal").mkdir(parents=True)  # kept, to be read after the poweroff
-
-    # Provisioning (docs/install-pi.md, "Still to do by hand"): the key and trust file
-    # where recorder.toml names them, readable by the recorder's group only.
-    etc = tree / "etc/custody"
-    gid = (etc / "recorder.toml").stat().st_gid
-    shutil.copy(out / "device-keys/signing.key", etc / "device.key")
-    shutil.copy(out / "keys/trust.json", etc / "trust.json")
-    shutil.copytree(out / "otp", etc / "otp")  # the simulated board's OTP (a Pi's is in silicon)
-    for path in (etc / "device.key", etc / "trust.json", etc / "otp", *(etc / "otp").iterdir()):
-        shutil.chown(path, 0, gid)
-        path.chmod(0o750 if path.is_dir() else 0o640)
-    config = RecorderConfig.from_file(etc / "recorder.toml").with_overrides({
-        "hardware": "sim", "otp_state_dir": "/etc/custody/otp", "video": "320x180@10",
-        "pre_record_seconds": 0, "segment_seconds": 2, "sim_epoch_unix_ns": time.time_ns()})
-    (etc / "recorder.toml").write_text(config.to_toml())
-    assert config.store == Path("/var/lib/custody/store")
-
-    # The store on a filesystem of its own, mounted at /var/lib/custody (as an SD card's
-    # data partition would be), so the shutdown has a store mount to take down.
-    mount = tmp_path / "store-mount"
-    mount.mkdir()
-    shutil.copytree(out / "device", mount / "store")
-    return tree, mount, out / "keys/trust.json"
 
 
 def main_pid(system: BootedSystem) -> int:
@@ -101,7 +57,9 @@ def press_record(system: BootedSystem) -> dict:
 
 
 def test_a_poweroff_while_recording_leaves_the_last_segment_sealed(tmp_path: Path):
-    tree, mount, trust = install_device(tmp_path)
+    unit = provision(tmp_path)
+    tree, mount = new_tree(tmp_path), tmp_path / "store-mount"
+    install_device(tree, unit, mount)
     started = time.monotonic()
     with BootedSystem(tree, binds=[f"{mount}:/var/lib/custody"]) as system:
         show = system.run("systemctl", "show", UNIT, "-p", "ActiveState", "-p", "SubState",
@@ -144,7 +102,7 @@ def test_a_poweroff_while_recording_leaves_the_last_segment_sealed(tmp_path: Pat
     # From outside: nothing left open, the recording closed by the shutdown, INTACT.
     store = mount / "store"
     assert not list((store / "pending").iterdir())
-    r = custody("verify", store, "--trust", trust, "--json")
+    r = custody("verify", store, "--trust", unit.trust, "--json")
     report = json.loads(r.stdout)
     assert r.returncode == 0 and report["verdict"] == "intact", r.stdout + r.stderr
     assert not report["gaps"] and not report["interruptions"], report
@@ -161,20 +119,3 @@ def test_a_poweroff_while_recording_leaves_the_last_segment_sealed(tmp_path: Pat
     stop = [line for line in journal.splitlines() if UNIT in line and
             re.search(r"timeout|SIGKILL|failed|Failed", line) and "Killing process" not in line]
     assert not stop, stop
-
-
-def user_id(tree: Path, name: str) -> int:
-    """``name``'s uid in the installed tree (made there by systemd-sysusers --root)."""
-    for line in (tree / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == name:
-            return int(fields[2])
-    raise AssertionError(f"no user {name} in the tree")
-
-
-def journal_of(tree: Path) -> str:
-    """The container's journal, read from the host after it has stopped."""
-    machine = (tree / "etc/machine-id").read_text().strip()
-    return subprocess.run(["journalctl", "--no-pager", "-o", "short-monotonic", "-D",
-                           tree / "var/log/journal" / machine], capture_output=True,
-                          text=True, timeout=60).stdout
