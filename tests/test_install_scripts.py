@@ -135,14 +135,25 @@ def test_bad_options_are_refused_by_name(pi_root):
 def test_the_dock_install_places_the_broker_drop_in_archive_and_units(tmp_path):
     root = tmp_path / "dock"
     broker = tmp_path / "custody.conf"
-    broker.write_text("listener 8883 127.0.0.1\n")
+    broker.write_text("persistence true\npersistence_location /etc/mosquitto/custody/data/\n"
+                      "listener 8883 127.0.0.1\n")
+    # Debian's mosquitto package (not installed under --root) made its user and group.
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "mosquitto.conf").write_text("u mosquitto - - /var/lib/mosquitto\n")
+    subprocess.run(["systemd-sysusers", f"--root={root}", str(tmp_path / "mosquitto.conf")],
+                   check=True, capture_output=True)
     run(DOCK, "--root", str(root), "--archive-device", "/dev/sdb1", "--mosquitto-conf", str(broker))
     etc = root / "etc"
     wants = etc / "systemd/system/multi-user.target.wants"
     assert os.readlink(wants / "custody-dock.service") == "/etc/systemd/system/custody-dock.service"
     assert (etc / "systemd/system/mosquitto.service.d/custody.conf").read_bytes() == \
         (ROOT / "systemd/mosquitto-custody.conf").read_bytes()
-    assert (etc / "mosquitto/conf.d/custody.conf").read_text() == "listener 8883 127.0.0.1\n"
+    broker_settings = etc / "mosquitto/conf.d/custody.conf"
+    # Debian's mosquitto.conf says where it persists: a second one would be refused.
+    assert broker_settings.read_text() == "listener 8883 127.0.0.1\n"
+    mosquitto_gid = int(next(line.split(":")[2] for line in (etc / "group").read_text()
+                             .splitlines() if line.startswith("mosquitto:")))
+    assert broker_settings.stat().st_gid == mosquitto_gid  # the broker starts as mosquitto
     fstab = (etc / "fstab").read_text()
     assert "/dev/sdb1 /srv/custody/archive ext4 nodev,nosuid,noexec 0 2" in fstab
     assert (root / "srv/custody/archive").is_dir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,9 @@ def put(source: Path, dest: Path, gid: int, mode: int = 0o640) -> None:
 
 def install_device(tree: Path, unit: Unit, store_mount: Path, **settings: object) -> None:
     """install-pi.sh into ``tree``, the device provisioned, running on simulated hardware
-    with ``settings``; its enrolled store copied to ``store_mount`` (to be bind-mounted
-    at /var/lib/custody, the store's own filesystem as an SD card's data partition is)."""
+    with ``settings`` (with a ``dock_url``, its TLS files too); its enrolled store copied
+    to ``store_mount`` (to be bind-mounted at /var/lib/custody, the store's own
+    filesystem as an SD card's data partition is)."""
     run_script("install-pi.sh", tree, "--device-id", unit.device_id, "--serial", "none")
     etc = tree / "etc/custody"
     gid = group_id(tree, "custody")
@@ -90,6 +92,8 @@ def install_device(tree: Path, unit: Unit, store_mount: Path, **settings: object
         put(secret, etc / "otp" / secret.name, gid)
     shutil.chown(etc / "otp", 0, gid)
     (etc / "otp").chmod(0o750)
+    if settings.get("dock_url"):
+        settings = {**device_tls(tree, unit), **settings}
     config = RecorderConfig.from_file(etc / "recorder.toml").with_overrides({
         "hardware": "sim", "otp_state_dir": "/etc/custody/otp", "video": "320x180@10",
         "pre_record_seconds": 0, "segment_seconds": 2, "sim_epoch_unix_ns": time.time_ns(),
@@ -132,12 +136,17 @@ def install_dock(tree: Path, unit: Unit, work: Path) -> None:
     (tree / "etc/mosquitto").mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/mosquitto/mosquitto.conf", tree / "etc/mosquitto/mosquitto.conf")
     # `custody provision mosquitto --out /etc/mosquitto/custody`, made here and moved in.
-    made = work / "broker"
-    r = custody("provision", "mosquitto", "--keys", unit.keys, "--out", made,
-                "--host", "127.0.0.1", "--port", BROKER_PORT)
-    assert r.returncode == 0, r.stdout + r.stderr
-    folder = tree / "etc/mosquitto/custody"
-    shutil.copytree(made, folder)
+    # (provision checks that user mosquitto can reach its folder: not under pytest's 0700)
+    made = Path(tempfile.mkdtemp(prefix="custody-broker-")) / "broker"
+    made.parent.chmod(0o755)
+    try:
+        r = custody("provision", "mosquitto", "--keys", unit.keys, "--out", made,
+                    "--host", "127.0.0.1", "--port", BROKER_PORT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        folder = tree / "etc/mosquitto/custody"
+        shutil.copytree(made, folder)
+    finally:
+        shutil.rmtree(made.parent)
     for path in [folder, *folder.rglob("*")]:
         if path.is_file():
             path.write_text(path.read_text().replace(str(made), "/etc/mosquitto/custody"))
