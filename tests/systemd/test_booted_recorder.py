@@ -80,8 +80,6 @@ def test_a_poweroff_while_recording_leaves_the_last_segment_sealed(tmp_path: Pat
         mounts = {line.split()[4]: line.split()[5].split(",")
                   for line in system.run("cat", f"/proc/{pid}/mountinfo").stdout.splitlines()}
         assert "ro" in mounts["/"] and "rw" in mounts["/var/lib/custody"], mounts
-        links = system.run("cat", f"/proc/{pid}/net/dev").stdout.splitlines()[2:]
-        assert [link.split(":")[0].strip() for link in links] == ["lo"], links  # no network
 
         assert press_record(system)["state"] == "recording"
         fed = watchdog_fed_at(system)
@@ -116,6 +114,13 @@ def test_a_poweroff_while_recording_leaves_the_last_segment_sealed(tmp_path: Pat
     ours = [line for line in journal.splitlines() if " custody[" in line]
     assert any("recording" in line and "stopped (shutdown)" in line for line in ours), ours
     assert not [line for line in ours if DENIALS.search(line)], ours
+    # The order the issue asks for: the recorder stopped (sealed) before its store's
+    # filesystem went (unmounted here; remounted read-only on a Pi's root).
+    lines = journal.splitlines()
+    stopped = next(i for i, line in enumerate(lines) if f"Stopped {UNIT}" in line)
+    unmounting = next(i for i, line in enumerate(lines)
+                      if "Unmounting var-lib-custody.mount" in line)
+    assert stopped < unmounting, lines[stopped - 3:unmounting + 1]
     stop = [line for line in journal.splitlines() if UNIT in line and
             re.search(r"timeout|SIGKILL|failed|Failed", line) and "Killing process" not in line]
     assert not stop, stop
