@@ -20,6 +20,7 @@ from protocol.envelope import parse_line, split_lines
 from tests.device.simrun import only_device_faults_unexplained
 from tests.systemd.container import NSPAWN, BootedSystem
 from tests.systemd.installed import (
+    DENIALS,
     custody,
     install_device,
     journal_of,
@@ -35,9 +36,6 @@ pytestmark = [
 ]
 
 UNIT = "custody-recorder.service"
-#: What a confined service says when the confinement stops it.
-DENIALS = re.compile(r"denied|not permitted|read-only file system|seccomp|SIGSYS|"
-                     r"Traceback|ERROR|unavailable", re.IGNORECASE)
 
 
 def main_pid(system: BootedSystem) -> int:
