@@ -9,7 +9,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc libportaudio2 ffmpeg \
 	mosquitto mosquitto-clients espeak-ng pulseaudio pulseaudio-utils \
-	libasound2-plugins sox openssl portaudio19-dev chromium chromium-driver picocom tmux fuse3
+	libasound2-plugins sox openssl portaudio19-dev chromium chromium-driver picocom tmux fuse3 \
+	systemd-container
 DEMO_OUT ?= demo-out
 # The voice-note prompts, synthesised with espeak-ng at install time.
 PROMPTS := $(VENV)/share/custody/prompts

@@ -93,6 +93,9 @@ def build_folder(directory: Path, wanted: dict, fill: Callable[[Path], None]) ->
     a reader never sees a half-built folder, and a failed build leaves the old one."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.building-", dir=directory.parent))
+    # mkdtemp makes it 0700: swapped in as is, only the builder (root, at install) could
+    # read it, never the service user that speaks the prompts.
+    staging.chmod(0o755)
     try:
         fill(staging)
         (staging / MANIFEST).write_text(json.dumps(wanted, ensure_ascii=False, indent=1),

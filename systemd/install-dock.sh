@@ -44,20 +44,32 @@ else
   note "no --archive-device: the archive is on the root filesystem"
 fi
 run install -d -m 0750 "$(at "$ARCHIVE")"
-if live; then
-  run chown custody-dock:custody-dock "$ARCHIVE"
-else
-  note "skipped under --root: chown custody-dock $ARCHIVE"
-fi
+own_by custody-dock custody-dock "$(at "$ARCHIVE")"
 
 say "Settings: /etc/custody/dock.toml (kept if it is there)"
-run install -d -m 0750 "$(at /etc/custody)"
+run install -d -m 0755 "$(at /etc/custody)"   # a device's settings may live here too
 install_config "$SRC/docs/examples/dock.toml" /etc/custody/dock.toml 0640
+# Readable by the dock's group, writable by root only: the daemon cannot change its
+# own settings (the keys provisioning puts in /etc/custody/dock are kept alike).
+own_by root custody-dock "$(at /etc/custody/dock.toml)"
 
 say "Mosquitto: the unit's broker (TLS with client certificates, ACLs)"
 install_file "$SRC/systemd/mosquitto-custody.conf" /etc/systemd/system/mosquitto.service.d/custody.conf 0644
 if [ -n "$MOSQUITTO_CONF" ]; then
-  install_file "$MOSQUITTO_CONF" /etc/mosquitto/conf.d/custody.conf 0640
+  # `custody provision mosquitto` writes a whole mosquitto.conf. Debian's own
+  # /etc/mosquitto/mosquitto.conf (which includes conf.d) already says where the broker
+  # persists (/var/lib/mosquitto, the drop-in's StateDirectory) and its pid file, and
+  # Mosquitto refuses a second persistence_location: those lines are left out.
+  printf '+ install %s as /etc/mosquitto/conf.d/custody.conf without its persistence and pid_file lines\n' "$MOSQUITTO_CONF"
+  if [ "$DRY_RUN" = 0 ]; then
+    install -d -m 0755 "$(at /etc/mosquitto/conf.d)"
+    sed -E '/^(persistence|persistence_location|pid_file)([[:space:]]|$)/d' "$MOSQUITTO_CONF" \
+      >"$(at /etc/mosquitto/conf.d/custody.conf)"
+    chmod 0640 "$(at /etc/mosquitto/conf.d/custody.conf)"
+  fi
+  # The drop-in starts the broker as mosquitto, not as root that drops to it: its
+  # settings must be readable by that user (Debian's package made it).
+  own_by root mosquitto "$(at /etc/mosquitto/conf.d/custody.conf)"
 else
   note "no --mosquitto-conf: put the broker settings from 'custody provision' in /etc/mosquitto/conf.d/custody.conf"
 fi

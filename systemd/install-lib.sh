@@ -100,6 +100,27 @@ make_venv() {
   fi
 }
 
+# id_of passwd|group NAME: NAME's numeric id in the target system (under --root too,
+# where the name means nothing to the running system's chown).
+id_of() {
+  if [ "$2" = root ]; then echo 0; else awk -F: -v n="$2" '$1 == n { print $3 }' "$(at "/etc/$1")" 2>/dev/null || true; fi
+}
+
+# own_by USER GROUP PATH...: chown, by the ids USER and GROUP have in the target system
+# (root is 0). Under --dry-run the users may not exist yet: printed by name.
+own_by() {
+  local user=$1 group=$2 uid gid; shift 2
+  uid=$(id_of passwd "$user"); gid=$(id_of group "$group")
+  if [ "$DRY_RUN" = 1 ]; then
+    run chown "$user:$group" "$@"
+  else
+    [ -n "$uid" ] || die "no user $user in $(at /etc/passwd)"
+    [ -n "$gid" ] || die "no group $group in $(at /etc/group)"
+    printf '+ chown %s:%s (%s:%s) %s\n' "$user" "$group" "$uid" "$gid" "$*"
+    chown "$uid:$gid" "$@"
+  fi
+}
+
 make_users() {
   install_file "$1" "/usr/lib/sysusers.d/$(basename "$1" .sysusers).conf" 0644
   live || run mkdir -p "$(at /etc)"

@@ -56,7 +56,8 @@ say "Settings: /etc/custody/recorder.toml (kept if it is there)"
 if [ -e "$(at /etc/custody/recorder.toml)" ]; then
   note "keeping the existing /etc/custody/recorder.toml"
 else
-  run install -d -m 0750 "$(at /etc/custody)"
+  # 0755: a dock's settings may live here too; each file says who may read it.
+  run install -d -m 0755 "$(at /etc/custody)"
   printf '+ write /etc/custody/recorder.toml from docs/examples/recorder.toml\n'
   if [ "$DRY_RUN" = 0 ]; then
     sed "s/^device_id = .*/device_id = \"${DEVICE_ID:-DEVICE-ID}\"/" \
@@ -65,6 +66,9 @@ else
   fi
   [ -n "$DEVICE_ID" ] || note "set device_id in /etc/custody/recorder.toml before starting"
 fi
+# Readable by the recorder's group, writable by root only: the service cannot change
+# its own settings (the key and trust file provisioning puts here are kept alike).
+own_by root custody "$(at /etc/custody/recorder.toml)"
 
 say "Serial maintenance console: $SERIAL${TTY:+ on $TTY}"
 case "$SERIAL" in

@@ -88,6 +88,9 @@ def test_the_pi_install_places_units_users_settings_and_boot_config(pi_root):
     settings = etc / "custody/recorder.toml"
     assert 'device_id = "BWC-7"' in settings.read_text()
     assert settings.stat().st_mode & 0o777 == 0o640
+    # root's, readable by the recorder's group: the service reads but cannot change them
+    gid = int(next(row[2] for row in rows if row[0] == "custody"))
+    assert (settings.stat().st_uid, settings.stat().st_gid) == (0, gid)
     boot = pi_root / "boot/firmware"
     assert (boot / "cmdline.txt").read_text() == CMDLINE.replace("console=serial0,115200 ", "")
     assert (boot / "config.txt").read_text().splitlines() == [
@@ -132,19 +135,35 @@ def test_bad_options_are_refused_by_name(pi_root):
 def test_the_dock_install_places_the_broker_drop_in_archive_and_units(tmp_path):
     root = tmp_path / "dock"
     broker = tmp_path / "custody.conf"
-    broker.write_text("listener 8883 127.0.0.1\n")
+    broker.write_text("persistence true\npersistence_location /etc/mosquitto/custody/data/\n"
+                      "listener 8883 127.0.0.1\n")
+    # Debian's mosquitto package (not installed under --root) made its user and group.
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "mosquitto.conf").write_text("u mosquitto - - /var/lib/mosquitto\n")
+    subprocess.run(["systemd-sysusers", f"--root={root}", str(tmp_path / "mosquitto.conf")],
+                   check=True, capture_output=True)
     run(DOCK, "--root", str(root), "--archive-device", "/dev/sdb1", "--mosquitto-conf", str(broker))
     etc = root / "etc"
     wants = etc / "systemd/system/multi-user.target.wants"
     assert os.readlink(wants / "custody-dock.service") == "/etc/systemd/system/custody-dock.service"
     assert (etc / "systemd/system/mosquitto.service.d/custody.conf").read_bytes() == \
         (ROOT / "systemd/mosquitto-custody.conf").read_bytes()
-    assert (etc / "mosquitto/conf.d/custody.conf").read_text() == "listener 8883 127.0.0.1\n"
+    broker_settings = etc / "mosquitto/conf.d/custody.conf"
+    # Debian's mosquitto.conf says where it persists: a second one would be refused.
+    assert broker_settings.read_text() == "listener 8883 127.0.0.1\n"
+    mosquitto_gid = int(next(line.split(":")[2] for line in (etc / "group").read_text()
+                             .splitlines() if line.startswith("mosquitto:")))
+    assert broker_settings.stat().st_gid == mosquitto_gid  # the broker starts as mosquitto
     fstab = (etc / "fstab").read_text()
     assert "/dev/sdb1 /srv/custody/archive ext4 nodev,nosuid,noexec 0 2" in fstab
     assert (root / "srv/custody/archive").is_dir()
-    assert "custody-dock:x:" in (etc / "passwd").read_text()
-    assert (etc / "custody/dock.toml").is_file()
+    dock = next(line.split(":") for line in (etc / "passwd").read_text().splitlines()
+                if line.startswith("custody-dock:"))
+    uid, gid = int(dock[2]), int(dock[3])
+    archive = (root / "srv/custody/archive").stat()
+    assert (archive.st_uid, archive.st_gid, archive.st_mode & 0o777) == (uid, gid, 0o750)
+    settings = (etc / "custody/dock.toml").stat()
+    assert (settings.st_uid, settings.st_gid, settings.st_mode & 0o777) == (0, gid, 0o640)
 
 
 def test_the_installed_dock_settings_are_ones_the_dock_accepts():

@@ -98,10 +98,15 @@ def test_the_mosquitto_drop_in_hardens_debians_broker_unit(tmp_path):
     assert after <= EXPOSURE_LIMIT < before
 
 
-def test_the_recorder_has_no_network_and_writes_only_its_store():
+def test_the_recorder_reaches_only_private_networks_and_writes_only_its_store():
+    # It offloads to dock_url and publishes to mqtt_broker itself (tests/systemd/
+    # test_booted_dock.py): IP, but only loopback, link-local and the private ranges.
     service = unit("custody-recorder.service")["Service"]
-    assert service["PrivateNetwork"] == "yes" and service["IPAddressDeny"] == "any"
-    assert set(service["RestrictAddressFamilies"].split()) <= {"AF_UNIX", "AF_NETLINK"}
+    assert "PrivateNetwork" not in service and service["IPAddressDeny"] == "any"
+    assert set(service["IPAddressAllow"].split()) == {
+        "localhost", "link-local", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+    assert set(service["RestrictAddressFamilies"].split()) <= {
+        "AF_UNIX", "AF_NETLINK", "AF_INET", "AF_INET6"}
     assert service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"].split() == ["/var/lib/custody"]
     assert service["User"] != "root" and service["NoNewPrivileges"] == "yes"

@@ -228,6 +228,10 @@ class WatchedTLSSite(web.BaseSite):
             else:  # not TLS, or the link went: nothing to say about a device
                 log.info("TLS handshake with %s failed: %s", peer, e)
             return
+        if tls is None:  # start_tls gives None when the peer went mid-handshake (a probe)
+            transport.close()
+            log.info("TLS handshake with %s: the peer closed the connection", peer)
+            return
         server = self._runner.server
         assert server is not None
         app = server()

@@ -19,3 +19,13 @@ def test_a_missing_espeak_is_an_error_saying_how_to_install_it(monkeypatch) -> N
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RuntimeError, match="apt install espeak-ng"):
         espeak(["hello"], voice="en", speed_wpm=150)
+
+
+def test_a_built_folder_is_readable_by_the_service_user_not_only_its_builder(tmp_path) -> None:
+    # Built by root at install time, spoken by the recorder's own user (the booted
+    # test found a 0700 folder: the prompts were "unavailable" under systemd).
+    from hardware.espeak import build_folder
+
+    folder = tmp_path / "prompts"
+    build_folder(folder, {"v": 1}, lambda staging: (staging / "a.wav").write_bytes(b"x"))
+    assert folder.stat().st_mode & 0o777 == 0o755
