@@ -87,6 +87,8 @@ class Segmenter:
         on_fragment_end: Callable[[int, FragmentInfo], None] | None = None,
         on_segment_end: Callable[[int, SegmentSummary], None] | None = None,
         max_fragment_us: int = MAX_FRAGMENT_US,
+        tail_wait_us: int = 10_000_000,
+        on_audio_dropped: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if segment_us <= 0:
             raise ValueError("segment_us must be positive")
@@ -98,14 +100,20 @@ class Segmenter:
         self._on_fragment_end = on_fragment_end
         self._on_segment_end = on_segment_end
         self._max_fragment_us = max_fragment_us
+        self._tail_wait_us = tail_wait_us
+        self._on_audio_dropped = on_audio_dropped
 
         self.summaries: list[SegmentSummary] = []
         self.video_frames_dropped = 0  # non-keyframes before the span's first keyframe
-        self.audio_samples_dropped = 0  # only if the microphone stalled past a cut
+        self.audio_samples_dropped = 0  # only if the microphone stalled past tail_wait_us
         #: After :meth:`close`: audio held for a segment that never began (no keyframe
         #: came), for the caller to put elsewhere (an audio-only segment), not dropped.
         self.unplaced_audio: list[AudioBlock] = []
         self._muxer: SegmentMuxer | None = None
+        # Finished segments still open for the audio before their cut (a late
+        # microphone), oldest first: (muxer, cut_us).
+        self._tails: deque[tuple[SegmentMuxer, int]] = deque()
+        self._dropped: tuple[int, int, int] | None = None  # (first_us, end_us, samples)
         self._segment_start_us = 0  # capture time of the current segment's first keyframe
         self._pending_video: deque[VideoFrame] = deque()
         self._pending_audio: deque[AudioBlock] = deque()
@@ -137,6 +145,8 @@ class Segmenter:
         self._pump(final=True)
         if self._muxer is not None:
             self._route_audio_before(None)
+            self._end_dropped()
+            self._finish_tails(None)
             self._finish_segment()
         else:  # no keyframe came (a camera late to start): the caller places this audio
             self.unplaced_audio = list(self._pending_audio)
@@ -155,6 +165,11 @@ class Segmenter:
                 break
             self._pending_video.popleft()
             self._take_video(frame)
+        if self._tails and not final:  # a microphone late past a cut: wait, but not forever
+            assert self._muxer is not None
+            self._route_audio_before(self._segment_start_us)  # no cut to wait for there
+            newest_us = max(self._latest_video_us or 0, self._audio_until_us or 0)
+            self._finish_tails(newest_us - self._tail_wait_us)
         # A stalled camera must not hold the audio back forever either.
         if self._muxer is not None and self._audio_until_us is not None and not final:
             held_since_us = max(self._latest_video_us or 0, self._segment_start_us)
@@ -172,14 +187,20 @@ class Segmenter:
             self._start_segment(frame, origin_us)
         elif frame.keyframe and frame.timestamp_us - self._segment_start_us >= self._segment_us:
             self._route_audio_before(frame.timestamp_us)
-            self._finish_segment()
+            assert self._muxer is not None
+            if self._audio_rate is not None and (self._audio_until_us or 0) < frame.timestamp_us:
+                # The microphone is late: this segment waits for its audio (kept, not dropped).
+                self._tails.append((self._muxer, frame.timestamp_us))
+                self._muxer = None
+            else:
+                self._finish_segment()
             self._start_segment(frame, frame.timestamp_us)
         assert self._muxer is not None
         self._muxer.add_video(frame)
         self._route_audio_before(frame.timestamp_us)
 
     def _start_segment(self, frame: VideoFrame, origin_us: int) -> None:
-        number = len(self.summaries)
+        number = len(self.summaries) + len(self._tails)  # those waiting end first
         on_fragment_end = None
         if self._on_fragment_end is not None:
             callback = self._on_fragment_end
@@ -199,31 +220,73 @@ class Segmenter:
 
     def _finish_segment(self) -> None:
         assert self._muxer is not None
-        summary = self._muxer.close()
-        self._muxer = None
+        muxer, self._muxer = self._muxer, None
+        self._finish(muxer)
+
+    def _finish(self, muxer: SegmentMuxer) -> None:
+        summary = muxer.close()
         self.summaries.append(summary)
         if self._on_segment_end is not None:
             self._on_segment_end(len(self.summaries) - 1, summary)
 
+    def _finish_tails(self, before_us: int | None) -> None:
+        """Finish the waiting segments whose cut is at or before ``before_us`` (None: all),
+        oldest first: segments end in their order."""
+        while self._tails and (before_us is None or self._tails[0][1] <= before_us):
+            self._finish(self._tails.popleft()[0])
+
     def _route_audio_before(self, cut_us: int | None) -> None:
-        """Give the current segment every held sample captured before ``cut_us`` (None: all)."""
+        """Give every held sample captured before ``cut_us`` (None: all) to the segment
+        its capture time belongs to: a waiting one (before its cut) or the current."""
         assert self._muxer is not None and self._muxer.origin_us is not None
-        origin_us = self._muxer.origin_us
         while self._pending_audio:
-            block = self._pending_audio.popleft()
+            block: AudioBlock | None = self._pending_audio.popleft()
+            assert block is not None
             if cut_us is not None:
                 block, rest = split_audio_block(block, cut_us)
                 if rest is not None:
                     self._pending_audio.appendleft(rest)
             if block is None:
                 break
-            # Samples older than this segment belonged to one already finished: that
-            # only happens when the microphone stalled longer than max_wait_us.
-            late, block = split_audio_block(block, origin_us)
+            # Older than every open segment: the one it belonged to was finished
+            # (the microphone was later than tail_wait_us), or it is from before
+            # the span's first segment. Dropped, and said.
+            oldest_us = self._tails[0][0].origin_us if self._tails else self._muxer.origin_us
+            assert oldest_us is not None
+            late, block = split_audio_block(block, oldest_us)
             if late is not None:
-                self.audio_samples_dropped += len(late.samples)
+                self._drop(late)
+            for muxer, tail_cut_us in self._tails:
+                if block is None:
+                    break
+                mine, block = split_audio_block(block, tail_cut_us)
+                if mine is not None:
+                    self._end_dropped()
+                    muxer.add_audio(mine)
             if block is not None:
+                self._end_dropped()
                 self._muxer.add_audio(block)
+        # Every sample before this has been placed: the segments cut there are whole.
+        placed_us = self._audio_until_us
+        if placed_us is not None and cut_us is not None:
+            placed_us = min(placed_us, cut_us)
+        if placed_us is not None:
+            self._finish_tails(placed_us)
+
+    def _drop(self, late: AudioBlock) -> None:
+        self.audio_samples_dropped += len(late.samples)
+        if self._dropped is None:
+            self._dropped = (late.timestamp_us, late.end_us, len(late.samples))
+        else:
+            first_us, _, samples = self._dropped
+            self._dropped = (first_us, late.end_us, samples + len(late.samples))
+
+    def _end_dropped(self) -> None:
+        """A stretch of dropped audio has ended: tell the caller, once for the stretch."""
+        if self._dropped is not None:
+            dropped, self._dropped = self._dropped, None
+            if self._on_audio_dropped is not None:
+                self._on_audio_dropped(*dropped)
 
     def _check_open(self) -> None:
         if self._closed:
