@@ -15,8 +15,9 @@ The rule, per recording:
   device without a microphone, or one silent from the start: the device's
   watchdog declares that with a ``mic_fault``); nothing is judged.
 * The first segment of a span may begin before the span's ``record_start`` or
-  ``resume`` entry (its pre-record buffer): audio from before that entry's
-  time is optional (``pre_record_audio``, a microphone started late) and
+  ``resume`` entry, by up to the recording's ``pre_record_seconds`` (its
+  pre-record buffer): audio from before that entry's time is optional
+  (``pre_record_audio`` off, a microphone started after the camera) and
   counts as held.
 * A shortfall above the tolerance is an *audio gap*. It is declared by an
   interruption of the recording that lies in the ledger between the segment
@@ -26,7 +27,7 @@ The rule, per recording:
 
 Pure: entries in, gaps and findings out.
 
-    >>> track = AudioTrack(tolerance_ns=250_000_000)
+    >>> track = AudioTrack(tolerance_ns=250_000_000, pre_record_ns=0)
     >>> track.span_begins(0)
     >>> track.segment(7, first_ns=0, last_ns=9 * 10**8, period_ns=10**8,
     ...               samples=48_000, rate=48_000, interruption=None)
@@ -45,6 +46,7 @@ class AudioTrack:
     """One recording's audio coverage, as its entries come (ledger order)."""
 
     tolerance_ns: int
+    pre_record_ns: int  # the recording's pre_record_seconds
     recording: int = 0
     gaps: list[AudioGap] = field(default_factory=list)  # every audio gap found, in order
     heard: bool = False  # some segment of it held audio: it records sound
@@ -67,7 +69,7 @@ class AudioTrack:
             return []
         duration_ns = last_ns - first_ns + period_ns
         if span_from is not None:  # the pre-record part of a span's first segment
-            duration_ns -= min(max(0, span_from - first_ns), duration_ns)
+            duration_ns -= min(max(0, span_from - first_ns), self.pre_record_ns, duration_ns)
         shortfall_ns = duration_ns - samples * 1_000_000_000 // rate
         if shortfall_ns <= self.tolerance_ns:
             self._open = None

@@ -459,7 +459,9 @@ class _LedgerCheck:
             self.report.between_recordings.append({"after": prev.recording, "before": seq,
                                                    "seconds": seconds, "clock": clock})
         self.recordings[seq] = self.last_recording = rec
-        self.audio[seq] = AudioTrack(self.policy.audio_tolerance_ns, seq, self.report.audio_gaps)
+        self.audio[seq] = AudioTrack(self.policy.audio_tolerance_ns,
+                                     _seconds_ns(body.pre_record_seconds), seq,
+                                     self.report.audio_gaps)
         self.audio[seq].span_begins(signed.entry.time.utc_ns)
         self.report.recordings.append(rec)
 
@@ -548,6 +550,14 @@ class _LedgerCheck:
                 rep = self.interruptions[gap.interruption]
                 gap.voice_note, gap.explained = rep.voice_note, rep.explained
         self.report.verdict = verdict_of(self.report.findings)
+
+
+def _seconds_ns(seconds: float) -> int:
+    """A length in seconds as written (any number), in ns: 0 unless finite and positive."""
+    try:
+        return max(0, int(seconds * 1_000_000_000))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _span_clock(signed: SignedEntry) -> tuple[str, int]:
