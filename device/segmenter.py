@@ -105,7 +105,7 @@ class Segmenter:
 
         self.summaries: list[SegmentSummary] = []
         self.video_frames_dropped = 0  # non-keyframes before the span's first keyframe
-        self.audio_samples_dropped = 0  # only if the microphone stalled past tail_wait_us
+        self.audio_samples_dropped = 0  # audio no open segment could take (on_audio_dropped)
         #: After :meth:`close`: audio held for a segment that never began (no keyframe
         #: came), for the caller to put elsewhere (an audio-only segment), not dropped.
         self.unplaced_audio: list[AudioBlock] = []
