@@ -59,6 +59,14 @@ class Segmenter:
     on without it. Audio captured before the span's first keyframe goes into
     the first segment, whose origin then moves back to that audio.
 
+    A microphone later than that (a starved audio thread, a USB hiccup) does
+    not lose the sound of a segment's last moments: the cut waits for the
+    audio to reach it — the segment goes on to a later keyframe — but no more
+    than ``late_audio_wait_us`` past where it was due. Only audio later still,
+    or from before the span's first segment, is dropped: each such stretch is
+    counted in ``audio_samples_dropped`` and given to ``on_audio_dropped(first_us,
+    end_us, samples)`` for the caller to declare (ADR 0064).
+
     ``open_sink(n)`` gives the sink for segment ``n`` (0, 1, ...);
     ``on_segment_end(n, summary)`` runs once segment ``n`` is finished, which is
     where the caller seals and closes that sink.
@@ -87,7 +95,7 @@ class Segmenter:
         on_fragment_end: Callable[[int, FragmentInfo], None] | None = None,
         on_segment_end: Callable[[int, SegmentSummary], None] | None = None,
         max_fragment_us: int = MAX_FRAGMENT_US,
-        tail_wait_us: int = 10_000_000,
+        late_audio_wait_us: int = 10_000_000,
         on_audio_dropped: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if segment_us <= 0:
@@ -100,7 +108,7 @@ class Segmenter:
         self._on_fragment_end = on_fragment_end
         self._on_segment_end = on_segment_end
         self._max_fragment_us = max_fragment_us
-        self._tail_wait_us = tail_wait_us
+        self._late_audio_wait_us = late_audio_wait_us
         self._on_audio_dropped = on_audio_dropped
 
         self.summaries: list[SegmentSummary] = []
@@ -110,9 +118,6 @@ class Segmenter:
         #: came), for the caller to put elsewhere (an audio-only segment), not dropped.
         self.unplaced_audio: list[AudioBlock] = []
         self._muxer: SegmentMuxer | None = None
-        # Finished segments still open for the audio before their cut (a late
-        # microphone), oldest first: (muxer, cut_us).
-        self._tails: deque[tuple[SegmentMuxer, int]] = deque()
         self._dropped: tuple[int, int, int] | None = None  # (first_us, end_us, samples)
         self._segment_start_us = 0  # capture time of the current segment's first keyframe
         self._pending_video: deque[VideoFrame] = deque()
@@ -146,7 +151,6 @@ class Segmenter:
         if self._muxer is not None:
             self._route_audio_before(None)
             self._end_dropped()
-            self._finish_tails(None)
             self._finish_segment()
         else:  # no keyframe came (a camera late to start): the caller places this audio
             self.unplaced_audio = list(self._pending_audio)
@@ -165,11 +169,6 @@ class Segmenter:
                 break
             self._pending_video.popleft()
             self._take_video(frame)
-        if self._tails and not final:  # a microphone late past a cut: wait, but not forever
-            assert self._muxer is not None
-            self._route_audio_before(self._segment_start_us)  # no cut to wait for there
-            newest_us = max(self._latest_video_us or 0, self._audio_until_us or 0)
-            self._finish_tails(newest_us - self._tail_wait_us)
         # A stalled camera must not hold the audio back forever either.
         if self._muxer is not None and self._audio_until_us is not None and not final:
             held_since_us = max(self._latest_video_us or 0, self._segment_start_us)
@@ -185,22 +184,26 @@ class Segmenter:
             if self._pending_audio:
                 origin_us = min(origin_us, self._pending_audio[0].timestamp_us)
             self._start_segment(frame, origin_us)
-        elif frame.keyframe and frame.timestamp_us - self._segment_start_us >= self._segment_us:
+        elif frame.keyframe and self._cut_due(frame.timestamp_us):
             self._route_audio_before(frame.timestamp_us)
-            assert self._muxer is not None
-            if self._audio_rate is not None and (self._audio_until_us or 0) < frame.timestamp_us:
-                # The microphone is late: this segment waits for its audio (kept, not dropped).
-                self._tails.append((self._muxer, frame.timestamp_us))
-                self._muxer = None
-            else:
-                self._finish_segment()
+            self._finish_segment()
             self._start_segment(frame, frame.timestamp_us)
         assert self._muxer is not None
         self._muxer.add_video(frame)
         self._route_audio_before(frame.timestamp_us)
 
+    def _cut_due(self, keyframe_us: int) -> bool:
+        """Whether to cut at this keyframe: the segment is long enough, and the audio
+        from before it has come (a late microphone is waited for, but not forever)."""
+        elapsed_us = keyframe_us - self._segment_start_us
+        if elapsed_us < self._segment_us:
+            return False
+        heard_us = self._audio_until_us or 0
+        return (self._audio_rate is None or heard_us >= keyframe_us
+                or elapsed_us >= self._segment_us + self._late_audio_wait_us)
+
     def _start_segment(self, frame: VideoFrame, origin_us: int) -> None:
-        number = len(self.summaries) + len(self._tails)  # those waiting end first
+        number = len(self.summaries)
         on_fragment_end = None
         if self._on_fragment_end is not None:
             callback = self._on_fragment_end
@@ -220,58 +223,33 @@ class Segmenter:
 
     def _finish_segment(self) -> None:
         assert self._muxer is not None
-        muxer, self._muxer = self._muxer, None
-        self._finish(muxer)
-
-    def _finish(self, muxer: SegmentMuxer) -> None:
-        summary = muxer.close()
+        summary = self._muxer.close()
+        self._muxer = None
         self.summaries.append(summary)
         if self._on_segment_end is not None:
             self._on_segment_end(len(self.summaries) - 1, summary)
 
-    def _finish_tails(self, before_us: int | None) -> None:
-        """Finish the waiting segments whose cut is at or before ``before_us`` (None: all),
-        oldest first: segments end in their order."""
-        while self._tails and (before_us is None or self._tails[0][1] <= before_us):
-            self._finish(self._tails.popleft()[0])
-
     def _route_audio_before(self, cut_us: int | None) -> None:
-        """Give every held sample captured before ``cut_us`` (None: all) to the segment
-        its capture time belongs to: a waiting one (before its cut) or the current."""
+        """Give the current segment every held sample captured before ``cut_us`` (None: all)."""
         assert self._muxer is not None and self._muxer.origin_us is not None
+        origin_us = self._muxer.origin_us
         while self._pending_audio:
-            block: AudioBlock | None = self._pending_audio.popleft()
-            assert block is not None
+            block = self._pending_audio.popleft()
             if cut_us is not None:
                 block, rest = split_audio_block(block, cut_us)
                 if rest is not None:
                     self._pending_audio.appendleft(rest)
             if block is None:
                 break
-            # Older than every open segment: the one it belonged to was finished
-            # (the microphone was later than tail_wait_us), or it is from before
-            # the span's first segment. Dropped, and said.
-            oldest_us = self._tails[0][0].origin_us if self._tails else self._muxer.origin_us
-            assert oldest_us is not None
-            late, block = split_audio_block(block, oldest_us)
+            # Older than this segment: the one it belonged to was finished (the
+            # microphone later than late_audio_wait_us), or it is from before the
+            # span's first segment. Dropped, and said.
+            late, block = split_audio_block(block, origin_us)
             if late is not None:
                 self._drop(late)
-            for muxer, tail_cut_us in self._tails:
-                if block is None:
-                    break
-                mine, block = split_audio_block(block, tail_cut_us)
-                if mine is not None:
-                    self._end_dropped()
-                    muxer.add_audio(mine)
             if block is not None:
                 self._end_dropped()
                 self._muxer.add_audio(block)
-        # Every sample before this has been placed: the segments cut there are whole.
-        placed_us = self._audio_until_us
-        if placed_us is not None and cut_us is not None:
-            placed_us = min(placed_us, cut_us)
-        if placed_us is not None:
-            self._finish_tails(placed_us)
 
     def _drop(self, late: AudioBlock) -> None:
         self.audio_samples_dropped += len(late.samples)

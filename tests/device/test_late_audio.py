@@ -24,6 +24,7 @@ from hardware.frames import AudioBlock, VideoFrame
 from protocol.entries import RecordStart
 from tests.conftest import Unit
 from tests.device.conftest import AUDIO_RATE, FPS, HEIGHT, WIDTH, EncodedClip, audio_blocks
+from tests.device.simrun import recorder_on_sim
 from tests.device.test_stage_gaps import segments, stages
 
 S = 1_000_000  # µs
@@ -106,10 +107,10 @@ def test_a_segment_cut_while_the_microphone_is_late_keeps_its_sound(
 
 def test_sound_too_late_for_its_segment_is_declared_where_it_was_lost(
         unit: Unit, clip: EncodedClip, pcm: np.ndarray) -> None:
-    """A microphone 12 s late: the segment cut at 2 s waited 10 s for its last half
-    second and was sealed without it. That half second is a declared hole
-    (``mic_fault``, ``audio_late``) from where it begins; the later segments, still
-    open, keep their sound."""
+    """A microphone 12 s late: the cut due at 2 s waited 10 s for the sound (the
+    segment went on to 12 s) and then came without it. The 10.5 s of sound that
+    came after are a declared hole (``mic_fault``, ``audio_late``) from where they
+    begin; the next segment keeps its sound."""
     with stages(unit) as rec:
         press_us = monotonic_us() - 30 * S
         frames, blocks = capture(clip, pcm, press_us, 16)
@@ -117,7 +118,7 @@ def test_sound_too_late_for_its_segment_is_declared_where_it_was_lost(
         items = delivered(frames, blocks, stall_us, press_us + 135 * S // 10)
         session = record(rec, items, press_us, mic_fault_at_us=stall_us + S)
         dropped, offset_ns = rec.stats.dropped_samples, rec.appender.utc_offset_ns
-    assert dropped == pytest.approx(AUDIO_RATE // 2, abs=2500)  # 1.5 s to the cut at 2 s
+    assert dropped == pytest.approx(105 * AUDIO_RATE // 10, abs=2500)  # 1.5 s to 12 s
     recording = session.seq.result(0)
     kept = segments(unit, recording)
     assert sum(s.audio_samples for s in kept) == sum(len(b.samples) for b in blocks) - dropped
@@ -129,11 +130,12 @@ def test_sound_too_late_for_its_segment_is_declared_where_it_was_lost(
     first_lost_us = next(b.timestamp_us for b in blocks if b.end_us >= stall_us)
     assert cut.cut_utc_ns == first_lost_us * 1000 + offset_ns
     assert cut.resumed_by is not None
-    # The hole is in the first segment's sound, declared; every other segment is whole.
+    # The hole is in the first segment's sound, declared; the other segment is whole.
+    assert kept[1].first_capture_utc_ns == (press_us + 12 * S) * 1000 + offset_ns
     [hole] = report.audio_gaps
     assert hole.declared and hole.seq == next(
         e.entry.seq for e in unit.entries() if e.entry.body == kept[0])
-    assert hole.seconds == pytest.approx(0.5, abs=0.06)
+    assert hole.seconds == pytest.approx(10.5, abs=0.06)
 
 
 def feed(segmenter: Segmenter, items: list[VideoFrame | AudioBlock]) -> None:
@@ -146,16 +148,16 @@ def feed(segmenter: Segmenter, items: list[VideoFrame | AudioBlock]) -> None:
 
 def test_the_segmenter_keeps_a_late_tail_and_says_what_it_drops(
         clip: EncodedClip, pcm: np.ndarray) -> None:
-    """The segmenter alone: a late tail is placed in the segment it belongs to, in
-    order; audio older than every open segment is dropped, counted and given to
+    """The segmenter alone: a cut waits for late audio, which lands in the segment it
+    belongs to; audio later than the wait is dropped, counted and given to
     ``on_audio_dropped`` once per stretch."""
     frames, blocks = capture(clip, pcm, 10 * S, 7)
     said: list[tuple[int, int, int]] = []
     ended: list[int] = []
 
-    def segmenter(tail_wait_us: int) -> Segmenter:
+    def segmenter(wait_us: int) -> Segmenter:
         return Segmenter(lambda n: io.BytesIO(), width=WIDTH, height=HEIGHT, fps=FPS,
-                         segment_us=2 * S, tail_wait_us=tail_wait_us,
+                         segment_us=2 * S, late_audio_wait_us=wait_us,
                          on_segment_end=lambda n, _: ended.append(n),
                          on_audio_dropped=lambda *x: said.append(x))
 
@@ -164,16 +166,60 @@ def test_the_segmenter_keeps_a_late_tail_and_says_what_it_drops(
     summaries = kept.close()
     assert kept.audio_samples_dropped == 0 and said == []
     assert sum(s.audio_samples for s in summaries) == sum(len(b.samples) for b in blocks)
-    assert summaries[0].last_sample_timestamp_us < 12 * S <= summaries[1].first_sample_timestamp_us
+    # The cut due at 12 s came at the next keyframe (13 s), once the sound had.
+    assert [s.origin_us for s in summaries[:2]] == [10 * S, 13 * S]
+    assert summaries[0].last_sample_timestamp_us <= 13 * S <= summaries[1].first_sample_timestamp_us
     assert ended == list(range(len(summaries)))
 
     ended.clear()
-    short = segmenter(S // 2)  # gives up on a tail half a second after its cut
-    feed(short, delivered(frames, blocks, 11 * S + S // 2, 13 * S))
+    short = segmenter(S // 2)  # waits for the sound half a second past the cut due
+    feed(short, delivered(frames, blocks, 11 * S + S // 2, 14 * S + S // 2))
     summaries = short.close()
     [(first_us, end_us, samples)] = said
     assert samples == short.audio_samples_dropped > 0
-    assert first_us >= 11 * S + S // 2 - 60_000 and abs(end_us - 12 * S) <= 21
+    assert first_us >= 11 * S + S // 2 - 60_000 and abs(end_us - 13 * S) <= 21
     assert sum(s.audio_samples for s in summaries) + samples == sum(len(b.samples)
                                                                    for b in blocks)
     assert ended == list(range(len(summaries)))
+
+
+def test_a_cut_while_a_segment_waits_for_its_sound_is_declared(
+        unit: Unit, clip: EncodedClip, pcm: np.ndarray) -> None:
+    """The power goes while the cut due at 2 s still waits for the sound (the
+    microphone silent since 1.5 s, its watchdog's fault declared): at the next
+    start the one open segment is recovered from its durable fragments and the
+    cut declared; every hole, in the video or in the sound, is a declared one."""
+    with stages(unit) as rec:
+        router, q = rec.router, rec.router.queue
+        press_us = monotonic_us() - 30 * S
+        frames, blocks = capture(clip, pcm, press_us, 4)
+        session = Session()
+        router.begin(session, False, RecordStart(trigger="button", category="scene",
+                                                 officer="PC-0042", pre_record_seconds=0),
+                     rec.appender.utc_offset_ns, press_us)
+        faulted = False
+        heard = [b for b in blocks if b.end_us < press_us + 15 * S // 10]  # then no more
+        for item in sorted([*frames, *heard], key=lambda x: x.timestamp_us):
+            if not faulted and item.timestamp_us >= press_us + 25 * S // 10:
+                router.mic_watch.last_at -= MIC_TIMEOUT_S
+                router.camera_watch.seen(item.timestamp_us)
+                assert router.check_sources() == (False, True)
+                faulted = True
+            q.put(item)
+        barrier = Barrier()
+        q.put(barrier)
+        assert barrier.passed.wait(30)
+        waiting = [f for f in rec.seal._files.values() if f.sealer is not None]
+        assert len(waiting) == 1  # no cut yet: the segment goes on, waiting for its sound
+        for file in waiting:  # what the cut leaves on the medium
+            file.sealer.wait_durable()
+    with recorder_on_sim(unit, segment_seconds=2, video=f"{WIDTH}x{HEIGHT}@{FPS}") as rec:
+        rec.recover_cut()
+    report = unit.verify()
+    assert not report.errors, report.errors
+    recording = session.seq.result(0)
+    kept = segments(unit, recording)
+    [alone] = kept
+    assert alone.recovered and alone.last_capture_utc_ns > (press_us + 2 * S) * 1000
+    assert report.audio_gaps and all(g.declared for g in report.audio_gaps)
+    assert all(g.declared for g in report.gaps)
