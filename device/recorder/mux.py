@@ -281,7 +281,7 @@ class MuxStage:
         began (no keyframe came: a camera late to start), for an audio-only segment.
 
         What it could not place is counted in ``status``: audio older than its
-        open segments (the microphone later than the segmenter waits: each
+        open segment (the microphone later than the segmenter waits: each
         stretch declared as it ends, ``_new_span``), and frames before a span's
         first keyframe (before the span's start).
         """
