@@ -59,6 +59,14 @@ class Segmenter:
     on without it. Audio captured before the span's first keyframe goes into
     the first segment, whose origin then moves back to that audio.
 
+    A microphone later than that (a starved audio thread, a USB hiccup) does
+    not lose the sound of a segment's last moments: the cut waits for the
+    audio to reach it — the segment goes on to a later keyframe — but no more
+    than ``late_audio_wait_us`` past where it was due. Only audio later still,
+    or from before the span's first segment, is dropped: each such stretch is
+    counted in ``audio_samples_dropped`` and given to ``on_audio_dropped(first_us,
+    end_us, samples)`` for the caller to declare (ADR 0064).
+
     ``open_sink(n)`` gives the sink for segment ``n`` (0, 1, ...);
     ``on_segment_end(n, summary)`` runs once segment ``n`` is finished, which is
     where the caller seals and closes that sink.
@@ -87,6 +95,8 @@ class Segmenter:
         on_fragment_end: Callable[[int, FragmentInfo], None] | None = None,
         on_segment_end: Callable[[int, SegmentSummary], None] | None = None,
         max_fragment_us: int = MAX_FRAGMENT_US,
+        late_audio_wait_us: int = 10_000_000,
+        on_audio_dropped: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if segment_us <= 0:
             raise ValueError("segment_us must be positive")
@@ -98,14 +108,17 @@ class Segmenter:
         self._on_fragment_end = on_fragment_end
         self._on_segment_end = on_segment_end
         self._max_fragment_us = max_fragment_us
+        self._late_audio_wait_us = late_audio_wait_us
+        self._on_audio_dropped = on_audio_dropped
 
         self.summaries: list[SegmentSummary] = []
         self.video_frames_dropped = 0  # non-keyframes before the span's first keyframe
-        self.audio_samples_dropped = 0  # only if the microphone stalled past a cut
+        self.audio_samples_dropped = 0  # audio no open segment could take (on_audio_dropped)
         #: After :meth:`close`: audio held for a segment that never began (no keyframe
         #: came), for the caller to put elsewhere (an audio-only segment), not dropped.
         self.unplaced_audio: list[AudioBlock] = []
         self._muxer: SegmentMuxer | None = None
+        self._dropped: tuple[int, int, int] | None = None  # (first_us, end_us, samples)
         self._segment_start_us = 0  # capture time of the current segment's first keyframe
         self._pending_video: deque[VideoFrame] = deque()
         self._pending_audio: deque[AudioBlock] = deque()
@@ -137,6 +150,7 @@ class Segmenter:
         self._pump(final=True)
         if self._muxer is not None:
             self._route_audio_before(None)
+            self._end_dropped()
             self._finish_segment()
         else:  # no keyframe came (a camera late to start): the caller places this audio
             self.unplaced_audio = list(self._pending_audio)
@@ -170,13 +184,23 @@ class Segmenter:
             if self._pending_audio:
                 origin_us = min(origin_us, self._pending_audio[0].timestamp_us)
             self._start_segment(frame, origin_us)
-        elif frame.keyframe and frame.timestamp_us - self._segment_start_us >= self._segment_us:
+        elif frame.keyframe and self._cut_due(frame.timestamp_us):
             self._route_audio_before(frame.timestamp_us)
             self._finish_segment()
             self._start_segment(frame, frame.timestamp_us)
         assert self._muxer is not None
         self._muxer.add_video(frame)
         self._route_audio_before(frame.timestamp_us)
+
+    def _cut_due(self, keyframe_us: int) -> bool:
+        """Whether to cut at this keyframe: the segment is long enough, and the audio
+        from before it has come (a late microphone is waited for, but not forever)."""
+        elapsed_us = keyframe_us - self._segment_start_us
+        if elapsed_us < self._segment_us:
+            return False
+        heard_us = self._audio_until_us or 0
+        return (self._audio_rate is None or heard_us >= keyframe_us
+                or elapsed_us >= self._segment_us + self._late_audio_wait_us)
 
     def _start_segment(self, frame: VideoFrame, origin_us: int) -> None:
         number = len(self.summaries)
@@ -217,13 +241,30 @@ class Segmenter:
                     self._pending_audio.appendleft(rest)
             if block is None:
                 break
-            # Samples older than this segment belonged to one already finished: that
-            # only happens when the microphone stalled longer than max_wait_us.
+            # Older than this segment: the one it belonged to was finished (the
+            # microphone later than late_audio_wait_us), or it is from before the
+            # span's first segment. Dropped, and said.
             late, block = split_audio_block(block, origin_us)
             if late is not None:
-                self.audio_samples_dropped += len(late.samples)
+                self._drop(late)
             if block is not None:
+                self._end_dropped()
                 self._muxer.add_audio(block)
+
+    def _drop(self, late: AudioBlock) -> None:
+        self.audio_samples_dropped += len(late.samples)
+        if self._dropped is None:
+            self._dropped = (late.timestamp_us, late.end_us, len(late.samples))
+        else:
+            first_us, _, samples = self._dropped
+            self._dropped = (first_us, late.end_us, samples + len(late.samples))
+
+    def _end_dropped(self) -> None:
+        """A stretch of dropped audio has ended: tell the caller, once for the stretch."""
+        if self._dropped is not None:
+            dropped, self._dropped = self._dropped, None
+            if self._on_audio_dropped is not None:
+                self._on_audio_dropped(*dropped)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -79,6 +79,8 @@ FINDING_KINDS: dict[str, FindingKind] = {k: FindingKind(s, m) for k, s, m in (
     ("segment_after_stop", ERROR, "a segment of a recording after its `record_stop`"),
     ("overlap", ERROR, "a segment starts at or before the previous one's last capture"),
     ("undeclared_gap", ERROR, "a gap between segments that no interruption declares"),
+    ("undeclared_audio_gap", ERROR, "a segment holds less audio than its time (a hole in "
+     "its sound) and no interruption declares it"),
     ("open_recording", WARNING, "the ledger ends with a recording neither stopped nor "
      "interrupted: what a cut-off tail leaves"),
     ("unexplained_interruption", UNEXPLAINED, "an interruption with no voice note of at "

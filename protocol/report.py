@@ -58,6 +58,19 @@ class Gap:
 
 
 @dataclass
+class AudioGap:
+    """Sound missing from one segment: it holds ``seconds`` less audio than its time
+    (where in the segment, the ledger cannot say; protocol.audio_coverage)."""
+
+    recording: int
+    seq: int  # the segment's entry
+    start_utc_ns: int  # the segment's first capture
+    seconds: float
+    declared: bool
+    interruption: int | None = None  # the interruption that declares it
+
+
+@dataclass
 class InterruptionReport:
     seq: int
     reason: str
@@ -115,6 +128,7 @@ class ContinuityReport:
     head: str | None  # SHA-256 of the last entry's payload
     recordings: list[RecordingReport] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    audio_gaps: list[AudioGap] = field(default_factory=list)
     interruptions: list[InterruptionReport] = field(default_factory=list)
     exemptions: list[dict[str, Any]] = field(default_factory=list)
     markers: list[dict[str, Any]] = field(default_factory=list)

@@ -21,6 +21,7 @@ from typing import Any
 
 from securesystemslib.exceptions import VerificationError
 
+from protocol.audio_coverage import AudioTrack
 from protocol.entries import (
     GENESIS_PREV,
     ConsoleAction,
@@ -58,6 +59,7 @@ from protocol.report import (
     INTACT,
     INTACT_UNEXPLAINED_GAPS,
     VERDICT_RANK,
+    AudioGap,
     ContinuityReport,
     Gap,
     InterruptionReport,
@@ -93,6 +95,10 @@ class VerificationPolicy:
     # device declares (time_sync) every step larger than this, and an entry's two
     # clock readings are not taken at one instant. Below it the wall clock counts.
     clock_tolerance_ns: int = 1_000_000_000
+    # How much less audio than its time a segment may hold unannounced (a sound
+    # card's crystal drifting from the capture clock, frame-time jitter at the
+    # cuts); a larger shortfall is a hole in the sound (protocol.audio_coverage).
+    audio_tolerance_ns: int = 250_000_000
 
 
 class ContinuityError(Exception):
@@ -146,6 +152,7 @@ class _LedgerCheck:
         self.recordings: dict[int, RecordingReport] = {}
         self.last_recording: RecordingReport | None = None
         self.interruptions: dict[int, InterruptionReport] = {}
+        self.audio: dict[int, AudioTrack] = {}  # by recording: its sound's coverage
         self.media_refs: list[tuple[int, MediaFile]] = []
         self.receipts: list[OffloadReceipt] = []
         self.line: int | None = None  # the ledger line being read
@@ -342,6 +349,7 @@ class _LedgerCheck:
                 self.report.interruptions.append(rep)
                 rec = self.recordings.get(body.recording) if body.recording is not None else None
                 if rec is not None:
+                    self.audio[rec.recording].interrupted(seq)
                     rec._pending.append(seq)
                     rec._unresumed.add(seq)
                     rec._boot_unclaimed = None
@@ -356,6 +364,7 @@ class _LedgerCheck:
                 rec = self.recordings.get(body.recording)
                 if rec is not None:
                     self.claims_boot(rec, seq, "its resume")
+                    self.audio[rec.recording].span_begins(entry.time.utc_ns)
                     rec._span_clock = _span_clock(signed)
                     rec.spans += 1
                     rec._unresumed.discard(body.interruption)
@@ -450,6 +459,10 @@ class _LedgerCheck:
             self.report.between_recordings.append({"after": prev.recording, "before": seq,
                                                    "seconds": seconds, "clock": clock})
         self.recordings[seq] = self.last_recording = rec
+        self.audio[seq] = AudioTrack(self.policy.audio_tolerance_ns,
+                                     _seconds_ns(body.pre_record_seconds), seq,
+                                     self.report.audio_gaps)
+        self.audio[seq].span_begins(signed.entry.time.utc_ns)
         self.report.recordings.append(rec)
 
     def segment(self, signed: SignedEntry, body: Segment) -> None:
@@ -500,6 +513,10 @@ class _LedgerCheck:
                     self.find(seq, "undeclared_gap", f"{gap.seconds:.3f} s gap before this "
                               "segment that no interruption declares")
                 self.report.gaps.append(gap)
+        self.audio_undeclared(self.audio[body.recording].segment(
+            seq, first_ns=body.first_capture_utc_ns, last_ns=body.last_capture_utc_ns,
+            period_ns=body.frame_period_ns, samples=body.audio_samples, rate=body.audio_rate,
+            interruption=rec._pending[0] if rec._pending else None))
         rec._pending.clear()
         rec._last, rec._last_seq = body, seq
         rec._last_end = (boot, last_mono)
@@ -507,7 +524,16 @@ class _LedgerCheck:
         rec.duration_s += (body.last_capture_utc_ns - body.first_capture_utc_ns
                            + body.frame_period_ns) / 1e9
 
+    def audio_undeclared(self, gaps: list[AudioGap]) -> None:
+        reading, self.line = self.line, None  # the finding names the short segment's line
+        for gap in gaps:
+            self.find(gap.seq, "undeclared_audio_gap", f"the segment holds {gap.seconds:.3f} s "
+                      "less audio than its time, and no interruption declares the hole")
+        self.line = reading
+
     def finish(self) -> None:
+        for track in self.audio.values():
+            self.audio_undeclared(track.finish())
         for rec in self.report.recordings:
             if rec._boot_unclaimed is not None:
                 self.claims_boot(rec, rec._boot_unclaimed, "nothing else")
@@ -524,6 +550,14 @@ class _LedgerCheck:
                 rep = self.interruptions[gap.interruption]
                 gap.voice_note, gap.explained = rep.voice_note, rep.explained
         self.report.verdict = verdict_of(self.report.findings)
+
+
+def _seconds_ns(seconds: float) -> int:
+    """A length in seconds as written (any number), in ns: 0 unless finite and positive."""
+    try:
+        return max(0, int(seconds * 1_000_000_000))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _span_clock(signed: SignedEntry) -> tuple[str, int]:

@@ -161,6 +161,13 @@ def render(store: Path, report: ContinuityReport) -> str:
             [[str(g.recording), _utc(g.start_utc_ns), f"{g.seconds:.3f} s",
               "yes" if g.declared else "NO", g.reason or "-",
               str(g.voice_note) if g.explained else "MISSING"] for g in report.gaps])
+    if report.audio_gaps:  # sound missing inside a segment (where in it, the ledger cannot say)
+        lines.append("audio gaps:")
+        lines += _table(
+            ["rec", "segment", "from (UTC)", "missing", "declared", "by"],
+            [[str(g.recording), str(g.seq), _utc(g.start_utc_ns), f"{g.seconds:.3f} s",
+              "yes" if g.declared else "NO", str(g.interruption or "-")]
+             for g in report.audio_gaps])
     if report.interruptions:
         lines.append("interruptions:")
         lines += _table(

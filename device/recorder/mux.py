@@ -293,14 +293,12 @@ class MuxStage:
         began (no keyframe came: a camera late to start), for an audio-only segment.
 
         What it could not place is counted in ``status``: audio older than its
-        open segment (the microphone stalled longer than it waits), and frames
-        before a span's first keyframe (before the span's start).
+        open segment (the microphone later than the segmenter waits: each
+        stretch declared as it ends, ``_new_span``), and frames before a span's
+        first keyframe (before the span's start).
         """
         segmenter.close()
         self.stats.dropped_samples += segmenter.audio_samples_dropped
-        if segmenter.audio_samples_dropped:
-            log.warning("%d audio samples had no segment to go in (declared by the fault "
-                        "that ended the span)", segmenter.audio_samples_dropped)
         return segmenter.unplaced_audio
 
     def _begin_span(self, start: StartSpan, interrupted: _Recording | None) -> _Recording:
@@ -371,6 +369,15 @@ class MuxStage:
             to_seal.put(SealFile(sink.ref, first, last, summary.frames,
                                  summary.audio_samples, period_ns))
 
+        def audio_dropped(first_us: int, end_us: int, samples: int) -> None:
+            # Audio the microphone delivered too late for any open segment: a hole
+            # in the sound, declared where it begins (ADR 0064).
+            log.error("%d audio samples came too late for their segment (%.3f s from "
+                      "capture time %d µs): declared", samples, (end_us - first_us) / 1e6,
+                      first_us)
+            self.seal.put(Declare(rec.ref, "mic_fault", "audio_late", first_us, resume=True))
+
         return Segmenter(open_sink, width=c.width, height=c.height, fps=c.fps,
                          audio_rate=c.audio_rate, segment_us=int(c.segment_seconds * 1e6),
-                         on_fragment_end=fragment_end, on_segment_end=segment_end)
+                         on_fragment_end=fragment_end, on_segment_end=segment_end,
+                         on_audio_dropped=audio_dropped)

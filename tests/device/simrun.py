@@ -84,7 +84,7 @@ def recorder_on_sim(unit: Unit, **settings: object) -> Iterator[Recorder]:
 
 #: What the recorder detects on its own and resumes at once. Under load the simulated
 #: camera is late after every boot (as a Pi's is): its watchdog declares that, truly.
-DEVICE_FAULTS = {"camera_watchdog", "mic_watchdog", "frame_index", "audio_overflow",
+DEVICE_FAULTS = {"camera_watchdog", "mic_watchdog", "audio_late", "frame_index", "audio_overflow",
                  "queue_overflow"}
 
 

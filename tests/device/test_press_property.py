@@ -42,7 +42,7 @@ from tests.conftest import DEVICE, DOCK, OFFICER, StepClock, Unit
 DELAYS = st.sampled_from([0.0, 0.0, 0.01, 0.03, 0.2, 0.7, 1.5, 3.0])
 OFFICER_REASONS = {"weather", "location_change", "other"}
 #: What the device detects on its own; allowed only if it also logged it.
-DEVICE_FAULTS = {"camera_watchdog", "mic_watchdog", "frame_index", "audio_overflow",
+DEVICE_FAULTS = {"camera_watchdog", "mic_watchdog", "audio_late", "frame_index", "audio_overflow",
                  "queue_overflow"}
 
 

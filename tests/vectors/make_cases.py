@@ -706,7 +706,9 @@ def capture_after_signing(d: Path) -> Expect:
     e = s.segment(rec, 0)
     s.entries.pop()
     s.lines.pop()
-    body = dataclasses.replace(e.entry.body, last_capture_utc_ns=e.entry.time.utc_ns + 5 * S)
+    last = e.entry.time.utc_ns + 5 * S  # its sound as long as its time: one finding only
+    samples = (last - e.entry.body.first_capture_utc_ns + PERIOD) * 48_000 // S
+    body = dataclasses.replace(e.entry.body, last_capture_utc_ns=last, audio_samples=samples)
     seq = s.append(body).entry.seq
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
@@ -752,6 +754,38 @@ def undeclared_gap(d: Path) -> Expect:
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
     return {**broken(F("undeclared_gap", seq)), "gaps": [{"recording": rec, "seconds": 2.9}]}
+
+
+@case("a segment holding 0.6 s less audio than its time (a hole in its sound) that no "
+      "interruption declares")
+def undeclared_audio_gap(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    seq = s.segment(rec, 1, audio_samples=10 * 4800 - 6 * 4800).entry.seq
+    s.segment(rec, 2)
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return broken(F("undeclared_audio_gap", seq))
+
+
+@case("a microphone silent for three segments, declared once (mic_fault) after the first "
+      "of them: the silence stays declared until a segment holds its sound in full")
+def declared_audio_gap(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    s.segment(rec, 1, audio_samples=4 * 4800)
+    cut = s.append(Interruption(reason="mic_fault", detected_by="mic_watchdog",
+                                cut_utc_ns=s.captured(rec) - 5 * PERIOD,
+                                recording=rec)).entry.seq
+    s.resume(rec, cut)
+    s.segment(rec, 2, audio_samples=0)
+    s.segment(rec, 3, audio_samples=3 * 4800)
+    s.segment(rec, 4)
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return unexplained(F("unexplained_interruption", cut))
 
 
 @case("the wall clock stepped back 19 s, undeclared, during a 20 s interruption: no "
