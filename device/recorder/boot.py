@@ -16,6 +16,9 @@ from hardware.host.durable import remove_temporaries
 
 log = logging.getLogger("device.recorder")
 
+# Interruptions the recorder declares and records on through (it was still running).
+CAPTURE_FAULTS = ("camera_fault", "mic_fault")
+
 
 def recover_cut(appender: EntryAppender, clock: Clock) -> None:
     """Remove what a cut left of unfinished durable writes; seal the cut files,
@@ -25,7 +28,8 @@ def recover_cut(appender: EntryAppender, clock: Clock) -> None:
     ``recovered``; so is a voice note or memo cut short (its entry first). A
     recording left open gets ``interruption`` (``power_loss`` if the kernel
     booted since its last entry, else ``crash``), unless an interruption
-    already ended it (battery, storage).
+    already ended it (battery, storage); a capture fault still waiting for its
+    camera or microphone ended nothing, so the cut after it is declared too.
     """
     # A temporary file of a durable write a cut interrupted is never evidence
     # (hardware/host/durable.py): nothing else writes the store yet, so it goes.
@@ -42,7 +46,13 @@ def recover_cut(appender: EntryAppender, clock: Clock) -> None:
         elif r.segment is not None:
             appender.append(r.segment)
     rec = known.open_recording
-    if rec is None or known.unresumed(rec.seq) is not None:
+    if rec is None:
+        return
+    ended = known.unresumed(rec.seq)
+    # A battery or storage interruption ended the capture on purpose: the cut after
+    # it is that one's. A capture fault (camera, microphone) did not: the recorder
+    # was still running, so the cut is an event of its own and is declared.
+    if ended is not None and known.interruptions[ended].reason not in CAPTURE_FAULTS:
         return
     # A cut time only from a record that authenticates (None: nothing says).
     cuts = [r for r in recovered if isinstance(r, recovery.RecoveredSegment)

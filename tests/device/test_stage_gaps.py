@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,7 +26,7 @@ from device.recorder.router import CAMERA_TIMEOUT_S
 from device.segmenter import Segmenter
 from hardware.camera import monotonic_us
 from hardware.frames import AudioBlock, VideoFrame
-from protocol.entries import RecordStart, Segment
+from protocol.entries import Interruption, RecordStart, Segment
 from tests.conftest import Unit
 from tests.device.conftest import AUDIO_RATE, FPS, HEIGHT, WIDTH, EncodedClip, audio_blocks
 from tests.device.simrun import recorder_on_sim
@@ -186,3 +187,25 @@ def test_the_segmenter_leaves_audio_without_a_segment_to_its_caller(
     assert held.unplaced_audio == [] and held.audio_samples_dropped == 0
     assert summary.origin_us == 10 * S
     assert summary.audio_samples == sum(len(b.samples) for b in blocks)
+
+
+@pytest.mark.parametrize("reason, declared_again", [
+    ("camera_fault", True), ("mic_fault", True), ("battery", False), ("storage_full", False)])
+def test_a_cut_after_an_unresumed_interruption_is_declared_unless_it_ended_capture(
+        unit: Unit, reason: str, declared_again: bool) -> None:
+    """The cut between a capture fault's ``interruption`` and its ``resume`` (a hard-kill
+    fault trial found one): the recorder was still running, so the next start declares
+    the cut too. After a battery or storage interruption it was not (it stopped on
+    purpose), and the cut is that interruption's own."""
+    with recorder_on_sim(unit) as rec:
+        start = rec.appender.append(RecordStart(
+            trigger="button", category="scene", officer="PC-0042", pre_record_seconds=0))
+        cut_ns = time.time_ns()
+        rec.appender.append(Interruption(reason=reason, detected_by="test", cut_utc_ns=cut_ns,
+                                         recording=start.entry.seq))
+    with recorder_on_sim(unit) as rec:  # the power came back
+        rec.recover_cut()
+    report = unit.verify()
+    assert not report.errors, report.errors
+    reasons = [i.reason for i in report.interruptions]
+    assert reasons == ([reason, "crash"] if declared_again else [reason])
