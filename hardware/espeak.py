@@ -82,9 +82,12 @@ def built_already(directory: Path, wanted: dict, files: Iterable[str]) -> bool:
     """``directory`` holds the build ``wanted`` describes, with every one of ``files``."""
     try:
         current = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        mode = directory.stat().st_mode
     except (OSError, ValueError):
         return False
-    return current.get("build_key") == wanted["build_key"] and all(
+    # A folder an older build left 0700 is rebuilt: the service user could not read it.
+    readable = mode & 0o755 == 0o755
+    return readable and current.get("build_key") == wanted["build_key"] and all(
         (directory / name).is_file() for name in files)
 
 

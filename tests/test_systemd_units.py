@@ -125,6 +125,20 @@ def test_a_shutdown_stops_the_recorder_before_its_store_is_unmounted():
     assert service["KillSignal"] == "SIGTERM" and int(service["TimeoutStopSec"]) >= 10
 
 
+def test_what_the_device_rewrites_itself_lies_where_its_units_may_write():
+    # The console's `enroll update` replaces the trust file (a signed update, checked
+    # first): under ProtectSystem=strict that needs it in a ReadWritePaths folder
+    # of both the console and the recorder (the booted test found it in /etc).
+    from device.config import RecorderConfig
+
+    config = RecorderConfig.from_file(ROOT / "docs/examples/recorder.toml")
+    for name in ("custody-recorder.service", "custody-console@.service"):
+        writable = [Path(p) for p in unit(name)["Service"]["ReadWritePaths"].split()]
+        for rewritten in (config.trust_file, config.store):
+            assert rewritten is not None
+            assert any(rewritten.is_relative_to(w) for w in writable), (name, rewritten)
+
+
 def test_the_console_owns_its_tty_and_needs_no_network():
     parser = unit("custody-console@.service")
     assert parser["Unit"]["Conflicts"] == "serial-getty@%i.service"

@@ -29,3 +29,14 @@ def test_a_built_folder_is_readable_by_the_service_user_not_only_its_builder(tmp
     folder = tmp_path / "prompts"
     build_folder(folder, {"v": 1}, lambda staging: (staging / "a.wav").write_bytes(b"x"))
     assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_folder_an_older_build_left_unreadable_is_not_built_already(tmp_path) -> None:
+    # An upgrade over a 0700 folder (built before the fix above) must rebuild it.
+    from hardware.espeak import build_folder, built_already, with_build_key
+
+    folder, wanted = tmp_path / "prompts", with_build_key({"v": 1})
+    build_folder(folder, wanted, lambda staging: (staging / "a.wav").write_bytes(b"x"))
+    assert built_already(folder, wanted, ["a.wav"])
+    folder.chmod(0o700)
+    assert not built_already(folder, wanted, ["a.wav"])

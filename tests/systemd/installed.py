@@ -93,7 +93,6 @@ def install_device(tree: Path, unit: Unit, store_mount: Path, **settings: object
     etc = tree / "etc/custody"
     gid = group_id(tree, "custody")
     put(unit.out / "device-keys/signing.key", etc / "device.key", gid)
-    put(unit.trust, etc / "trust.json", gid)
     # The simulated board's OTP (a Pi's is in its silicon), read-only for the recorder.
     for secret in (unit.out / "otp").iterdir():
         put(secret, etc / "otp" / secret.name, gid)
@@ -109,6 +108,10 @@ def install_device(tree: Path, unit: Unit, store_mount: Path, **settings: object
     assert config.store == Path("/var/lib/custody/store")
     store_mount.mkdir()
     shutil.copytree(unit.out / "device", store_mount / "store")
+    # The trust file is the device's state: the console's enroll update replaces it.
+    assert config.trust_file == Path("/var/lib/custody/trust.json")
+    put(unit.trust, store_mount / "trust.json", gid)
+    shutil.chown(store_mount / "trust.json", user_id(tree, "custody"), gid)
 
 
 def device_tls(tree: Path, unit: Unit) -> dict[str, str]:
