@@ -195,8 +195,8 @@ def judge_cuts(result: TrialResult, out: Path, statuses: list[dict]) -> list[flo
         if since_press is None:  # (each cut kills the process: a status is of its one press)
             since_frame = loss  # no status of this press: counted from the press
             if not press.get("ignored"):  # it was pressed: the recorder must say
-                result.problems.append(f"cut {n}: the recorder's status just before it "
-                                       f"does not say when the press's first frame came")
+                result.fail(n, f"cut {n}: the recorder's status just before it "
+                               f"does not say when the press's first frame came")
         elif to_frame is not None:
             from_frame += 1
             since_frame = min(loss, pressed_s - to_frame / 1000)
