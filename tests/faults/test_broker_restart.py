@@ -15,16 +15,39 @@ lock (docs/adr/0058-broker-restart-judged-on-what-was-delivered.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from daemon.mqtt.publisher import DockPublisher
 from daemon.mqtt.watch import Watcher
+from protocol.attestation import Attestation
 from tests.conftest import Unit
 from tests.faults import broker_trials, invariants
 from tests.faults.trials import TrialResult
 from tests.mosquitto import Broker
 from tests.mqtt.helpers import attestation, connection, publisher
+
+
+@contextmanager
+def attested_while_down(unit: Unit, mosquitto: Broker, tmp_path: Path
+                        ) -> Iterator[tuple[invariants.CountingBoard, DockPublisher, Attestation]]:
+    """A watcher subscribed, then the broker stopped and an attestation made: it
+    waits in the dock's outbox. Yields (the watcher's board, the publisher, it)."""
+    board = invariants.CountingBoard(unit.trust)
+    watcher = Watcher(connection(mosquitto, "WATCH-01"), board)
+    watcher.start()
+    try:
+        assert watcher.subscribed.wait(10)
+        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
+            mosquitto.stop()
+            att = attestation(unit)
+            pub.attest(att)
+            yield board, pub, att
+    finally:
+        watcher.stop()
 
 
 def test_an_attestation_sent_across_a_broker_restart_is_judged_delivered_once_and_in_time(
@@ -38,28 +61,18 @@ def test_an_attestation_sent_across_a_broker_restart_is_judged_delivered_once_an
         return check(data, trust)
 
     monkeypatch.setattr(invariants, "check_attestation", held_up)
-    board = invariants.CountingBoard(unit.trust)
-    watcher = Watcher(connection(mosquitto, "WATCH-01"), board)
-    watcher.start()
-    try:
-        assert watcher.subscribed.wait(10)
-        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
-            mosquitto.stop()  # down before the attestation: it waits in the outbox
-            att = attestation(unit)
-            pub.attest(att)
-            time.sleep(0.5)
-            mosquitto.start()
-            back = time.monotonic()
-            assert invariants.wait_delivered(board, [att.id], 15), mosquitto.log()
-            result = TrialResult("broker_restart", 1)
-            invariants.check_attested(result, board, [att.id], att.last_seq, "restart 0",
-                                      trial=0)
-            assert result.problems == [] and result.survived == 1
-            attested, arrived = board.delivered()
-            assert [a.id for a in attested] == [att.id]
-            assert arrived[att.id] - back <= broker_trials.DELIVERY_BOUND_S
-    finally:
-        watcher.stop()
+    with attested_while_down(unit, mosquitto, tmp_path) as (board, _, att):
+        time.sleep(0.5)
+        mosquitto.start()
+        back = time.monotonic()
+        assert invariants.wait_delivered(board, [att.id], 15), mosquitto.log()
+        result = TrialResult("broker_restart", 1)
+        invariants.check_attested(result, board, [att.id], att.last_seq, "restart 0",
+                                  trial=0)
+        assert result.problems == [] and result.survived == 1
+        attested, arrived = board.delivered()
+        assert [a.id for a in attested] == [att.id]
+        assert arrived[att.id] - back <= broker_trials.DELIVERY_BOUND_S
 
 
 def test_a_trial_with_two_problems_is_one_trial_failed():
@@ -81,20 +94,10 @@ def test_after_a_long_outage_the_back_off_delays_delivery_by_at_most_its_cap(
     """paho's own back-off grows to 120 s (16 s into an outage its next attempt is
     15 s away); ours, ``MqttConnection``'s, to 5 s: dock and watcher are back within
     that of the broker, and the attestation within the trial's bound after them."""
-    board = invariants.CountingBoard(unit.trust)
-    watcher = Watcher(connection(mosquitto, "WATCH-01"), board)
-    watcher.start()
-    try:
-        assert watcher.subscribed.wait(10)
-        with publisher(mosquitto, unit, tmp_path / "outbox.db") as pub:
-            assert pub.connection.reconnect_max_s == 5.0  # as shipped
-            mosquitto.stop()
-            att = attestation(unit)
-            pub.attest(att)
-            time.sleep(16)
-            mosquitto.start()
-            back = time.monotonic()
-            assert invariants.wait_delivered(board, [att.id], 30), mosquitto.log()
-            assert board.delivered()[1][att.id] - back <= 5.0 + broker_trials.DELIVERY_BOUND_S
-    finally:
-        watcher.stop()
+    with attested_while_down(unit, mosquitto, tmp_path) as (board, pub, att):
+        assert pub.connection.reconnect_max_s == 5.0  # as shipped
+        time.sleep(16)
+        mosquitto.start()
+        back = time.monotonic()
+        assert invariants.wait_delivered(board, [att.id], 30), mosquitto.log()
+        assert board.delivered()[1][att.id] - back <= 5.0 + broker_trials.DELIVERY_BOUND_S

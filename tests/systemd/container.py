@@ -25,9 +25,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)  # this worktree's venv: the code the units run
 NSPAWN = shutil.which("systemd-nspawn")
+
+#: The marks of a test that boots a container: slow, and only where nspawn is.
+BOOTS_A_CONTAINER = [
+    pytest.mark.slow,
+    pytest.mark.skipif(NSPAWN is None, reason="systemd-nspawn is not installed "
+                       "(Debian: systemd-container, in the Makefile's APT_PACKAGES)"),
+]
 #: Where systemd-nspawn keeps a container's mount-propagation folder on the host; it
 #: refuses to remove it when /run is not a tmpfs (as here), so we do.
 PROPAGATE = Path("/run/systemd/nspawn/propagate")

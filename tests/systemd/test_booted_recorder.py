@@ -14,11 +14,9 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from protocol.envelope import parse_line, split_lines
 from tests.device.simrun import only_device_faults_unexplained
-from tests.systemd.container import NSPAWN, BootedSystem
+from tests.systemd.container import BOOTS_A_CONTAINER, BootedSystem
 from tests.systemd.installed import (
     DENIALS,
     custody,
@@ -29,11 +27,7 @@ from tests.systemd.installed import (
     user_id,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(NSPAWN is None, reason="systemd-nspawn is not installed "
-                       "(Debian: systemd-container, in the Makefile's APT_PACKAGES)"),
-]
+pytestmark = BOOTS_A_CONTAINER
 
 UNIT = "custody-recorder.service"
 
