@@ -243,21 +243,27 @@ class CaptureRouter:
             if recording:
                 self._queue_capture(item, at_us)
             elif isinstance(item, VideoFrame):
-                self.prerecord.add_video(item)
+                if not self._recording:  # (one from before the span is in neither)
+                    self.prerecord.add_video(item)
             else:
                 self.prerecord.add_audio(item)
         if memo_full:
             self.voice_notes.end()
 
     def _belongs_to_recording(self, item: VideoFrame | AudioBlock) -> bool:
-        """Whether ``item`` goes to the recording: while recording, or captured before
-        the stop being ended (an audio block by its first sample).
+        """Whether ``item`` goes to the recording: while recording (a frame only if
+        captured at or after the span's start), or captured before the stop being
+        ended (an audio block by its first sample).
 
         An item from after that stop counts its source as caught up; the last
         source to catch up queues the stop.
         """
         if self._recording:
-            return True
+            # A frame captured before the span's start reaches us after it (the
+            # camera delivers later than the microphone): the sound of its moment
+            # went to the pre-record buffer, so it is not the span's either, or the
+            # span would begin with a picture and no sound (ADR 0072).
+            return not (isinstance(item, VideoFrame) and item.timestamp_us < self._span_from_us)
         ending = self._ending
         if ending is None:
             return False

@@ -102,6 +102,12 @@ def encoder_loop(
     time_base = Fraction(1, config.fps)
     period_us = 1_000_000 / config.fps
     index = job.first_index
+    if job.realtime:
+        # The sensor runs from now, not from when the job was made: a spawned
+        # encoder process can take a good part of a second to come up, and
+        # frames stamped for that time were never captured. Stamped as caught
+        # up, they would begin a recording before its press, with no sound there.
+        index = max(index, -(-(monotonic_us() - job.epoch_us) * config.fps // 1_000_000))
     force_keyframe = False
 
     def send(frame: Any) -> None:

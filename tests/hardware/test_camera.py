@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import time
 
 import av
@@ -11,7 +13,7 @@ import pytest
 from hardware.camera import Camera, CameraConfig, monotonic_us
 from hardware.factory import HardwareFactory
 from hardware.overlay import INK, PAPER
-from hardware.sim.camera import SimCamera
+from hardware.sim.camera import EncoderJob, SimCamera, encoder_loop
 from hardware.sim.pattern import read_frame_index
 
 SMALL = CameraConfig(width=320, height=180, fps=30, bitrate=400_000, keyframe_interval=15)
@@ -191,3 +193,24 @@ def test_camera_config_is_validated() -> None:
         CameraConfig(fps=0)
     with pytest.raises(ValueError):
         SimCamera(SMALL, isolation="fiber")
+
+
+def test_sim_frames_are_not_stamped_before_the_encoder_ran() -> None:
+    """A job made before a slow start (a spawned encoder process coming up under
+    load) must not stamp frames for the time the encoder was not yet running:
+    caught up, they began a recording 0.3 s before its press, with no sound there."""
+    config = CameraConfig(width=320, height=180, fps=10, keyframe_interval=20)
+    made_us = monotonic_us() - 300_000  # the job was made, the process took 0.3 s to start
+    job = EncoderJob(config=config, epoch_us=made_us, first_index=0)
+    stop, frames = threading.Event(), []
+
+    def emit(frame) -> None:
+        frames.append(frame)
+        stop.set()
+
+    started_us = monotonic_us()
+    encoder_loop(job, emit, stop, queue.Queue())
+    assert frames[0].keyframe
+    assert frames[0].timestamp_us >= started_us, (
+        f"first frame stamped {(started_us - frames[0].timestamp_us) / 1e6:.3f} s "
+        f"before the encoder started")
