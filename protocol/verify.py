@@ -148,6 +148,7 @@ class _LedgerCheck:
         self.boots: dict[str, tuple[int, int]] = {}  # boot id -> (monotonic, utc) last seen
         self.time_statements: dict[str, int] = {}  # a statement's signatures -> the seq using it
         self.boot: str | None = None  # of the last accepted entry
+        self.boot_utc_ns: int = 0  # wall time of the first entry of the current boot
         self.clock_source: str | None = None
         self.recordings: dict[int, RecordingReport] = {}
         self.last_recording: RecordingReport | None = None
@@ -315,7 +316,7 @@ class _LedgerCheck:
                 for rec in self.recordings.values():
                     if rec.stop_utc_ns is None and not rec._unresumed:
                         rec._boot_unclaimed = entry.seq
-            self.boot = t.boot_id
+            self.boot, self.boot_utc_ns = t.boot_id, t.utc_ns
         if t.clock_source != self.clock_source:
             self.report.clock_sources.append({"seq": entry.seq, "from": self.clock_source,
                                               "to": t.clock_source, "synced": t.clock_synced})
@@ -472,7 +473,10 @@ class _LedgerCheck:
             self.find(seq, "bad_link", f"segment names recording {body.recording}, which does "
                       "not exist")
             return
-        if not body.recovered:
+        # A recovered segment, or one sealed whole before the cut but entered only at
+        # the next start (its capture all before this boot), is the cut's, not capture
+        # after it: the interruption declaring the boot is still owed after it.
+        if not body.recovered and body.last_capture_utc_ns >= self.boot_utc_ns:
             self.claims_boot(rec, seq, "a segment captured after it")
         if rec.stop_utc_ns is not None:
             self.find(seq, "segment_after_stop", f"segment of recording {body.recording} after "

@@ -693,10 +693,28 @@ def undeclared_boot(d: Path) -> Expect:
     rec = s.start()
     s.segment(rec, 0)
     s.boot, s.mono = "boot-2", 3 * S
-    seg = s.segment(rec, 1).entry.seq
+    s.append(Marker(phase="site", recording=rec))  # the new boot's first entry...
+    seg = s.segment(rec, 1).entry.seq  # ...and capture after it goes on
     s.append(RecordStop(recording=rec, trigger="button"))
     s.save()
     return broken(F("undeclared_boot", seg))
+
+
+@case("a power cut after a segment was sealed whole but before its entry: the next boot "
+      "enters it (not recovered: it is whole), then declares the cut")
+def sealed_whole_before_the_cut(d: Path) -> Expect:
+    s = Store(d / "store")
+    rec = s.start()
+    s.segment(rec, 0)
+    s.boot, s.mono = "boot-2", 3 * S
+    s.wait(20 * S)
+    s.segment(rec, 1)  # its capture all before this boot's first entry: it is that entry
+    cut = s.append(Interruption(reason="power_loss", detected_by="boot_recovery",
+                                cut_utc_ns=s.captured(rec), recording=rec)).entry.seq
+    s.voice_note(cut)
+    s.append(RecordStop(recording=rec, trigger="button"))
+    s.save()
+    return intact()
 
 
 @case("a segment whose last capture is after its own entry was signed")
