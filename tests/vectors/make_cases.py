@@ -395,12 +395,18 @@ def boot_between_recordings(d: Path) -> Expect:
 @case("a power cut mid-recording: the next boot seals the cut segment (recovered) and "
       "declares the interruption; a voice note explains it")
 def boot_declared_by_interruption(d: Path) -> Expect:
+    return _entered_at_boot_then_declared(d, recovered=True)
+
+
+def _entered_at_boot_then_declared(d: Path, recovered: bool) -> Expect:
+    """A power cut mid-recording; the next boot enters the last segment (its capture
+    all before this boot's first entry: it is that entry), then declares the cut."""
     s = Store(d / "store")
     rec = s.start()
     s.segment(rec, 0)
     s.boot, s.mono = "boot-2", 3 * S
     s.wait(20 * S)
-    s.segment(rec, 1, recovered=True)
+    s.segment(rec, 1, recovered=recovered)
     cut = s.append(Interruption(reason="power_loss", detected_by="boot_recovery",
                                 cut_utc_ns=s.captured(rec), recording=rec)).entry.seq
     s.voice_note(cut)
@@ -703,18 +709,7 @@ def undeclared_boot(d: Path) -> Expect:
 @case("a power cut after a segment was sealed whole but before its entry: the next boot "
       "enters it (not recovered: it is whole), then declares the cut")
 def sealed_whole_before_the_cut(d: Path) -> Expect:
-    s = Store(d / "store")
-    rec = s.start()
-    s.segment(rec, 0)
-    s.boot, s.mono = "boot-2", 3 * S
-    s.wait(20 * S)
-    s.segment(rec, 1)  # its capture all before this boot's first entry: it is that entry
-    cut = s.append(Interruption(reason="power_loss", detected_by="boot_recovery",
-                                cut_utc_ns=s.captured(rec), recording=rec)).entry.seq
-    s.voice_note(cut)
-    s.append(RecordStop(recording=rec, trigger="button"))
-    s.save()
-    return intact()
+    return _entered_at_boot_then_declared(d, recovered=False)
 
 
 @case("a segment whose last capture is after its own entry was signed")
