@@ -71,7 +71,7 @@ class CheckpointKeeper:
         if held is None:
             return None
         try:
-            return int(Note.from_bytes(held).text.split("\n")[1])
+            return _size(held)
         except (NoteError, ValueError, IndexError):
             # Not readable: treat as none held, and the proposal is checked against the
             # ledger alone (which still pins every entry); the old file is kept aside.
